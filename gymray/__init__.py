@@ -1,0 +1,7 @@
+"""gymray: NeMo Gym rollouts to NeMo RL datasets and training jobs, on Ray."""
+
+__version__ = "0.1.0"
+
+from gymray.api import PrepareResult, prepare  # noqa: E402
+
+__all__ = ["PrepareResult", "prepare", "__version__"]

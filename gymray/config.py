@@ -1,0 +1,218 @@
+"""gymray's own settings: pydantic models, loaded with OmegaConf.
+
+One place decides precedence (lowest first):
+built-in defaults < ``configs/<algo>.yaml`` < ``--config`` files < ``key=value``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ALGOS = ("grpo", "sft", "dpo")
+PACKAGE_DIR = Path(__file__).resolve().parent
+SAMPLE_INPUT = str(PACKAGE_DIR / "samples" / "rollouts.jsonl")
+
+
+def configs_dir() -> Path:
+    """``configs/`` of the checkout (editable installs, ``ray job submit --working-dir``)."""
+    env = os.environ.get("GYMRAY_CONFIGS_DIR")
+    return Path(env) if env else PACKAGE_DIR.parent / "configs"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ChatSettings(Strict):
+    reasoning: Literal["drop", "reasoning_content", "think"] = Field(
+        "drop",
+        description="reasoning items: drop them, put them in reasoning_content, or wrap them in <think> tags",
+    )
+    images: Literal["keep", "filter"] = Field(
+        "keep", description="keep image parts, or filter rows with images (text-only)"
+    )
+    incomplete: Literal["trim", "filter"] = Field(
+        "trim",
+        description="a trajectory that does not end on an assistant turn: trim it to its last complete turn, or filter it",
+    )
+
+
+class SplitSettings(Strict):
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+class SFTSettings(Strict):
+    format: Literal["openai", "simple"] = "openai"
+    reward_threshold: float | None = 0.95
+    drop_truncated: bool = True
+    best_of_n: bool = False
+    dedup: bool = True
+    min_examples: int = Field(
+        100, description="warn when fewer training records than this are written"
+    )
+
+
+class DPOSettings(Strict):
+    strategy: Literal["same_prompt", "stratified"] = "same_prompt"
+    min_gap: float = Field(0.2, ge=0.0, description="in the environment's own reward units")
+    pairing: Literal["best_vs_worst", "all"] = "best_vs_worst"
+    max_pairs_per_task: int = Field(4, ge=1)
+    high_threshold: float = 0.7
+    low_threshold: float = 0.4
+    format: Literal["preference", "binary"] = "preference"
+    drop_truncated: bool = False
+
+
+class GRPOSettings(Strict):
+    format: Literal["auto", "nemo_gym", "math"] = "auto"
+    reward_threshold: float | None = 0.0
+    pass_rate: tuple[float, float] | None = None
+
+
+class RaySettings(Strict):
+    address: str | None = Field(
+        None, description="Ray address; default: RAY_ADDRESS, else a local Ray started by gymray"
+    )
+    num_cpus: int | None = None
+    object_store_memory: int | None = None
+    block_bytes: int = Field(
+        16 << 20, ge=1 << 16, description="raw bytes of rollout lines per block"
+    )
+    partitions: int | None = Field(
+        None, ge=1, description="hash partitions for grouping (default: from input size)"
+    )
+
+
+class StorageSettings(Strict):
+    endpoint_url: str | None = None
+    region: str | None = None
+    anonymous: bool = False
+
+
+class Settings(Strict):
+    algo: Literal["grpo", "sft", "dpo"]
+    input: list[str] = Field(default_factory=lambda: [SAMPLE_INPUT])
+    output: str = ""
+    overwrite: bool = False
+    tasks: list[str] = Field(default_factory=list)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    sft: SFTSettings = Field(default_factory=SFTSettings)
+    dpo: DPOSettings = Field(default_factory=DPOSettings)
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    job: dict[str, Any] = Field(default_factory=dict)
+    nemo_rl: dict[str, Any] = Field(default_factory=dict, description="NeMo RL config overrides")
+
+    @field_validator("input", "tasks", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def model_post_init(self, _: Any) -> None:
+        if not self.output:
+            self.output = str(Path("gymray-output") / self.algo)
+
+    def recipe(self) -> BaseModel:
+        return getattr(self, self.algo)
+
+    def fingerprint_settings(self) -> dict:
+        """The settings that change the dataset (not where it goes, nor how it runs)."""
+        d = self.model_dump(mode="json")
+        keep = {"algo", "tasks", "chat", "split", self.algo}
+        return {k: v for k, v in d.items() if k in keep}
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message says which and what to do."""
+
+
+# Free-form sub-trees: keys below them are not checked against gymray's models.
+FREE_FORM = ("nemo_rl", "job.env_vars", "job.metadata")
+
+
+def _known_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, f in model.model_fields.items():
+        path = f"{prefix}{name}"
+        out.append(path)
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.extend(_known_paths(ann, path + "."))
+    return out
+
+
+def _leaf_paths(d: Any, prefix: str = "") -> list[str]:
+    if not isinstance(d, dict) or not d:
+        return [prefix.rstrip(".")] if prefix else []
+    out = []
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if any(path == f or path.startswith(f + ".") for f in FREE_FORM):
+            continue
+        out.extend(
+            _leaf_paths(v, path + ".")
+            if isinstance(v, dict) and not _is_leaf_dict(path)
+            else [path]
+        )
+    return out
+
+
+def _is_leaf_dict(path: str) -> bool:
+    return path in ("nemo_rl", "job", "job.env_vars", "job.metadata")
+
+
+def check_keys(cfg: dict, known: list[str]) -> None:
+    known_set = set(known)
+    for path in _leaf_paths(cfg):
+        if path in known_set or path.split(".")[0] in ("nemo_rl", "job"):
+            continue
+        close = difflib.get_close_matches(path, known, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown setting '{path}'{hint}")
+
+
+def load_settings(
+    algo: str, overrides: list[str] | dict | None = None, config_files: list[str] | None = None
+) -> Settings:
+    """Merge defaults, ``configs/<algo>.yaml``, config files and overrides; validate."""
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown algorithm '{algo}': choose one of {', '.join(ALGOS)}")
+    layers = []
+    template = configs_dir() / f"{algo}.yaml"
+    if template.is_file():
+        layers.append(OmegaConf.load(template))
+    for f in config_files or []:
+        if not Path(f).is_file():
+            raise ConfigError(f"config file not found: {f}")
+        layers.append(OmegaConf.load(f))
+    if isinstance(overrides, dict):
+        layers.append(OmegaConf.create(overrides))
+    elif overrides:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"expected key=value, got '{item}'")
+        try:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        except Exception as e:  # omegaconf raises several grammar errors
+            raise ConfigError(f"cannot parse overrides: {e}") from None
+    merged = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True) if layers else {}
+    merged = dict(merged or {})
+    merged.pop("algo", None)
+    check_keys(merged, _known_paths(Settings))
+    try:
+        return Settings(algo=algo, **merged)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msgs.append(f"{loc}: {err['msg']} (got {err.get('input')!r:.80})")
+        raise ConfigError("invalid settings: " + "; ".join(msgs)) from None

@@ -1,0 +1,449 @@
+"""The Ray Data side of prepare: read lines, parse, apply a recipe.
+
+Rollout files are read as bytes and split on ``b"\\n"`` only (``read_text`` cuts
+records at U+2028 and ``read_json`` null-pads heterogeneous structs). Every
+block carries ``(file_id, line)`` so every outcome can name its input line.
+
+The outcome of the pipeline is one table stream (see :data:`OUTCOME_SCHEMA`):
+a row per input line (``status`` used / filtered / rejected, with reason), and
+the records built from them (``record`` = the JSONL line, plus the record's
+Parquet columns prefixed ``rec.``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from gymray.config import Settings
+from gymray.records import FORMATS, column_value, dumps_line, parquet_schema
+from gymray.rollouts import Reject, cut_raw, hash64, parse_line, unit_interval
+from gymray.storage import InputFile, open_input
+
+LINES_SCHEMA = pa.schema(
+    [("file_id", pa.int32()), ("line", pa.int64()), ("raw", pa.large_binary())]
+)
+
+BASE_OUTCOME = [
+    ("file_id", pa.int32()),
+    ("line", pa.int64()),
+    ("sub", pa.int32()),  # orders several records made from one line
+    ("task_hash", pa.int64()),
+    ("status", pa.string()),  # used | filtered | rejected | null (a record row of several lines)
+    ("reason", pa.string()),
+    ("field", pa.string()),
+    ("detail", pa.string()),
+    ("raw", pa.string()),
+    ("raw_length", pa.int64()),
+    ("reward", pa.float64()),
+    ("task_key", pa.string()),
+    ("split_u", pa.float64()),
+    ("tools_hash", pa.int64()),
+    ("content_hash", pa.int64()),
+    ("record", pa.large_binary()),
+]
+
+
+def outcome_schema(fmt: str) -> pa.Schema:
+    rec = parquet_schema(fmt)
+    return pa.schema(BASE_OUTCOME + [pa.field(f"rec.{f.name}", f.type) for f in rec])
+
+
+# --------------------------------------------------------------------------- read
+def read_lines(
+    f: InputFile, file_id: int, block_bytes: int, storage: Any = None
+) -> Iterator[pa.Table]:
+    """Yield blocks of ``(file_id, line, raw)`` for one file, ~``block_bytes`` each."""
+    line_no = 0
+    carry = b""
+    with open_input(f, storage) as stream:
+        while True:
+            chunk = stream.read(block_bytes)
+            if not chunk:
+                break
+            data = carry + chunk if carry else chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut + 1 :]
+            lines = data[:cut].split(b"\n")
+            yield _lines_table(file_id, line_no, lines)
+            line_no += len(lines)
+    if carry:  # a last line without its newline is still a line
+        yield _lines_table(file_id, line_no, [carry])
+
+
+def _lines_table(file_id: int, first: int, lines: list[bytes]) -> pa.Table:
+    n = len(lines)
+    return pa.table(
+        [
+            pa.array(np.full(n, file_id, dtype=np.int32)),
+            pa.array(np.arange(first + 1, first + n + 1, dtype=np.int64)),
+            pa.array(lines, type=pa.large_binary()),
+        ],
+        schema=LINES_SCHEMA,
+    )
+
+
+# --------------------------------------------------------------------------- rows
+class OutcomeBuilder:
+    """Collects outcome rows column-wise and turns them into an Arrow table."""
+
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+        self.schema = outcome_schema(fmt)
+        self.rec_fields = list(FORMATS[fmt])
+        self.cols: dict[str, list] = {f.name: [] for f in self.schema}
+
+    def add(
+        self,
+        file_id: int,
+        line: int,
+        status: str | None,
+        *,
+        reason=None,
+        field=None,
+        detail=None,
+        raw=None,
+        reward=None,
+        task_key=None,
+        record=None,
+        split_u=None,
+        tools_hash=None,
+        content_hash=None,
+        sub=0,
+        task_hash=None,
+    ) -> None:
+        c = self.cols
+        c["file_id"].append(file_id)
+        c["line"].append(line)
+        c["sub"].append(sub)
+        c["task_hash"].append(task_hash)
+        c["status"].append(status)
+        c["reason"].append(reason)
+        c["field"].append(field)
+        c["detail"].append(detail)
+        if raw is not None:
+            text, length = cut_raw(raw)
+            c["raw"].append(text)
+            c["raw_length"].append(length)
+        else:
+            c["raw"].append(None)
+            c["raw_length"].append(None)
+        c["reward"].append(reward)
+        c["task_key"].append(task_key)
+        c["split_u"].append(split_u)
+        c["tools_hash"].append(tools_hash)
+        c["content_hash"].append(content_hash)
+        if record is None:
+            c["record"].append(None)
+            for name in self.rec_fields:
+                c[f"rec.{name}"].append(None)
+        else:
+            line_bytes = dumps_line(record)
+            c["record"].append(line_bytes)
+            for name in self.rec_fields:
+                c[f"rec.{name}"].append(column_value(self.fmt, name, record))
+
+    def table(self) -> pa.Table:
+        return pa.table(
+            {f.name: pa.array(self.cols[f.name], type=f.type) for f in self.schema},
+            schema=self.schema,
+        )
+
+
+def record_hashes(record: dict, tools: list, seed: int) -> tuple[int, int]:
+    """(tools hash, content hash): distinct tool schemas decide NeMo RL's
+    ``use_preserving_dataset``; the content hash finds exact duplicates."""
+    import orjson
+
+    tools_h = hash64(orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode())
+    body = {k: v for k, v in record.items() if k != "meta"}
+    content_h = hash64(orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode())
+    return tools_h, content_h
+
+
+def process_lines(batch: pa.Table, settings: Settings, files: list[str]) -> pa.Table:
+    """Parse a block of lines and apply the per-rollout recipe (SFT)."""
+    from gymray.recipes.sft import sft_record
+
+    fmt = settings.sft.format
+    out = OutcomeBuilder(fmt)
+    file_ids = batch.column("file_id").to_pylist()
+    line_nos = batch.column("line").to_pylist()
+    raws = batch.column("raw").to_pylist()
+    seed = settings.split.seed
+    names = [os.path.basename(f) for f in files]
+    for file_id, line, raw in zip(file_ids, line_nos, raws, strict=True):
+        r = parse_line(raw, names[file_id], settings.chat.reasoning)
+        if isinstance(r, Reject):
+            out.add(
+                file_id, line, "rejected", reason=r.reason, field=r.field, detail=r.detail, raw=raw
+            )
+            continue
+        record, reason = sft_record(r, (files[file_id], line), settings.sft, settings.chat)
+        if record is None:
+            out.add(file_id, line, "filtered", reason=reason, reward=r.reward, task_key=r.task_key)
+            continue
+        tools_h, content_h = record_hashes(record, r.tools, seed)
+        out.add(
+            file_id,
+            line,
+            "used",
+            reward=r.reward,
+            task_key=r.task_key,
+            record=record,
+            split_u=unit_interval(r.task_key, seed),
+            tools_hash=tools_h,
+            content_hash=content_h,
+        )
+    return out.table()
+
+
+# --------------------------------------------------------------------------- grouped path
+# Recipes that need all rollouts of a task together (DPO, GRPO pass rates, SFT
+# best-of-n) parse first into canonical rows, hash-partition them on the task,
+# and group within each block: Ray Data's groupby().map_groups is an order of
+# magnitude slower on 250k small groups.
+CANONICAL_SCHEMA = pa.schema(
+    [
+        ("file_id", pa.int32()),
+        ("line", pa.int64()),
+        ("task_hash", pa.int64()),
+        ("reason", pa.string()),  # set on rejects only
+        ("field", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.large_binary()),
+        ("rollout", pa.large_binary()),  # the canonical rollout, JSON
+    ]
+)
+
+
+def _rollout_json(r) -> bytes:
+    import orjson
+
+    return orjson.dumps(
+        {
+            "reward": r.reward,
+            "task_key": r.task_key,
+            "agent": r.agent,
+            "task_index": r.task_index,
+            "rollout_index": r.rollout_index,
+            "prompt": r.prompt,
+            "completion": r.completion,
+            "tools": r.tools,
+            "has_image": r.has_image,
+            "truncated": r.truncated,
+            "request": r.request,
+            "extras": r.extras,
+        }
+    )
+
+
+def parse_rollouts(batch: pa.Table, settings: Settings, files: list[str]) -> pa.Table:
+    names = [os.path.basename(f) for f in files]
+    cols: dict[str, list] = {f.name: [] for f in CANONICAL_SCHEMA}
+    for file_id, line, raw in zip(
+        batch.column("file_id").to_pylist(),
+        batch.column("line").to_pylist(),
+        batch.column("raw").to_pylist(),
+        strict=True,
+    ):
+        r = parse_line(raw, names[file_id], settings.chat.reasoning)
+        cols["file_id"].append(file_id)
+        cols["line"].append(line)
+        if isinstance(r, Reject):
+            # Rejects travel with the task of no one; spread them by line.
+            cols["task_hash"].append(hash64(f"{file_id}:{line}"))
+            cols["reason"].append(r.reason)
+            cols["field"].append(r.field)
+            cols["detail"].append(r.detail)
+            cols["raw"].append(raw)
+            cols["rollout"].append(None)
+        else:
+            cols["task_hash"].append(hash64(r.task_key))
+            for k in ("reason", "field", "detail", "raw"):
+                cols[k].append(None)
+            cols["rollout"].append(_rollout_json(r))
+    return pa.table(
+        {f.name: pa.array(cols[f.name], type=f.type) for f in CANONICAL_SCHEMA},
+        schema=CANONICAL_SCHEMA,
+    )
+
+
+def _rollout_from_json(data: bytes):
+    import orjson
+
+    from gymray.rollouts import Rollout
+
+    return Rollout(**orjson.loads(data))
+
+
+def group_block(
+    batch: pa.Table, settings: Settings, files: list[str], fmt: str, recipe
+) -> pa.Table:
+    """Apply a grouped recipe to every task group of a block (a block holds whole groups)."""
+    from gymray.recipes.common import Member
+
+    out = OutcomeBuilder(fmt)
+    seed = settings.split.seed
+    order = sorted(
+        range(batch.num_rows), key=lambda i: (batch["file_id"][i].as_py(), batch["line"][i].as_py())
+    )
+    file_ids = batch.column("file_id").to_pylist()
+    lines = batch.column("line").to_pylist()
+    hashes = batch.column("task_hash").to_pylist()
+    reasons = batch.column("reason").to_pylist()
+    rollouts = batch.column("rollout").to_pylist()
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        if rollouts[i] is None:
+            out.add(
+                file_ids[i],
+                lines[i],
+                "rejected",
+                reason=reasons[i],
+                field=batch["field"][i].as_py(),
+                detail=batch["detail"][i].as_py(),
+                raw=batch["raw"][i].as_py(),
+                task_hash=hashes[i],
+            )
+        else:
+            groups.setdefault(hashes[i], []).append(i)
+    for th, idx in groups.items():
+        members = [
+            Member(_rollout_from_json(rollouts[i]), files[file_ids[i]], lines[i], k)
+            for k, i in enumerate(idx)
+        ]
+        result = recipe(members, settings)
+        for m in members:
+            status, reason = result.status.get(m.index, ("filtered", "unused"))
+            i = idx[m.index]
+            out.add(
+                file_ids[i],
+                lines[i],
+                status,
+                reason=reason,
+                reward=m.rollout.reward,
+                task_key=m.rollout.task_key,
+                task_hash=th,
+            )
+        for sub, (record, anchor) in enumerate(result.records, start=1):
+            m = members[anchor]
+            i = idx[anchor]
+            tools_h, content_h = record_hashes(record, m.rollout.tools, seed)
+            out.add(
+                file_ids[i],
+                lines[i],
+                None,
+                record=record,
+                task_key=m.rollout.task_key,
+                task_hash=th,
+                split_u=unit_interval(m.rollout.task_key, seed),
+                tools_hash=tools_h,
+                content_hash=content_h,
+                sub=sub,
+            )
+    return out.table()
+
+
+def grouped_recipe(settings: Settings):
+    """(format, recipe function over task groups) for ``settings.algo``."""
+    if settings.algo == "sft":
+        from gymray.recipes.sft import sft_best_of_n
+
+        return settings.sft.format, lambda members, s: sft_best_of_n(members, s.sft, s.chat)
+    raise NotImplementedError(f"'{settings.algo}' is not implemented yet")
+
+
+def partitions_for(inputs: list[InputFile], settings: Settings) -> int:
+    """Hash partitions for grouping: ~64 MiB of input each. A function of the
+    input only (never of the cluster), so outputs do not depend on it."""
+    if settings.ray.partitions:
+        return settings.ray.partitions
+    total = sum(f.size for f in inputs)
+    return max(1, min(1024, -(-total // (64 << 20))))
+
+
+# --------------------------------------------------------------------------- driver
+def run_pipeline(
+    settings: Settings, inputs: list[InputFile], tasks: list[InputFile], staging
+) -> dict:
+    """Build the Ray Dataset for ``settings`` and write its outcome through a sink."""
+    import ray.data
+
+    from gymray.writer import DatasetSink
+
+    files = [f.uri for f in inputs]
+    block_bytes = settings.ray.block_bytes
+    storage = settings.storage
+
+    def read(batch: dict) -> Iterator[pa.Table]:
+        for fid in batch["file_id"]:
+            yield from read_lines(inputs[int(fid)], int(fid), block_bytes, storage)
+
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+    grouped = settings.algo != "sft" or settings.sft.best_of_n
+    try:
+        ctx.execution_options.preserve_order = not grouped
+        ctx.enable_progress_bars = False
+        ds = ray.data.from_items(
+            [{"file_id": i} for i in range(len(inputs))], override_num_blocks=len(inputs)
+        )
+        ds = ds.map_batches(read, batch_size=1, batch_format="numpy")
+        if not grouped:
+            fmt = settings.sft.format
+            ds = ds.map_batches(
+                process_lines,
+                batch_size=None,
+                batch_format="pyarrow",
+                fn_kwargs={"settings": settings, "files": files},
+            )
+        else:
+            fmt, recipe = grouped_recipe(settings)
+            ds = ds.map_batches(
+                parse_rollouts,
+                batch_size=None,
+                batch_format="pyarrow",
+                fn_kwargs={"settings": settings, "files": files},
+            )
+            ds = ds.repartition(partitions_for(inputs, settings), keys=["task_hash"])
+            ds = ds.map_batches(
+                group_block,
+                batch_size=None,
+                batch_format="pyarrow",
+                fn_kwargs={"settings": settings, "files": files, "fmt": fmt, "recipe": recipe},
+            )
+            # Deterministic order whatever the partitioning: by task, then input position.
+            ds = ds.sort(["task_hash", "file_id", "line", "sub"])
+        sink = DatasetSink(
+            staging,
+            fmt,
+            files,
+            val_fraction=settings.split.val_fraction,
+            dedup=settings.algo == "sft" and settings.sft.dedup,
+        )
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            sink.consume(block)
+    finally:
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+    out = sink.finish()
+    out["format"] = fmt
+    warnings = []
+    if settings.algo == "sft" and out["counts"]["records"]["train"] < settings.sft.min_examples:
+        warnings.append(
+            f"only {out['counts']['records']['train']} training records (fewer than sft.min_examples="
+            f"{settings.sft.min_examples}): SFT on so few examples rarely helps"
+        )
+    if out["moved_task_to_val"]:
+        warnings.append(
+            "no task fell in val by hash; the task nearest the split boundary was moved to val"
+        )
+    out["warnings"] = warnings
+    return out

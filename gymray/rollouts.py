@@ -1,0 +1,242 @@
+"""One NeMo Gym rollout line -> a canonical rollout, or a reject with a reason.
+
+Pure Python, no Ray. See ``../shared/spec/nemo_gym_rollouts.md`` for the shapes
+handled here. A line is never dropped without a reason: :func:`parse_line`
+returns either a :class:`Rollout` or a :class:`Reject` naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gymray.chat import (
+    ConversionError,
+    Reasoning,
+    completion_messages,
+    convert_tools,
+    prompt_messages,
+)
+
+RAW_LIMIT = 64 * 1024
+# Keys of a rollout line that describe the rollout itself; every other
+# top-level key is the task's or the verifier's (ground truth, judge output...).
+ROLLOUT_KEYS = frozenset(
+    {
+        "responses_create_params",
+        "response",
+        "reward",
+        "agent_ref",
+        "_ng_task_index",
+        "_ng_rollout_index",
+    }
+)
+GROUND_TRUTH_FIELDS = (
+    "expected_answer",
+    "ground_truth",
+    "answer",
+    "expected_output",
+    "expected_action",
+    "reference_solution",
+    "gold_sql",
+    "target",
+    "label",
+    "translation",
+    "rubric",
+    "verifier_metadata",
+)
+
+# Files written beside a rollouts file that are not rollouts.
+SIDECAR_SUFFIXES = (
+    "_materialized_inputs.jsonl",
+    "_failures.jsonl",
+    "_aggregate_metrics.json",
+    "_reward_profiling.jsonl",
+)
+
+
+@dataclass
+class Reject:
+    reason: str
+    field: str | None
+    detail: str
+
+
+@dataclass
+class Rollout:
+    reward: float
+    task_key: str
+    agent: str | None
+    task_index: int | None
+    rollout_index: int | None
+    prompt: list[dict]
+    completion: list[dict]
+    tools: list[dict]
+    has_image: bool
+    truncated: str | None  # incomplete_details.reason, e.g. "max_output_tokens"
+    request: dict = field(repr=False)  # the responses_create_params of the line
+    extras: dict = field(repr=False)  # top-level keys that are not rollout keys
+
+
+def is_sidecar(name: str) -> bool:
+    base = name[:-3] if name.endswith(".gz") else name
+    return base.endswith(SIDECAR_SUFFIXES)
+
+
+def cut_raw(raw: bytes) -> tuple[str, int]:
+    """The raw line for a rejects file: at most 64 KiB, with its original length."""
+    return raw[:RAW_LIMIT].decode("utf-8", errors="replace"), len(raw)
+
+
+def load_json(raw: bytes) -> tuple[Any, Reject | None]:
+    """Parse with orjson; on failure ask the stdlib parser, which accepts NaN,
+    Infinity and lone surrogates, so the reject can say what was really wrong."""
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError as fast_error:
+        try:
+            obj = json.loads(raw.decode("utf-8", errors="surrogatepass"))
+        except (ValueError, UnicodeDecodeError):
+            return None, Reject("invalid_json", None, str(fast_error))
+        try:
+            orjson.dumps(obj)
+        except TypeError as e:  # lone surrogates cannot be written as UTF-8
+            return None, Reject("invalid_unicode", None, str(e))
+        return obj, None
+
+
+def prompt_hash_key(request: dict) -> str:
+    canon = {k: request.get(k) for k in ("instructions", "input", "tools")}
+    digest = hashlib.blake2b(
+        orjson.dumps(canon, option=orjson.OPT_SORT_KEYS), digest_size=8
+    ).hexdigest()
+    return f"prompt:{digest}"
+
+
+def task_key_of(
+    obj: dict, request: dict, source_name: str
+) -> tuple[str, str | None, int | None, int | None]:
+    """(task key, agent name, task index, rollout index).
+
+    ``(agent_ref.name, _ng_task_index)`` when the index is present; without an
+    agent the file name stands in for it (indices restart in every collection
+    run). Without an index, a hash of the canonical prompt.
+    """
+    agent_ref = obj.get("agent_ref")
+    agent = agent_ref.get("name") if isinstance(agent_ref, dict) else None
+    agent = agent if isinstance(agent, str) and agent else None
+    task_index = obj.get("_ng_task_index")
+    rollout_index = obj.get("_ng_rollout_index")
+    task_index = (
+        task_index if isinstance(task_index, int) and not isinstance(task_index, bool) else None
+    )
+    rollout_index = (
+        rollout_index
+        if isinstance(rollout_index, int) and not isinstance(rollout_index, bool)
+        else None
+    )
+    if task_index is not None:
+        owner = f"agent:{agent}" if agent else f"file:{source_name}"
+        return f"{owner}#{task_index}", agent, task_index, rollout_index
+    return prompt_hash_key(request), agent, task_index, rollout_index
+
+
+def parse_line(
+    raw: bytes, source_name: str = "", reasoning: Reasoning = "drop"
+) -> Rollout | Reject:
+    """Parse one line (without its newline) into a canonical rollout or a reject."""
+    if not raw.strip():
+        return Reject("empty_line", None, "the line is empty")
+    obj, err = load_json(raw)
+    if err is not None:
+        return err
+    if not isinstance(obj, dict):
+        return Reject(
+            "not_an_object", None, f"the line is a JSON {type(obj).__name__}, not an object"
+        )
+
+    response = obj.get("response")
+    if response is None:
+        return Reject("missing_response", "response", "no response: not a completed rollout")
+    if not isinstance(response, dict):
+        return Reject(
+            "invalid_response",
+            "response",
+            f"response must be an object, got {type(response).__name__}",
+        )
+    if "reward" not in obj or obj["reward"] is None:
+        return Reject("missing_reward", "reward", "no reward")
+    reward = obj["reward"]
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)):
+        return Reject("reward_not_number", "reward", f"reward must be a number, got {reward!r:.80}")
+    reward = float(reward)
+    if not math.isfinite(reward):
+        return Reject("reward_not_finite", "reward", f"reward is {reward}")
+
+    request = obj.get("responses_create_params")
+    if request is None:
+        request = {}
+    elif not isinstance(request, dict):
+        return Reject("invalid_request", "responses_create_params", "must be an object")
+    output = response.get("output")
+    if not isinstance(output, list):
+        return Reject(
+            "missing_output",
+            "response.output",
+            f"response.output must be a list, got {type(output).__name__}",
+        )
+    if not output:
+        return Reject(
+            "empty_trajectory",
+            "response.output",
+            "response.output is empty: the model produced nothing",
+        )
+
+    try:
+        prompt, prompt_images = prompt_messages(request, reasoning)
+        completion, completion_images = completion_messages(output, reasoning)
+        tools = convert_tools(request.get("tools"))
+    except ConversionError as e:
+        return Reject("unsupported_shape", e.field, e.message)
+    incomplete = response.get("incomplete_details")
+    truncated = None
+    if isinstance(incomplete, dict) and incomplete.get("reason"):
+        truncated = str(incomplete["reason"])
+    elif response.get("status") == "incomplete":
+        truncated = "incomplete"
+
+    task_key, agent, task_index, rollout_index = task_key_of(obj, request, source_name)
+    return Rollout(
+        reward=reward,
+        task_key=task_key,
+        agent=agent,
+        task_index=task_index,
+        rollout_index=rollout_index,
+        prompt=prompt,
+        completion=completion,
+        tools=tools,
+        has_image=prompt_images or completion_images,
+        truncated=truncated,
+        request=request,
+        extras={k: v for k, v in obj.items() if k not in ROLLOUT_KEYS},
+    )
+
+
+def hash64(text: str, seed: int = 0) -> int:
+    """A stable signed 64-bit hash (Arrow int64) of ``text``."""
+    digest = hashlib.blake2b(
+        text.encode("utf-8", "surrogatepass"),
+        digest_size=8,
+        salt=seed.to_bytes(8, "little", signed=True) + bytes(8),
+    ).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def unit_interval(text: str, seed: int = 0) -> float:
+    """A stable number in [0, 1) from ``text``: the train/val split coordinate."""
+    return (hash64(text, seed) & 0xFFFFFFFFFFFFFFFF) / 2.0**64

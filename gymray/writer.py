@@ -1,0 +1,246 @@
+"""Write the outcome stream of a pipeline into a dataset directory.
+
+The driver is the single writer of the JSONL files NeMo RL reads (one file per
+split, records in a deterministic order), of their Parquet twins, and of the
+rejects / filtered listings; it also keeps the counts, so that
+``input_lines == used + sum(filtered) + sum(rejected)`` can be checked at the end.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gymray.records import parquet_schema
+from gymray.storage import Staging
+
+PARQUET_ROWS_PER_FILE = 200_000
+SPLITS = ("train", "val")
+
+
+@dataclass
+class Counts:
+    input_lines: int = 0
+    used: int = 0
+    filtered: collections.Counter = field(default_factory=collections.Counter)
+    rejected: collections.Counter = field(default_factory=collections.Counter)
+    records: dict = field(default_factory=lambda: {"train": 0, "val": 0})
+
+    def as_dict(self) -> dict:
+        return {
+            "input_lines": self.input_lines,
+            "used": self.used,
+            "filtered": dict(sorted(self.filtered.items())),
+            "rejected": dict(sorted(self.rejected.items())),
+            "records": dict(self.records),
+        }
+
+    def reconciles(self) -> bool:
+        return self.input_lines == self.used + sum(self.filtered.values()) + sum(
+            self.rejected.values()
+        )
+
+
+class _ParquetSplit:
+    def __init__(self, staging: Staging, split: str, schema: pa.Schema):
+        self.staging, self.split, self.schema = staging, split, schema
+        self.writer: pq.ParquetWriter | None = None
+        self.stream = None
+        self.rows_in_file = 0
+        self.paths: list[str] = []
+
+    def write(self, table: pa.Table) -> None:
+        while table.num_rows:
+            if self.writer is None:
+                rel = f"parquet/{self.split}/part-{len(self.paths):05d}.parquet"
+                self.stream = self.staging.open(rel)
+                self.writer = pq.ParquetWriter(self.stream, self.schema, compression="zstd")
+                self.paths.append(rel)
+                self.rows_in_file = 0
+            room = PARQUET_ROWS_PER_FILE - self.rows_in_file
+            part, table = table.slice(0, room), table.slice(room)
+            self.writer.write_table(part)
+            self.rows_in_file += part.num_rows
+            if self.rows_in_file >= PARQUET_ROWS_PER_FILE:
+                self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.stream.close()
+            self.writer = self.stream = None
+
+    def finish(self) -> None:
+        self.close()
+        if not self.paths:  # an empty split still has a readable file with the schema
+            self.write(self.schema.empty_table())
+            self.close()
+
+
+class DatasetSink:
+    def __init__(
+        self, staging: Staging, fmt: str, files: list[str], *, val_fraction: float, dedup: bool
+    ):
+        self.staging = staging
+        self.fmt = fmt
+        self.files = files
+        self.val_fraction = val_fraction
+        self.dedup = dedup
+        self.schema = parquet_schema(fmt)
+        self.counts = Counts()
+        self.jsonl = {s: staging.open(f"{s}.jsonl") for s in SPLITS}
+        self.parquet = {s: _ParquetSplit(staging, s, self.schema) for s in SPLITS}
+        self.rejects = staging.open("rejects.jsonl")
+        self.filtered = staging.open("filtered.jsonl")
+        self.seen_content: set[int] = set()
+        self.tools_hashes: set[int] = set()
+        self.tasks: set[str] = set()
+        self.rewards: list[np.ndarray] = []
+        self.train_u: list[float] = []  # per train record, to move a task to val at the end
+        self.examples: list[dict] = []
+
+    # ------------------------------------------------------------------ stream
+    def consume(self, t: pa.Table) -> None:
+        status = t.column("status").to_pylist()
+        reason = t.column("reason").to_pylist()
+        record = t.column("record").to_pylist()
+        split_u = t.column("split_u").to_pylist()
+        content_hash = t.column("content_hash").to_pylist()
+        tools_hash = t.column("tools_hash").to_pylist()
+        task_key = t.column("task_key").to_pylist()
+        file_id = t.column("file_id").to_pylist()
+        line = t.column("line").to_pylist()
+        c = self.counts
+        rows: dict[str, list[int]] = {"train": [], "val": []}
+        rejects, filtered = [], []
+        rewards = t.column("reward")
+        lines_mask = [s is not None for s in status]
+        for i, st in enumerate(status):
+            if st is not None:
+                c.input_lines += 1
+            if record[i] is not None:
+                if self.dedup and content_hash[i] in self.seen_content:
+                    if st == "used":
+                        st = "filtered"
+                        reason[i] = "duplicate"
+                else:
+                    if self.dedup:
+                        self.seen_content.add(content_hash[i])
+                    s = "val" if split_u[i] < self.val_fraction else "train"
+                    rows[s].append(i)
+                    self.tools_hashes.add(tools_hash[i])
+                    self.tasks.add(task_key[i])
+                    if s == "train":
+                        self.train_u.append(split_u[i])
+                    if len(self.examples) < 3:
+                        self.examples.append(orjson.loads(record[i]))
+            if st == "used":
+                c.used += 1
+            elif st == "filtered":
+                c.filtered[reason[i]] += 1
+                filtered.append(
+                    orjson.dumps(
+                        {
+                            "file": self.files[file_id[i]],
+                            "line": line[i],
+                            "reason": reason[i],
+                            "task": task_key[i],
+                        }
+                    )
+                    + b"\n"
+                )
+            elif st == "rejected":
+                c.rejected[reason[i]] += 1
+                rejects.append(self._reject_line(t, i))
+        if any(lines_mask):
+            valid = pa.compute.is_valid(rewards).to_numpy(zero_copy_only=False) & np.array(
+                lines_mask
+            )
+            self.rewards.append(rewards.to_numpy(zero_copy_only=False)[valid].astype(np.float64))
+        for s in SPLITS:
+            idx = rows[s]
+            if not idx:
+                continue
+            self.jsonl[s].write(b"".join(record[i] for i in idx))
+            part = t.take(pa.array(idx, type=pa.int64())).select(
+                [f"rec.{f.name}" for f in self.schema]
+            )
+            self.parquet[s].write(part.rename_columns([f.name for f in self.schema]))
+            c.records[s] += len(idx)
+        if rejects:
+            self.rejects.write(b"".join(rejects))
+        if filtered:
+            self.filtered.write(b"".join(filtered))
+
+    def _reject_line(self, t: pa.Table, i: int) -> bytes:
+        row = {
+            "file": self.files[t.column("file_id")[i].as_py()],
+            "line": t.column("line")[i].as_py(),
+            "reason": t.column("reason")[i].as_py(),
+            "field": t.column("field")[i].as_py(),
+            "detail": t.column("detail")[i].as_py(),
+            "raw_length": t.column("raw_length")[i].as_py(),
+            "raw": t.column("raw")[i].as_py(),
+        }
+        return orjson.dumps(row) + b"\n"
+
+    # ------------------------------------------------------------------ end
+    def finish(self) -> dict:
+        for s in SPLITS:
+            self.jsonl[s].close()
+            self.parquet[s].finish()
+        self.rejects.close()
+        self.filtered.close()
+        moved = self._ensure_val()
+        return {
+            "counts": self.counts.as_dict(),
+            "tools_differ": len(self.tools_hashes) > 1,
+            "tasks": len(self.tasks),
+            "moved_task_to_val": moved,
+            "rewards": np.concatenate(self.rewards) if self.rewards else np.zeros(0),
+            "parquet": {s: self.parquet[s].paths for s in SPLITS},
+            "examples": self.examples,
+        }
+
+    def _ensure_val(self) -> bool:
+        """At least one val record when there are >= 2 tasks (and val is wanted):
+        the task nearest to the split boundary moves from train to val."""
+        if (
+            self.val_fraction <= 0
+            or self.counts.records["val"]
+            or len(self.tasks) < 2
+            or not self.train_u
+        ):
+            return False
+        target = min(self.train_u)
+        move = np.array(self.train_u) == target
+        lines = _read_all(self.staging, "train.jsonl").split(b"\n")[:-1]
+        keep_lines = [ln for ln, m in zip(lines, move, strict=True) if not m]
+        val_lines = [ln for ln, m in zip(lines, move, strict=True) if m]
+        for name, chosen in (("train.jsonl", keep_lines), ("val.jsonl", val_lines)):
+            with self.staging.open(name) as f:
+                f.write(b"".join(x + b"\n" for x in chosen))
+        table = pa.concat_tables(
+            [
+                pq.read_table(self.staging.fs.open_input_file(self.staging.local_path(p)))
+                for p in self.parquet["train"].paths
+            ]
+        )
+        for p in self.parquet["train"].paths + self.parquet["val"].paths:
+            self.staging.delete(p)
+        for s, mask in (("train", ~move), ("val", move)):
+            self.parquet[s] = _ParquetSplit(self.staging, s, self.schema)
+            self.parquet[s].write(table.filter(pa.array(mask)))
+            self.parquet[s].finish()
+        self.counts.records = {"train": int((~move).sum()), "val": int(move.sum())}
+        return True
+
+
+def _read_all(staging: Staging, rel: str) -> bytes:
+    with staging.fs.open_input_stream(staging.local_path(rel)) as f:
+        return f.read()
