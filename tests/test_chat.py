@@ -1,0 +1,241 @@
+"""Responses API -> chat conversion, with expected messages written out by hand."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from conftest import fixture
+
+from gymray.chat import (
+    ConversionError,
+    completion_messages,
+    convert_tools,
+    prompt_messages,
+    trim_to_complete,
+)
+from gymray.rollouts import Rollout, parse_line
+
+
+def line(rel: str, n: int) -> bytes:
+    return fixture(rel).read_bytes().split(b"\n")[n - 1]
+
+
+def test_tool_calls_in_input_keep_ids_and_nest_tools():
+    r = parse_line(line("resources_servers/citation_if/data/example_rollouts.jsonl", 1), "x.jsonl")
+    assert isinstance(r, Rollout)
+    assert r.prompt[0]["role"] == "system"
+    assert r.prompt[1] == {
+        "role": "user",
+        "content": "On what date did Gateway sell the Amiga name and rights to Amino Development?",
+    }
+    assert r.prompt[2] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_3_citation_phgu",
+                "type": "function",
+                "function": {"name": "web_search", "arguments": '{"query": "Amiga"}'},
+            }
+        ],
+    }
+    assert r.prompt[3]["role"] == "tool" and r.prompt[3]["tool_call_id"] == "call_3_citation_phgu"
+    assert r.prompt[3]["content"].startswith('{"query": "Amiga", "results"')
+    assert r.prompt[-1] == {
+        "role": "user",
+        "content": "Research is complete. Provide your final answer now.",
+    }
+    # reasoning dropped by default; the answer is the assistant text
+    assert r.completion == [
+        {
+            "role": "assistant",
+            "content": "Gateway sold the Amiga name and rights to Amino Development on **31 December 1999** [ref:citation_phgu].",
+        }
+    ]
+    assert r.tools == [
+        {
+            "type": "function",
+            "function": {
+                "name": "web_search",
+                "description": "Search the web for a query and return ranked results with citable content.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "query": {"type": "string", "description": "A single search query."}
+                    },
+                    "required": ["query"],
+                },
+                "strict": False,
+            },
+        }
+    ]
+    assert (r.agent, r.task_index, r.task_key) == (
+        "citation_if_simple_agent",
+        3,
+        "agent:citation_if_simple_agent#3",
+    )
+
+
+def test_user_simulator_turns_in_output_stay_user_turns():
+    r = parse_line(line("environments/blackjack/data/example_rollouts.jsonl", 1), "b.jsonl")
+    assert [m["role"] for m in r.completion] == ["assistant", "user", "assistant"]
+    assert r.completion[0] == {"role": "assistant", "content": "<action>hit</action>"}
+    assert r.completion[1]["content"].startswith("Your hand: [8, 5, 3] = 16")
+    assert r.reward == -1.0
+
+
+@pytest.mark.parametrize(
+    ("mode", "check"),
+    [
+        ("drop", lambda m: "reasoning_content" not in m and not m["content"].startswith("<think>")),
+        (
+            "reasoning_content",
+            lambda m: m["reasoning_content"].startswith("Okay, let's tackle this translation"),
+        ),
+        (
+            "think",
+            lambda m: (
+                m["content"].startswith("<think>\nOkay, let's tackle this translation")
+                and '</think>\n\n\n"Wir haben' in m["content"]
+            ),
+        ),
+    ],
+)
+def test_reasoning_modes(mode, check):
+    r = parse_line(line("benchmarks/flores200/data/example_rollouts.jsonl", 1), "f.jsonl", mode)
+    assert len(r.completion) == 1 and r.completion[0]["role"] == "assistant"
+    assert check(r.completion[0])
+
+
+def test_parallel_calls_group_into_one_turn_and_reasoning_attaches_to_it():
+    output = [
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "two lookups"}]},
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Checking."}],
+        },
+        {"type": "function_call", "name": "f", "arguments": '{"a": 1}', "call_id": "c1"},
+        {"type": "function_call", "name": "g", "arguments": "{}", "call_id": "c2"},
+        {"type": "function_call_output", "call_id": "c1", "output": "one"},
+        {
+            "type": "function_call_output",
+            "call_id": "c2",
+            "output": [{"type": "input_text", "text": "two"}],
+        },
+        [
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Done."}],
+            }
+        ],
+    ]
+    msgs, _ = completion_messages(output, "reasoning_content")
+    assert msgs == [
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "reasoning_content": "two lookups",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"a": 1}'},
+                },
+                {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "one"},
+        {"role": "tool", "tool_call_id": "c2", "content": "two"},
+        {"role": "assistant", "content": "Done."},
+    ]
+
+
+def test_images_stay_chat_parts_and_developer_becomes_system():
+    rcp = {
+        "instructions": "Be brief.",
+        "input": [
+            {"type": "message", "role": "developer", "content": "Rules."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What is it?"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,AAA"},
+                ],
+            },
+        ],
+    }
+    msgs, has_image = prompt_messages(rcp)
+    assert has_image
+    assert msgs == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "system", "content": "Rules."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is it?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}},
+            ],
+        },
+    ]
+
+
+def test_string_input_is_one_user_message():
+    assert prompt_messages({"input": "hi"})[0] == [{"role": "user", "content": "hi"}]
+
+
+def test_unknown_item_names_the_field():
+    with pytest.raises(ConversionError) as e:
+        completion_messages(
+            [{"type": "message", "role": "assistant", "content": "x"}, {"type": "web_search_call"}]
+        )
+    assert e.value.field == "response.output[1].type"
+
+
+def test_non_function_tool_is_an_error_with_path():
+    with pytest.raises(ConversionError) as e:
+        convert_tools([{"type": "function", "name": "a"}, {"type": "web_search_preview"}])
+    assert e.value.field == "responses_create_params.tools[1].type"
+
+
+def test_trim_cuts_a_trajectory_cut_mid_call():
+    msgs = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "thinking"},
+        {"role": "user", "content": "go on"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+    ]
+    assert trim_to_complete(msgs, 1) == msgs[:2]
+    assert trim_to_complete(msgs[:1] + msgs[3:], 1) is None
+
+
+def test_every_fixture_conversation_is_well_formed():
+    """On every real file: roles are chat roles, tool results follow their calls."""
+    from conftest import rollout_files
+
+    seen = 0
+    for path in rollout_files():
+        for raw in path.read_bytes().split(b"\n"):
+            r = parse_line(raw, path.name, "think")
+            if not isinstance(r, Rollout):
+                continue
+            seen += 1
+            called = set()
+            for m in r.prompt + r.completion:
+                assert m["role"] in ("system", "user", "assistant", "tool"), (path, m["role"])
+                if m["role"] == "assistant":
+                    called.update(c["id"] for c in m.get("tool_calls", []))
+                    for c in m.get("tool_calls", []):
+                        orjson.loads(c["function"]["arguments"] or "{}")  # kept as a JSON string
+                if m["role"] == "tool":
+                    assert m["tool_call_id"] in called, (path, m)
+            for t in r.tools:
+                assert set(t) == {"type", "function"} and t["function"]["name"]
+    assert seen > 400

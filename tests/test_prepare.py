@@ -1,0 +1,254 @@
+"""End to end on a real local Ray: CLI and API, real files on disk."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from conftest import FIXTURES, REPO, fixture
+
+import gymray
+from gymray.config import ConfigError, load_settings
+from gymray.storage import StorageError
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(x) for x in path.read_bytes().split(b"\n") if x]
+
+
+def count_lines(paths) -> int:
+    n = 0
+    for p in paths:
+        data = p.read_bytes()
+        n += data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    return n
+
+
+@pytest.fixture(scope="module")
+def fixtures_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft") / "ds"
+    result = gymray.prepare(
+        "sft", input=str(FIXTURES), output=str(out), **{"sft.reward_threshold": 0.5}
+    )
+    return result, out
+
+
+def test_counts_reconcile_with_every_input_line(fixtures_run):
+    result, out = fixtures_run
+    m = json.loads((out / "manifest.json").read_text())
+    c = m["counts"]
+    inputs = [Path(i["uri"]) for i in m["inputs"]]
+    assert not any(p.name.endswith("_materialized_inputs.jsonl") for p in inputs)
+    assert c["input_lines"] == count_lines(inputs)
+    assert c["input_lines"] == c["used"] + sum(c["filtered"].values()) + sum(c["rejected"].values())
+    assert c["records"]["train"] + c["records"]["val"] == c["used"]
+    assert len(read_jsonl(out / "train.jsonl")) == c["records"]["train"]
+    assert len(read_jsonl(out / "val.jsonl")) == c["records"]["val"] >= 1
+    assert len(read_jsonl(out / "rejects.jsonl")) == sum(c["rejected"].values())
+    assert len(read_jsonl(out / "filtered.jsonl")) == sum(c["filtered"].values())
+    assert result.counts == c
+
+
+def test_rejects_name_file_line_and_reason(fixtures_run):
+    _, out = fixtures_run
+    rejects = read_jsonl(out / "rejects.jsonl")
+    placeholder = [r for r in rejects if r["raw"] == "<PLACEHOLDER ROW>"]
+    assert placeholder and all(r["reason"] == "invalid_json" for r in placeholder)
+    for r in rejects:
+        raw_line = Path(r["file"]).read_bytes().split(b"\n")[r["line"] - 1]
+        # cut at 64 KiB, with the original length
+        assert raw_line[: 64 * 1024].decode(errors="replace") == r["raw"] and r[
+            "raw_length"
+        ] == len(raw_line)
+        assert r["reason"] and r["detail"]
+
+
+def test_openai_records_follow_the_contract(fixtures_run):
+    _, out = fixtures_run
+    records = read_jsonl(out / "train.jsonl") + read_jsonl(out / "val.jsonl")
+    assert records
+    for rec in records:
+        assert set(rec) == {"messages", "tools", "meta"}
+        msgs = rec["messages"]
+        assert msgs[-1]["role"] == "assistant" and not msgs[-1].get("tool_calls")
+        calls = [c["id"] for m in msgs if m["role"] == "assistant" for c in m.get("tool_calls", [])]
+        results = [m["tool_call_id"] for m in msgs if m["role"] == "tool"]
+        assert sorted(calls) == sorted(results)
+        assert rec["meta"]["reward"] >= 0.5
+        src = rec["meta"]["source"][0]
+        original = orjson.loads(Path(src["file"]).read_bytes().split(b"\n")[src["line"] - 1])
+        assert original["reward"] == rec["meta"]["reward"]
+
+
+def test_no_task_in_both_splits_and_parquet_matches_jsonl(fixtures_run):
+    _, out = fixtures_run
+    train, val = read_jsonl(out / "train.jsonl"), read_jsonl(out / "val.jsonl")
+    assert not {r["meta"]["task"] for r in train} & {r["meta"]["task"] for r in val}
+    table = pq.read_table(out / "parquet" / "train")
+    assert table.column_names == ["messages", "tools", "meta"]
+    assert [orjson.loads(x) for x in table.column("messages").to_pylist()] == [
+        r["messages"] for r in train
+    ]
+
+
+def test_manifest_has_versions_settings_and_nemo_rl_block(fixtures_run):
+    _, out = fixtures_run
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["versions"]["ray"] and m["versions"]["gymray"] == gymray.__version__
+    assert m["settings"]["sft"]["reward_threshold"] == 0.5
+    assert m["tools_differ"] is True
+    train = m["nemo_rl"]["data"]["train"]
+    assert train["dataset_name"] == "openai_format" and train["data_path"] == str(
+        out / "train.jsonl"
+    )
+    assert train["use_preserving_dataset"] is True
+    report = (out / "report.md").read_text()
+    assert "invalid_json" in report and "## Rewards" in report
+
+
+def test_rerun_is_byte_identical_whatever_the_block_size(fixtures_run, tmp_path):
+    _, out = fixtures_run
+    other = gymray.prepare(
+        "sft",
+        input=str(FIXTURES),
+        output=str(tmp_path / "b"),
+        **{"sft.reward_threshold": 0.5, "ray.block_bytes": 65536},
+    )
+    for name in ("train.jsonl", "val.jsonl", "rejects.jsonl", "filtered.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert other.fingerprint == json.loads((out / "manifest.json").read_text())["fingerprint"]
+
+
+def test_same_fingerprint_is_reused_and_other_settings_refused(tmp_path):
+    src = fixture("environments/blackjack/data/example_rollouts.jsonl")
+    out = tmp_path / "ds"
+    first = gymray.prepare("sft", input=str(src), output=str(out), **{"sft.reward_threshold": -5})
+    mtime = (out / "train.jsonl").stat().st_mtime_ns
+    again = gymray.prepare("sft", input=str(src), output=str(out), **{"sft.reward_threshold": -5})
+    assert again.reused and not first.reused
+    assert (out / "train.jsonl").stat().st_mtime_ns == mtime
+    with pytest.raises(StorageError, match="overwrite=true"):
+        gymray.prepare("sft", input=str(src), output=str(out), **{"sft.reward_threshold": 0.0})
+    third = gymray.prepare(
+        "sft", input=str(src), output=str(out), overwrite=True, **{"sft.reward_threshold": 0.0}
+    )
+    assert not third.reused and third.fingerprint != first.fingerprint
+
+
+def test_glob_gz_and_sidecars(tmp_path):
+    src = fixture("environments/blackjack/data/example_rollouts.jsonl")
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a_rollouts.jsonl.gz").write_bytes(gzip.compress(src.read_bytes()))
+    shutil.copy(src, d / "b_rollouts.jsonl")
+    shutil.copy(
+        fixture("resources_servers/blackjack/data/example_rollouts_materialized_inputs.jsonl"),
+        d / "b_rollouts_materialized_inputs.jsonl",
+    )
+    res = gymray.prepare(
+        "sft",
+        input=str(d / "*.jsonl*"),
+        output=str(tmp_path / "o"),
+        **{"sft.reward_threshold": -5, "sft.dedup": False},
+    )
+    m = res.manifest
+    assert sorted(Path(i["uri"]).name for i in m["inputs"]) == [
+        "a_rollouts.jsonl.gz",
+        "b_rollouts.jsonl",
+    ]
+    n = count_lines([src])
+    assert m["counts"]["input_lines"] == 2 * n
+    assert m["counts"]["records"]["train"] + m["counts"]["records"]["val"] == 2 * n
+    assert res.dataset("train").count() == m["counts"]["records"]["train"]
+
+
+def test_simple_format_and_best_of_n(tmp_path):
+    src = fixture("benchmarks/flores200/data/example_rollouts.jsonl")
+    res = gymray.prepare(
+        "sft",
+        input=str(src),
+        output=str(tmp_path / "s"),
+        **{"sft.format": "simple", "sft.reward_threshold": 0.0, "chat.reasoning": "think"},
+    )
+    recs = read_jsonl(tmp_path / "s" / "train.jsonl") + read_jsonl(tmp_path / "s" / "val.jsonl")
+    assert recs and all(set(r) == {"input", "output", "meta"} for r in recs)
+    assert all(isinstance(r["input"], str) and r["output"].startswith("<think>") for r in recs)
+    assert res.manifest["nemo_rl"]["data"]["train"]["dataset_name"] == "ResponseDataset"
+
+    multi = fixture("environments/blackjack/data/example_rollouts.jsonl")
+    res = gymray.prepare(
+        "sft",
+        input=str(multi),
+        output=str(tmp_path / "b"),
+        **{"sft.best_of_n": True, "sft.reward_threshold": -5, "sft.dedup": False},
+    )
+    recs = read_jsonl(tmp_path / "b" / "train.jsonl") + read_jsonl(tmp_path / "b" / "val.jsonl")
+    by_task = {}
+    for raw in multi.read_bytes().split(b"\n"):
+        if raw:
+            r = orjson.loads(raw)
+            by_task.setdefault(r["_ng_task_index"], []).append(r["reward"])
+    assert sorted(r["meta"]["task_index"] for r in recs) == sorted(by_task)
+    for r in recs:
+        assert r["meta"]["reward"] == max(by_task[r["meta"]["task_index"]])
+    assert res.counts["filtered"].get("not_best_of_n", 0) == sum(
+        len(v) for v in by_task.values()
+    ) - len(by_task)
+
+
+def test_unknown_key_names_the_closest():
+    with pytest.raises(ConfigError, match="sft.reward_threshold"):
+        load_settings("sft", ["sft.reward_treshold=0.5"])
+    with pytest.raises(ConfigError, match="split.val_fraction"):
+        load_settings("sft", ["split.val_frac=0.1"])
+
+
+def run_cli(*args, cwd=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "gymray.run", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+def test_cli_on_the_bundled_sample(tmp_path):
+    """The README's first command, with the output in a temp dir."""
+    p = run_cli("sft", f"output={tmp_path / 'o'}", "--prepare-only", "--json")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)
+    c = summary["counts"]
+    assert c["rejected"] == {
+        "empty_trajectory": 1,
+        "invalid_json": 2,
+        "missing_reward": 1,
+        "not_an_object": 1,
+        "reward_not_finite": 1,
+        "reward_not_number": 1,
+    }
+    assert c["input_lines"] == 40 and c["records"]["val"] >= 1
+    assert "rejected 2 x invalid_json" in p.stderr
+    bad = run_cli("sft", "sft.format=chatml", f"output={tmp_path / 'x'}", "--prepare-only")
+    assert bad.returncode == 2 and "sft.format" in bad.stderr and "Traceback" not in bad.stderr
+    missing = run_cli(
+        "sft", f"input={tmp_path / 'nope'}", f"output={tmp_path / 'y'}", "--prepare-only"
+    )
+    assert missing.returncode == 2 and "input not found" in missing.stderr
+
+
+def test_bundled_sample_is_what_the_generator_writes():
+    from gymray.samples.generate import HERE, build
+
+    assert (HERE / "rollouts.jsonl").read_bytes() == build()

@@ -1,0 +1,105 @@
+"""Parsing lines into canonical rollouts or rejects, on every fixture file."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from conftest import fixture, rollout_files
+
+from gymray.rollouts import Reject, Rollout, is_sidecar, parse_line, prompt_hash_key
+
+
+def test_every_fixture_line_is_a_rollout_or_a_named_reject():
+    counts = collections.Counter()
+    for path in rollout_files():
+        lines = path.read_bytes().split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        for raw in lines:
+            r = parse_line(raw, path.name)
+            assert isinstance(r, (Rollout, Reject))
+            counts[r.reason if isinstance(r, Reject) else "ok"] += 1
+    # the measured shapes of the fixtures: placeholder rows, judge files without
+    # response, empty trajectories
+    assert counts["invalid_json"] == 20
+    assert counts["missing_response"] == 10
+    assert counts["empty_trajectory"] == 10
+    assert counts["ok"] > 450
+    assert set(counts) <= {"ok", "invalid_json", "missing_response", "empty_trajectory"}
+
+
+def test_placeholder_row_is_invalid_json():
+    raw = (
+        fixture("resources_servers/tavily_search/data/example_rollouts.jsonl")
+        .read_bytes()
+        .split(b"\n")
+    )
+    placeholder = next(x for x in raw if x.startswith(b"<PLACEHOLDER"))
+    r = parse_line(placeholder)
+    assert isinstance(r, Reject) and r.reason == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "field"),
+    [
+        (b"", "empty_line", None),
+        (b"[1, 2]", "not_an_object", None),
+        (b'{"reward": 1}', "missing_response", "response"),
+        (b'{"response": "x", "reward": 1}', "invalid_response", "response"),
+        (
+            b'{"response": {"output": [{"type": "message", "role": "assistant", "content": "a"}]}}',
+            "missing_reward",
+            "reward",
+        ),
+        (b'{"response": {"output": []}, "reward": "high"}', "reward_not_number", "reward"),
+        (b'{"response": {"output": []}, "reward": true}', "reward_not_number", "reward"),
+        (b'{"response": {"output": []}, "reward": NaN}', "reward_not_finite", "reward"),
+        (b'{"response": {"output": []}, "reward": -Infinity}', "reward_not_finite", "reward"),
+        (b'{"response": {"output": []}, "reward": 1}', "empty_trajectory", "response.output"),
+        (b'{"response": {}, "reward": 1}', "missing_output", "response.output"),
+        (
+            b'{"response": {"output": [{"type": "computer_call"}]}, "reward": 1}',
+            "unsupported_shape",
+            "response.output[0].type",
+        ),
+        (
+            b'{"response": {"output": [{"type": "message", "role": "assistant", "content": "a"}]}, "reward": 1, "x": "\\ud800"}',
+            "invalid_unicode",
+            None,
+        ),
+    ],
+)
+def test_reject_reasons_name_the_field(raw, reason, field):
+    r = parse_line(raw)
+    assert isinstance(r, Reject)
+    assert (r.reason, r.field) == (reason, field)
+    assert r.detail
+
+
+def test_line_separators_inside_strings_are_content():
+    raw = '{"responses_create_params": {"input": "a\u2028b\u0085c"}, "response": {"output": [{"type": "message", "role": "assistant", "content": "ok"}]}, "reward": 2}'.encode()
+    r = parse_line(raw)
+    assert r.prompt == [{"role": "user", "content": "a\u2028b\u0085c"}]
+    assert r.reward == 2.0 and isinstance(r.reward, float)
+
+
+def test_task_key_prefers_agent_and_index_then_prompt_hash():
+    base = b'"response": {"output": [{"type": "message", "role": "assistant", "content": "a"}]}, "reward": 0'
+    a = parse_line(b'{"agent_ref": {"name": "ag"}, "_ng_task_index": 4, ' + base + b"}", "f.jsonl")
+    b = parse_line(b'{"_ng_task_index": 4, ' + base + b"}", "f.jsonl")
+    c = parse_line(b'{"responses_create_params": {"input": "q"}, ' + base + b"}", "f.jsonl")
+    assert a.task_key == "agent:ag#4"
+    assert b.task_key == "file:f.jsonl#4"
+    assert c.task_key == prompt_hash_key({"input": "q"}) and c.task_key.startswith("prompt:")
+
+
+def test_truncation_read_from_incomplete_details():
+    raw = b'{"response": {"status": null, "incomplete_details": {"reason": "max_output_tokens"}, "output": [{"type": "message", "role": "assistant", "content": "a"}]}, "reward": 0}'
+    assert parse_line(raw).truncated == "max_output_tokens"
+
+
+def test_sidecars_are_recognised():
+    assert is_sidecar("x_materialized_inputs.jsonl") and is_sidecar("x_failures.jsonl")
+    assert is_sidecar("x_reward_profiling.jsonl") and is_sidecar("x_aggregate_metrics.json")
+    assert not is_sidecar("x_rollouts.jsonl") and not is_sidecar("rollouts.jsonl.gz")
