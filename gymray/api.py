@@ -24,9 +24,9 @@ from gymray.storage import (
     Staging,
     StorageError,
     expand_inputs,
-    filesystem,
     is_remote,
     join,
+    output_state,
     read_manifest,
 )
 
@@ -86,7 +86,8 @@ def ensure_ray(settings: Settings | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    # A Ray of our own, not whatever cluster happens to run on this host.
+    kwargs: dict[str, Any] = {"address": "local", "include_dashboard": False, "log_to_driver": False}
     if rs and rs.num_cpus:
         kwargs["num_cpus"] = rs.num_cpus
     if rs and rs.object_store_memory:
@@ -116,11 +117,20 @@ def _check_output(settings: Settings, fingerprint: str) -> dict | None:
                 f"(fingerprint {existing.get('fingerprint')} != {fingerprint}); "
                 "set overwrite=true to replace it, or choose another output"
             )
-    elif not is_remote(settings.output):
-        fs, path = filesystem(settings.output)
-        if os.path.isdir(path) and os.listdir(path) and not settings.overwrite:
+    else:
+        # Local and object stores alike: a prefix without a manifest is not a dataset,
+        # but only gymray's own unfinished writes are replaced without overwrite=true.
+        state = output_state(settings.output, settings.storage)
+        if state == "other" and not settings.overwrite:
             raise StorageError(
-                f"{settings.output} exists and is not a gymray dataset; choose another output or set overwrite=true"
+                f"{settings.output} exists and is not a gymray dataset (no {MANIFEST}); "
+                "choose another output or set overwrite=true"
+            )
+        if state == "unfinished":
+            log.info(
+                "%s holds the leftovers of an unfinished gymray run (no %s): replacing them",
+                settings.output,
+                MANIFEST,
             )
     return None
 
@@ -184,6 +194,7 @@ def _build(settings: Settings, inputs: list, tasks: list, fingerprint: str) -> P
     staging = Staging(output, settings.storage, overwrite=settings.overwrite)
     try:
         out = run_pipeline(settings, inputs, tasks, staging)
+        out.pop("per_task", None)
         fmt = out.get("format", fmt)
         counts = out["counts"]
         if not (

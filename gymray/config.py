@@ -83,7 +83,7 @@ class RaySettings(Strict):
     num_cpus: int | None = None
     object_store_memory: int | None = None
     block_bytes: int = Field(
-        16 << 20, ge=1 << 16, description="raw bytes of rollout lines per block"
+        16 << 20, ge=1024, description="raw bytes of rollout lines per block"
     )
     partitions: int | None = Field(
         None, ge=1, description="hash partitions for grouping (default: from input size)"
@@ -91,9 +91,19 @@ class RaySettings(Strict):
 
 
 class StorageSettings(Strict):
-    endpoint_url: str | None = None
-    region: str | None = None
+    # Credentials never go here (settings are recorded in the manifest): they come
+    # from the environment (AWS_ACCESS_KEY_ID..., GOOGLE_APPLICATION_CREDENTIALS).
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint, e.g. http://minio:9000 (default: AWS_ENDPOINT_URL)",
+    )
+    region: str | None = Field(None, description="S3 region (default: AWS_REGION)")
     anonymous: bool = False
+    materialize_to: str | None = Field(
+        None,
+        description="shared local directory to copy an object-store dataset's train/val "
+        "JSONL to, since NeMo RL reads local paths only",
+    )
 
 
 class Settings(Strict):

@@ -44,6 +44,10 @@ BASE_OUTCOME = [
     ("split_u", pa.float64()),
     ("tools_hash", pa.int64()),
     ("content_hash", pa.int64()),
+    (
+        "note",
+        pa.string(),
+    ),  # a fact about a record for the stats, e.g. where its ground truth came from
     ("record", pa.large_binary()),
 ]
 
@@ -118,6 +122,7 @@ class OutcomeBuilder:
         content_hash=None,
         sub=0,
         task_hash=None,
+        note=None,
     ) -> None:
         c = self.cols
         c["file_id"].append(file_id)
@@ -140,6 +145,7 @@ class OutcomeBuilder:
         c["split_u"].append(split_u)
         c["tools_hash"].append(tools_hash)
         c["content_hash"].append(content_hash)
+        c["note"].append(note)
         if record is None:
             c["record"].append(None)
             for name in self.rec_fields:
@@ -224,25 +230,14 @@ CANONICAL_SCHEMA = pa.schema(
 )
 
 
-def _rollout_json(r) -> bytes:
+def _rollout_json(r, algo: str) -> bytes:
     import orjson
 
-    return orjson.dumps(
-        {
-            "reward": r.reward,
-            "task_key": r.task_key,
-            "agent": r.agent,
-            "task_index": r.task_index,
-            "rollout_index": r.rollout_index,
-            "prompt": r.prompt,
-            "completion": r.completion,
-            "tools": r.tools,
-            "has_image": r.has_image,
-            "truncated": r.truncated,
-            "request": r.request,
-            "extras": r.extras,
-        }
-    )
+    if algo != "grpo":
+        # Shuffle only what the recipe needs: the request dump and verifier
+        # fields are GRPO's task row, dead weight for pairing.
+        r.request, r.extras = {}, {}
+    return orjson.dumps(r)  # orjson writes dataclasses natively
 
 
 def parse_rollouts(batch: pa.Table, settings: Settings, files: list[str]) -> pa.Table:
@@ -269,7 +264,7 @@ def parse_rollouts(batch: pa.Table, settings: Settings, files: list[str]) -> pa.
             cols["task_hash"].append(hash64(r.task_key))
             for k in ("reason", "field", "detail", "raw"):
                 cols[k].append(None)
-            cols["rollout"].append(_rollout_json(r))
+            cols["rollout"].append(_rollout_json(r, settings.algo))
     return pa.table(
         {f.name: pa.array(cols[f.name], type=f.type) for f in CANONICAL_SCHEMA},
         schema=CANONICAL_SCHEMA,
@@ -348,17 +343,81 @@ def group_block(
                 tools_hash=tools_h,
                 content_hash=content_h,
                 sub=sub,
+                note=_note(record),
             )
     return out.table()
 
 
-def grouped_recipe(settings: Settings):
-    """(format, recipe function over task groups) for ``settings.algo``."""
+def _note(record: dict) -> str | None:
+    source = record.get("meta", {}).get("ground_truth_source", "")
+    return None if source == "" else f"ground_truth:{source}"
+
+
+def grouped_recipe(settings: Settings, fmt: str, tasks: dict | None = None):
+    """The recipe function over task groups for ``settings.algo``."""
     if settings.algo == "sft":
         from gymray.recipes.sft import sft_best_of_n
 
-        return settings.sft.format, lambda members, s: sft_best_of_n(members, s.sft, s.chat)
-    raise NotImplementedError(f"'{settings.algo}' is not implemented yet")
+        return lambda members, s: sft_best_of_n(members, s.sft, s.chat)
+    if settings.algo == "dpo":
+        from gymray.recipes.dpo import dpo_pairs
+
+        return lambda members, s: dpo_pairs(members, s.dpo, s.chat)
+    from gymray.recipes.grpo import grpo_prompts
+
+    return lambda members, s: grpo_prompts(members, s.grpo, fmt, tasks)
+
+
+def record_format(settings: Settings, inputs: list[InputFile]) -> str:
+    if settings.algo == "sft":
+        return settings.sft.format
+    if settings.algo == "dpo":
+        return settings.dpo.format
+    if settings.grpo.format != "auto":
+        return settings.grpo.format
+    return "nemo_gym" if _carries_agent_ref(inputs, settings) else "math"
+
+
+def _carries_agent_ref(inputs: list[InputFile], settings: Settings) -> bool:
+    """``grpo.format=auto``: NeMo Gym task rows when the rollouts name their agent."""
+    import orjson
+
+    for f in inputs:
+        with open_input(f, settings.storage) as stream:
+            head = stream.read(4 << 20)
+        for raw in head.split(b"\n")[:50]:
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and "response" in obj:
+                return isinstance(obj.get("agent_ref"), dict)
+    return False
+
+
+def load_tasks(tasks: list[InputFile], settings: Settings) -> tuple[dict, int]:
+    """Task rows keyed by ``(_ng_task_index, _ng_rollout_index)``: a materialized
+    inputs file has both; a plain task file's row number is the task index."""
+    import orjson
+
+    rows: dict = {}
+    bad = 0
+    for f in tasks:
+        with open_input(f, settings.storage) as stream:
+            data = stream.read()
+        for n, raw in enumerate(x for x in data.split(b"\n") if x.strip()):
+            try:
+                row = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                bad += 1
+                continue
+            if not isinstance(row, dict):
+                bad += 1
+                continue
+            ti = row.get("_ng_task_index", n)
+            rows[(ti, row.get("_ng_rollout_index"))] = row
+            rows.setdefault((ti, None), row)
+    return rows, bad
 
 
 def partitions_for(inputs: list[InputFile], settings: Settings) -> int:
@@ -397,8 +456,8 @@ def run_pipeline(
             [{"file_id": i} for i in range(len(inputs))], override_num_blocks=len(inputs)
         )
         ds = ds.map_batches(read, batch_size=1, batch_format="numpy")
+        fmt = record_format(settings, inputs)
         if not grouped:
-            fmt = settings.sft.format
             ds = ds.map_batches(
                 process_lines,
                 batch_size=None,
@@ -406,7 +465,10 @@ def run_pipeline(
                 fn_kwargs={"settings": settings, "files": files},
             )
         else:
-            fmt, recipe = grouped_recipe(settings)
+            task_rows = None
+            if tasks:
+                task_rows, bad_task_lines = load_tasks(tasks, settings)
+            recipe = grouped_recipe(settings, fmt, task_rows)
             ds = ds.map_batches(
                 parse_rollouts,
                 batch_size=None,
@@ -428,6 +490,7 @@ def run_pipeline(
             files,
             val_fraction=settings.split.val_fraction,
             dedup=settings.algo == "sft" and settings.sft.dedup,
+            per_task=settings.algo != "sft",
         )
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             sink.consume(block)
@@ -445,5 +508,9 @@ def run_pipeline(
         warnings.append(
             "no task fell in val by hash; the task nearest the split boundary was moved to val"
         )
-    out["warnings"] = warnings
+    from gymray.recipes.explain import explain
+
+    sections, more_warnings = explain(settings, out)
+    out["report_sections"] = sections
+    out["warnings"] = warnings + more_warnings
     return out

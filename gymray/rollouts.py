@@ -81,6 +81,7 @@ class Rollout:
     truncated: str | None  # incomplete_details.reason, e.g. "max_output_tokens"
     request: dict = field(repr=False)  # the responses_create_params of the line
     extras: dict = field(repr=False)  # top-level keys that are not rollout keys
+    agent_ref: dict | None = field(default=None, repr=False)
 
 
 def is_sidecar(name: str) -> bool:
@@ -223,6 +224,7 @@ def parse_line(
         has_image=prompt_images or completion_images,
         truncated=truncated,
         request=request,
+        agent_ref=obj.get("agent_ref") if isinstance(obj.get("agent_ref"), dict) else None,
         extras={k: v for k, v in obj.items() if k not in ROLLOUT_KEYS},
     )
 

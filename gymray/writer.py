@@ -84,7 +84,14 @@ class _ParquetSplit:
 
 class DatasetSink:
     def __init__(
-        self, staging: Staging, fmt: str, files: list[str], *, val_fraction: float, dedup: bool
+        self,
+        staging: Staging,
+        fmt: str,
+        files: list[str],
+        *,
+        val_fraction: float,
+        dedup: bool,
+        per_task: bool = False,
     ):
         self.staging = staging
         self.fmt = fmt
@@ -103,6 +110,9 @@ class DatasetSink:
         self.rewards: list[np.ndarray] = []
         self.train_u: list[float] = []  # per train record, to move a task to val at the end
         self.examples: list[dict] = []
+        self.notes: collections.Counter = collections.Counter()
+        # task -> [rollouts, reward sum, min, max]: pass rates and "why no pair" hints
+        self.per_task: dict[str, list] | None = {} if per_task else None
 
     # ------------------------------------------------------------------ stream
     def consume(self, t: pa.Table) -> None:
@@ -119,10 +129,16 @@ class DatasetSink:
         rows: dict[str, list[int]] = {"train": [], "val": []}
         rejects, filtered = [], []
         rewards = t.column("reward")
+        note = t.column("note").to_pylist()
+        reward_list = rewards.to_pylist() if self.per_task is not None else None
         lines_mask = [s is not None for s in status]
         for i, st in enumerate(status):
             if st is not None:
                 c.input_lines += 1
+                if reward_list is not None and reward_list[i] is not None:
+                    self._task_reward(task_key[i], reward_list[i])
+            if note[i] is not None:
+                self.notes[note[i]] += 1
             if record[i] is not None:
                 if self.dedup and content_hash[i] in self.seen_content:
                     if st == "used":
@@ -177,6 +193,16 @@ class DatasetSink:
         if filtered:
             self.filtered.write(b"".join(filtered))
 
+    def _task_reward(self, task: str, reward: float) -> None:
+        s = self.per_task.get(task)
+        if s is None:
+            self.per_task[task] = [1, reward, reward, reward]
+        else:
+            s[0] += 1
+            s[1] += reward
+            s[2] = min(s[2], reward)
+            s[3] = max(s[3], reward)
+
     def _reject_line(self, t: pa.Table, i: int) -> bytes:
         row = {
             "file": self.files[t.column("file_id")[i].as_py()],
@@ -205,6 +231,8 @@ class DatasetSink:
             "rewards": np.concatenate(self.rewards) if self.rewards else np.zeros(0),
             "parquet": {s: self.parquet[s].paths for s in SPLITS},
             "examples": self.examples,
+            "stats": {"notes": dict(sorted(self.notes.items()))},
+            "per_task": self.per_task,
         }
 
     def _ensure_val(self) -> bool:

@@ -34,7 +34,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
+        # address="local": never attach to a head another test (or a developer) started
         ray.init(
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             object_store_memory=256 * 1024**2,

@@ -1,0 +1,162 @@
+"""DPO and GRPO end to end on Ray, and grouping across nodes and blocks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import REPO, fixture
+
+import gymray
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(x) for x in path.read_bytes().split(b"\n") if x]
+
+
+def make_repeats(tmp: Path, shards: int = 3) -> Path:
+    """Blackjack rollouts made into tasks with 4 rollouts each, rewards spread,
+    lines of one task scattered over several files (as a collection run writes them)."""
+    base = [
+        orjson.loads(x)
+        for x in fixture("environments/blackjack/data/example_rollouts.jsonl")
+        .read_bytes()
+        .split(b"\n")
+        if x
+    ]
+    d = tmp / "rollouts"
+    d.mkdir()
+    files = [open(d / f"part-{i}.jsonl", "wb") for i in range(shards)]
+    n = 0
+    for task in range(30):
+        for k in range(4):
+            r = json.loads(json.dumps(base[task % len(base)]))
+            last = [it for it in r["response"]["output"] if it.get("role") == "assistant"][-1]
+            last["content"][0]["text"] += f" (attempt {k})"
+            r["_ng_task_index"], r["_ng_rollout_index"] = task, k
+            r["agent_ref"] = {"type": "responses_api_agents", "name": "bj"}
+            r["responses_create_params"]["input"][-1]["content"] += f" [task {task}]"
+            r["reward"] = (
+                [1.0, -1.0, 0.0, 0.5][(task + k) % 4] if task % 5 else 1.0
+            )  # every 5th task: all tied
+            r["expected_answer"] = "stand"
+            files[n % shards].write(orjson.dumps(r) + b"\n")
+            n += 1
+    for f in files:
+        f.close()
+    return d
+
+
+@pytest.fixture(scope="module")
+def repeats(tmp_path_factory):
+    return make_repeats(tmp_path_factory.mktemp("rep"))
+
+
+def test_dpo_on_repeats_accounts_for_every_rollout(repeats, tmp_path):
+    res = gymray.prepare("dpo", input=str(repeats), output=str(tmp_path / "d"))
+    c = res.counts
+    assert c["input_lines"] == 120 == c["used"] + sum(c["filtered"].values())
+    assert c["filtered"]["tied_rewards"] == 6 * 4
+    pairs = read_jsonl(tmp_path / "d" / "train.jsonl") + read_jsonl(tmp_path / "d" / "val.jsonl")
+    assert len(pairs) == 24 == c["records"]["train"] + c["records"]["val"]
+    assert c["used"] == 48
+    for p in pairs:
+        ranks = [x["rank"] for x in p["completions"]]
+        assert ranks == [0, 1]
+        assert p["completions"][0]["completion"] != p["completions"][1]["completion"]
+        assert p["meta"]["reward_gap"] == 2.0  # best 1.0 vs worst -1.0
+        assert p["completions"][0]["completion"][-1]["role"] == "assistant"
+    assert res.manifest["nemo_rl"]["data"]["train"]["dataset_name"] == "PreferenceDataset"
+    assert "## Pairs" in (tmp_path / "d" / "report.md").read_text()
+
+
+def test_dpo_no_pairs_report_says_which_setting(repeats, tmp_path):
+    res = gymray.prepare(
+        "dpo", input=str(repeats), output=str(tmp_path / "d"), **{"dpo.min_gap": 5}
+    )
+    assert res.counts["records"] == {"train": 0, "val": 0}
+    report = (tmp_path / "d" / "report.md").read_text()
+    assert "Why no pairs" in report and "try dpo.min_gap=2" in report
+    assert any("dpo.min_gap" in w for w in res.manifest["warnings"])
+
+
+def test_grpo_pass_rate_and_math(repeats, tmp_path):
+    res = gymray.prepare(
+        "grpo", input=str(repeats), output=str(tmp_path / "g"), **{"grpo.pass_rate": [0.0, 0.9]}
+    )
+    rows = read_jsonl(tmp_path / "g" / "train.jsonl") + read_jsonl(tmp_path / "g" / "val.jsonl")
+    assert res.manifest["format"] == "nemo_gym"
+    assert len(rows) == 24  # the 6 all-solved tasks are out of range
+    assert res.counts["filtered"]["pass_rate_out_of_range"] == 24
+    for r in rows:
+        assert r["agent_ref"]["name"] == "bj" and r["expected_answer"] == "stand"
+        assert "temperature" not in r["responses_create_params"]
+        assert 0.0 <= r["meta"]["pass_rate"] <= 0.9
+    res = gymray.prepare(
+        "grpo", input=str(repeats), output=str(tmp_path / "m"), **{"grpo.format": "math"}
+    )
+    c = res.counts
+    assert c["records"]["train"] + c["records"]["val"] == 0
+    assert c["filtered"]["not_single_user_prompt"] > 0  # blackjack prompts have two user turns
+
+
+def test_grpo_math_joins_ground_truth_from_tasks_file(tmp_path):
+    src = fixture("resources_servers/polymath/data/example_rollouts.jsonl")
+    tasks = fixture("resources_servers/polymath/data/example_rollouts_materialized_inputs.jsonl")
+    res = gymray.prepare(
+        "grpo",
+        input=str(src),
+        output=str(tmp_path / "p"),
+        tasks=str(tasks),
+        **{"grpo.format": "math", "split.val_fraction": 0},
+    )
+    rows = read_jsonl(tmp_path / "p" / "train.jsonl")
+    assert rows and all(isinstance(r["ground_truth"], str) and r["ground_truth"] for r in rows)
+    assert res.manifest["stats"]["notes"]
+    assert "Ground truth found" in (tmp_path / "p" / "report.md").read_text()
+
+
+MULTINODE = textwrap.dedent(
+    """
+    import sys, ray
+    from ray.cluster_utils import Cluster
+    import gymray
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=2, resources={"w1": 1})
+    cluster.add_node(num_cpus=2, resources={"w2": 1})
+    ray.init(address=cluster.address)
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for algo, out in (("dpo", sys.argv[2]), ("grpo", sys.argv[3])):
+        gymray.prepare(algo, input=sys.argv[1], output=out,
+                       **{"ray.block_bytes": 4096, "ray.partitions": 4})
+    ray.shutdown()
+    cluster.shutdown()
+    """
+)
+
+
+def test_grouping_across_nodes_and_blocks_matches_single_node(repeats, tmp_path):
+    """Tiny blocks and 4 partitions on a 3-node cluster: the rollouts of a task
+    arrive on different nodes and blocks; outputs equal the single-node run's."""
+    single_d = gymray.prepare("dpo", input=str(repeats), output=str(tmp_path / "sd"))
+    single_g = gymray.prepare("grpo", input=str(repeats), output=str(tmp_path / "sg"))
+    p = subprocess.run(
+        [sys.executable, "-c", MULTINODE, str(repeats), str(tmp_path / "md"), str(tmp_path / "mg")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=400,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    for single, multi in ((single_d, tmp_path / "md"), (single_g, tmp_path / "mg")):
+        for name in ("train.jsonl", "val.jsonl", "filtered.jsonl"):
+            assert (Path(single.output) / name).read_bytes() == (multi / name).read_bytes(), name
+    assert single_d.counts["records"]["train"] + single_d.counts["records"]["val"] == 24
