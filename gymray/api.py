@@ -225,6 +225,7 @@ def _build(settings: Settings, inputs: list, tasks: list, fingerprint: str) -> P
             },
             "reward": reward_summary(out["rewards"]),
             "stats": out.get("stats", {}),
+            "per_file": out["per_file"],
             "warnings": warnings,
             "versions": {
                 "gymray": gymray.__version__,

@@ -504,6 +504,7 @@ def run_pipeline(
             f"only {out['counts']['records']['train']} training records (fewer than sft.min_examples="
             f"{settings.sft.min_examples}): SFT on so few examples rarely helps"
         )
+    warnings += _dead_file_warnings(out["per_file"])
     if out["moved_task_to_val"]:
         warnings.append(
             "no task fell in val by hash; the task nearest the split boundary was moved to val"
@@ -513,4 +514,24 @@ def run_pipeline(
     sections, more_warnings = explain(settings, out)
     out["report_sections"] = sections
     out["warnings"] = warnings + more_warnings
+    return out
+
+
+def _dead_file_warnings(per_file: dict) -> list[str]:
+    """One warning per reason for input files of which every line was rejected."""
+    dead: dict[str, list[str]] = {}
+    for uri, fc in per_file.items():
+        if fc["lines"] and fc["rejected"] == fc["lines"]:
+            dead.setdefault(fc.get("top_reject", "?"), []).append(uri)
+    out = []
+    for reason, uris in sorted(dead.items()):
+        shown = ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
+        hint = (
+            " (task files such as example.jsonl have no response: pass rollouts files only, e.g. a glob '**/*rollouts*.jsonl')"
+            if reason == "missing_response"
+            else ""
+        )
+        out.append(
+            f"every line of {len(uris)} file(s) was rejected, mostly {reason}: {shown}{hint}"
+        )
     return out

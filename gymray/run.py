@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return EXIT_OK if argv else EXIT_USAGE
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="gymray: %(message)s", stream=sys.stderr)
     try:
         settings = load_settings(args.algo, args.overrides, args.config)

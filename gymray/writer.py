@@ -111,6 +111,7 @@ class DatasetSink:
         self.train_u: list[float] = []  # per train record, to move a task to val at the end
         self.examples: list[dict] = []
         self.notes: collections.Counter = collections.Counter()
+        self.per_file: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
         # task -> [rollouts, reward sum, min, max]: pass rates and "why no pair" hints
         self.per_task: dict[str, list] | None = {} if per_task else None
 
@@ -155,6 +156,11 @@ class DatasetSink:
                         self.train_u.append(split_u[i])
                     if len(self.examples) < 3:
                         self.examples.append(orjson.loads(record[i]))
+            if st is not None:
+                pf = self.per_file[file_id[i]]
+                pf[st] += 1
+                if st == "rejected":
+                    pf[f"rejected:{reason[i]}"] += 1
             if st == "used":
                 c.used += 1
             elif st == "filtered":
@@ -233,7 +239,17 @@ class DatasetSink:
             "examples": self.examples,
             "stats": {"notes": dict(sorted(self.notes.items()))},
             "per_task": self.per_task,
+            "per_file": {self.files[f]: self._file_counts(f) for f in sorted(self.per_file)},
         }
+
+    def _file_counts(self, file_id: int) -> dict:
+        pf = self.per_file[file_id]
+        out = {k: pf[k] for k in ("used", "filtered", "rejected")}
+        out["lines"] = sum(out.values())
+        reasons = {k.split(":", 1)[1]: v for k, v in pf.items() if k.startswith("rejected:")}
+        if reasons:
+            out["top_reject"] = max(sorted(reasons), key=reasons.get)
+        return out
 
     def _ensure_val(self) -> bool:
         """At least one val record when there are >= 2 tasks (and val is wanted):

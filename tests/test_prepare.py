@@ -57,6 +57,13 @@ def test_counts_reconcile_with_every_input_line(fixtures_run):
     assert len(read_jsonl(out / "rejects.jsonl")) == sum(c["rejected"].values())
     assert len(read_jsonl(out / "filtered.jsonl")) == sum(c["filtered"].values())
     assert result.counts == c
+    per_file = m["per_file"]
+    assert sum(f["lines"] for f in per_file.values()) == c["input_lines"]
+    assert sum(f["used"] for f in per_file.values()) == c["used"]
+    # the directory holds task files too: the run says so instead of failing
+    task_file = next(u for u in per_file if u.endswith("/blackjack/data/example.jsonl"))
+    assert per_file[task_file]["rejected"] == per_file[task_file]["lines"] > 0
+    assert any("missing_response" in w and "task files" in w for w in m["warnings"])
 
 
 def test_rejects_name_file_line_and_reason(fixtures_run):
