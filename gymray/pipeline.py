@@ -125,27 +125,15 @@ class OutcomeBuilder:
         note=None,
     ) -> None:
         c = self.cols
-        c["file_id"].append(file_id)
-        c["line"].append(line)
-        c["sub"].append(sub)
-        c["task_hash"].append(task_hash)
-        c["status"].append(status)
-        c["reason"].append(reason)
-        c["field"].append(field)
-        c["detail"].append(detail)
-        if raw is not None:
-            text, length = cut_raw(raw)
-            c["raw"].append(text)
-            c["raw_length"].append(length)
-        else:
-            c["raw"].append(None)
-            c["raw_length"].append(None)
-        c["reward"].append(reward)
-        c["task_key"].append(task_key)
-        c["split_u"].append(split_u)
-        c["tools_hash"].append(tools_hash)
-        c["content_hash"].append(content_hash)
-        c["note"].append(note)
+        text, length = cut_raw(raw) if raw is not None else (None, None)
+        scalars = {
+            "file_id": file_id, "line": line, "sub": sub, "task_hash": task_hash, "status": status,
+            "reason": reason, "field": field, "detail": detail, "raw": text, "raw_length": length,
+            "reward": reward, "task_key": task_key, "split_u": split_u, "tools_hash": tools_hash,
+            "content_hash": content_hash, "note": note,
+        }  # fmt: skip
+        for name, value in scalars.items():
+            c[name].append(value)
         if record is None:
             c["record"].append(None)
             for name in self.rec_fields:
