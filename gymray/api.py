@@ -112,6 +112,11 @@ def _check_output(settings: Settings, fingerprint: str) -> dict | None:
         if existing.get("fingerprint") == fingerprint and not settings.overwrite:
             return existing
         if not settings.overwrite:
+            if not existing.get("fingerprint"):
+                raise StorageError(
+                    f"{settings.output} holds a {MANIFEST} gymray cannot read; "
+                    "set overwrite=true to replace it, or choose another output"
+                )
             raise StorageError(
                 f"{settings.output} holds a dataset built from other inputs or settings "
                 f"(fingerprint {existing.get('fingerprint')} != {fingerprint}); "

@@ -127,9 +127,15 @@ def _bucket_region(bucket: str) -> str | None:
 
 
 # File systems are cached per process (a Ray worker opens many inputs), keyed by
-# their options, which are re-read from the environment on every call.
+# their options, which are re-read from the environment on every call; the key id
+# and profile are in the key so that changed credentials get a new client.
 @functools.lru_cache(maxsize=16)
-def _s3(endpoint: tuple[str, str] | None, region: str | None, anonymous: bool) -> pafs.FileSystem:
+def _s3(
+    endpoint: tuple[str, str] | None,
+    region: str | None,
+    anonymous: bool,
+    identity: tuple[str | None, str | None],
+) -> pafs.FileSystem:
     kwargs: dict[str, Any] = {"allow_bucket_creation": True}
     if endpoint:
         kwargs.update(scheme=endpoint[0], endpoint_override=endpoint[1])
@@ -178,7 +184,8 @@ def filesystem(uri: str, storage: Any = None) -> tuple[pafs.FileSystem, str]:
         if not region:
             # S3-compatible stores accept any region; AWS wants the bucket's own.
             region = "us-east-1" if endpoint else _bucket_region(bucket)
-        return _s3(endpoint, region, anonymous), path
+        identity = (os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
+        return _s3(endpoint, region, anonymous, identity), path
     if scheme in ("gs", "gcs"):
         return _gcs(anonymous), path
     raise StorageError(
@@ -358,26 +365,27 @@ def read_bytes(uri: str, storage: Any = None) -> bytes | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
-        if fs.get_file_info(path).type == pafs.FileType.NotFound:
-            return None
+        try:
+            if fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return None
+        except OSError:
+            pass
         raise StorageError(f"cannot read {uri}: {e}") from None
 
 
 def read_manifest(output: str, storage: Any = None) -> dict | None:
-    """The committed manifest of a dataset, or None when there is no dataset."""
-    uri = join(output, MANIFEST)
-    raw = read_bytes(uri, storage)
+    """The committed manifest of a dataset, or None when there is no dataset.
+
+    A manifest that is not valid JSON reads as ``{}``: a dataset of unknown
+    fingerprint, never reused, replaced only with ``overwrite=true``."""
+    raw = read_bytes(join(output, MANIFEST), storage)
     if raw is None:
         return None
     try:
         manifest = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise StorageError(
-            f"{uri} is not valid JSON ({e}): set overwrite=true to replace this dataset"
-        ) from None
-    if not isinstance(manifest, dict):
-        raise StorageError(f"{uri} is not a gymray manifest: set overwrite=true to replace it")
-    return manifest
+    except orjson.JSONDecodeError:
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 OutputState = Literal["absent", "dataset", "unfinished", "other"]
@@ -653,10 +661,10 @@ def local_dataset_path(output: str, materialize_to: str | None = None, storage: 
         # -> /lustre/gymray-cache/sft-v1-0123456789ab (train.jsonl, val.jsonl, manifest.json)
     """
     manifest = read_manifest(output, storage)
-    if manifest is None:
+    if not manifest or not (manifest.get("files") or {}).get("train"):
         raise StorageError(
-            f"{output} holds no committed gymray dataset (no {MANIFEST}): prepare it first "
-            f"(python -m gymray.run <algo> input=... output={output} --prepare-only)"
+            f"{output} holds no committed gymray dataset (no readable {MANIFEST}): prepare "
+            f"it first (python -m gymray.run <algo> input=... output={output} --prepare-only)"
         )
     if not is_remote(output):
         return filesystem(output)[1]
