@@ -24,6 +24,7 @@ from gymray.storage import (
     Staging,
     StorageError,
     expand_inputs,
+    filesystem,
     is_remote,
     join,
     output_state,
@@ -47,6 +48,7 @@ class PrepareResult:
     manifest: dict
     reused: bool
     paths: dict = field(default_factory=dict)
+    storage: Any = field(default=None, repr=False)
 
     @property
     def counts(self) -> dict:
@@ -60,8 +62,9 @@ class PrepareResult:
         """The written records of ``split`` as a Ray Dataset (read from the Parquet files)."""
         import ray.data
 
-        files = [join(self.output, p) for p in self.manifest["files"]["parquet"][split]]
-        return ray.data.read_parquet(files)
+        fs, base = filesystem(self.output, self.storage)
+        files = [f"{base}/{p}" for p in self.manifest["files"]["parquet"][split]]
+        return ray.data.read_parquet(files, filesystem=fs)
 
     def summary(self) -> dict:
         return {
@@ -87,7 +90,11 @@ def ensure_ray(settings: Settings | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
         return
     # A Ray of our own, not whatever cluster happens to run on this host.
-    kwargs: dict[str, Any] = {"address": "local", "include_dashboard": False, "log_to_driver": False}
+    kwargs: dict[str, Any] = {
+        "address": "local",
+        "include_dashboard": False,
+        "log_to_driver": False,
+    }
     if rs and rs.num_cpus:
         kwargs["num_cpus"] = rs.num_cpus
     if rs and rs.object_store_memory:
@@ -178,8 +185,14 @@ def prepare(
         log.info(
             "reusing %s: same inputs and settings (fingerprint %s)", settings.output, fingerprint
         )
+        # The dataset may have been moved since it was written: trust where it is now.
+        existing["output"] = _resolved(settings.output)
         return PrepareResult(
-            output=existing["output"], manifest=existing, reused=True, paths=_paths(existing)
+            output=existing["output"],
+            manifest=existing,
+            reused=True,
+            paths=_paths(existing),
+            storage=settings.storage,
         )
     ensure_ray(settings)
     return _build(settings, inputs, tasks, fingerprint)
@@ -195,7 +208,7 @@ def _build(settings: Settings, inputs: list, tasks: list, fingerprint: str) -> P
     from gymray.pipeline import run_pipeline
 
     fmt = FORMAT_OF[settings.algo](settings)
-    output = settings.output if is_remote(settings.output) else os.path.abspath(settings.output)
+    output = _resolved(settings.output)
     staging = Staging(output, settings.storage, overwrite=settings.overwrite)
     try:
         out = run_pipeline(settings, inputs, tasks, staging)
@@ -254,7 +267,17 @@ def _build(settings: Settings, inputs: list, tasks: list, fingerprint: str) -> P
     except BaseException:
         staging.abort()
         raise
-    return PrepareResult(output=output, manifest=manifest, reused=False, paths=_paths(manifest))
+    return PrepareResult(
+        output=output,
+        manifest=manifest,
+        reused=False,
+        paths=_paths(manifest),
+        storage=settings.storage,
+    )
+
+
+def _resolved(output: str) -> str:
+    return output if is_remote(output) else os.path.abspath(output)
 
 
 def _data_config(

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from gymray.config import Settings
-from gymray.records import FORMATS, column_value, dumps_line, parquet_schema
+from gymray.records import FORMATS, column_value, content_hashes, encode, parquet_schema
 from gymray.rollouts import Reject, cut_raw, hash64, parse_line, unit_interval
 from gymray.storage import InputFile, open_input
 
@@ -118,8 +118,6 @@ class OutcomeBuilder:
         task_key=None,
         record=None,
         split_u=None,
-        tools_hash=None,
-        content_hash=None,
         sub=0,
         task_hash=None,
         note=None,
@@ -129,8 +127,8 @@ class OutcomeBuilder:
         scalars = {
             "file_id": file_id, "line": line, "sub": sub, "task_hash": task_hash, "status": status,
             "reason": reason, "field": field, "detail": detail, "raw": text, "raw_length": length,
-            "reward": reward, "task_key": task_key, "split_u": split_u, "tools_hash": tools_hash,
-            "content_hash": content_hash, "note": note,
+            "reward": reward, "task_key": task_key, "split_u": split_u, "tools_hash": None,
+            "content_hash": None, "note": note,
         }  # fmt: skip
         for name, value in scalars.items():
             c[name].append(value)
@@ -139,27 +137,19 @@ class OutcomeBuilder:
             for name in self.rec_fields:
                 c[f"rec.{name}"].append(None)
         else:
-            line_bytes = dumps_line(record)
+            line_bytes, fields = encode(record)
             c["record"].append(line_bytes)
             for name in self.rec_fields:
-                c[f"rec.{name}"].append(column_value(self.fmt, name, record))
+                c[f"rec.{name}"].append(column_value(self.fmt, name, record, fields))
+            tools_json, content = content_hashes(fields)
+            c["tools_hash"][-1] = hash64(tools_json)
+            c["content_hash"][-1] = hash64(content)
 
     def table(self) -> pa.Table:
         return pa.table(
             {f.name: pa.array(self.cols[f.name], type=f.type) for f in self.schema},
             schema=self.schema,
         )
-
-
-def record_hashes(record: dict, tools: list, seed: int) -> tuple[int, int]:
-    """(tools hash, content hash): distinct tool schemas decide NeMo RL's
-    ``use_preserving_dataset``; the content hash finds exact duplicates."""
-    import orjson
-
-    tools_h = hash64(orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode())
-    body = {k: v for k, v in record.items() if k != "meta"}
-    content_h = hash64(orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode())
-    return tools_h, content_h
 
 
 def process_lines(batch: pa.Table, settings: Settings, files: list[str]) -> pa.Table:
@@ -184,7 +174,6 @@ def process_lines(batch: pa.Table, settings: Settings, files: list[str]) -> pa.T
         if record is None:
             out.add(file_id, line, "filtered", reason=reason, reward=r.reward, task_key=r.task_key)
             continue
-        tools_h, content_h = record_hashes(record, r.tools, seed)
         out.add(
             file_id,
             line,
@@ -193,8 +182,6 @@ def process_lines(batch: pa.Table, settings: Settings, files: list[str]) -> pa.T
             task_key=r.task_key,
             record=record,
             split_u=unit_interval(r.task_key, seed),
-            tools_hash=tools_h,
-            content_hash=content_h,
         )
     return out.table()
 
@@ -319,7 +306,6 @@ def group_block(
         for sub, (record, anchor) in enumerate(result.records, start=1):
             m = members[anchor]
             i = idx[anchor]
-            tools_h, content_h = record_hashes(record, m.rollout.tools, seed)
             out.add(
                 file_ids[i],
                 lines[i],
@@ -328,8 +314,6 @@ def group_block(
                 task_key=m.rollout.task_key,
                 task_hash=th,
                 split_u=unit_interval(m.rollout.task_key, seed),
-                tools_hash=tools_h,
-                content_hash=content_h,
                 sub=sub,
                 note=_note(record),
             )

@@ -42,21 +42,30 @@ def parquet_schema(fmt: str) -> pa.Schema:
     return pa.schema([pa.field(name, _ARROW[kind]) for name, kind in FORMATS[fmt].items()])
 
 
-def column_value(fmt: str, name: str, record: dict) -> Any:
-    """The Parquet value of one field of ``record``."""
+def encode(record: dict) -> tuple[bytes, dict[str, bytes]]:
+    """(JSONL line, each field's JSON): every value is serialized once, and the
+    line is byte-for-byte what ``orjson.dumps(record)`` writes."""
+    fields = {k: orjson.dumps(v) for k, v in record.items()}
+    line = b"{" + b",".join(orjson.dumps(k) + b":" + v for k, v in fields.items()) + b"}\n"
+    return line, fields
+
+
+def column_value(fmt: str, name: str, record: dict, fields: dict[str, bytes]) -> Any:
+    """The Parquet value of one field of ``record`` (JSON fields as their encoded text)."""
     kind = FORMATS[fmt][name]
     if name == "task_fields":  # nemo_gym rows: whatever the task carries beyond the fixed keys
-        value = {
+        rest = {
             k: v
             for k, v in record.items()
             if k not in ("responses_create_params", "agent_ref", "meta")
         }
-        return orjson.dumps(value).decode()
-    value = record.get(name)
+        return orjson.dumps(rest)
     if kind == "json":
-        return None if value is None else orjson.dumps(value).decode()
-    return value
+        return fields.get(name)
+    return record.get(name)
 
 
-def dumps_line(record: dict) -> bytes:
-    return orjson.dumps(record) + b"\n"
+def content_hashes(fields: dict[str, bytes]) -> tuple[bytes, bytes]:
+    """(tool schemas, content without provenance): what the hashes for
+    ``use_preserving_dataset`` and exact-duplicate removal are taken over."""
+    return fields.get("tools", b"[]"), b"\x00".join(v for k, v in fields.items() if k != "meta")

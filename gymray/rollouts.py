@@ -229,10 +229,11 @@ def parse_line(
     )
 
 
-def hash64(text: str, seed: int = 0) -> int:
+def hash64(text: str | bytes, seed: int = 0) -> int:
     """A stable signed 64-bit hash (Arrow int64) of ``text``."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
     digest = hashlib.blake2b(
-        text.encode("utf-8", "surrogatepass"),
+        data,
         digest_size=8,
         salt=seed.to_bytes(8, "little", signed=True) + bytes(8),
     ).digest()

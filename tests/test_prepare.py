@@ -259,3 +259,13 @@ def test_bundled_sample_is_what_the_generator_writes():
     from gymray.samples.generate import HERE, build
 
     assert (HERE / "rollouts.jsonl").read_bytes() == build()
+
+
+def test_encoded_lines_are_exactly_orjson_dumps(fixtures_run):
+    from gymray.records import encode
+
+    _, out = fixtures_run
+    for raw in (out / "train.jsonl").read_bytes().split(b"\n")[:50]:
+        if raw:
+            record = orjson.loads(raw)
+            assert encode(record)[0] == orjson.dumps(record) + b"\n" == raw + b"\n"
