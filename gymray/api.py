@@ -49,6 +49,7 @@ class PrepareResult:
     reused: bool
     paths: dict = field(default_factory=dict)
     storage: Any = field(default=None, repr=False)
+    settings: Settings | None = field(default=None, repr=False)
 
     @property
     def counts(self) -> dict:
@@ -193,6 +194,7 @@ def prepare(
             reused=True,
             paths=_paths(existing),
             storage=settings.storage,
+            settings=settings,
         )
     ensure_ray(settings)
     return _build(settings, inputs, tasks, fingerprint)
@@ -315,3 +317,58 @@ def _version(mod: str) -> str:
         return sys.modules[mod].__version__ if mod in sys.modules else __import__(mod).__version__
     except Exception:
         return "unknown"
+
+
+def submit(
+    prepared: PrepareResult,
+    *,
+    job: dict | None = None,
+    nemo_rl: dict | None = None,
+    dry_run: bool = False,
+):
+    """Submit NeMo RL training for a prepared dataset as a Ray Job; returns a job handle.
+
+    Example::
+
+        ds = gymray.prepare("dpo", input="rollouts/", output="/shared/ds/dpo")
+        job = gymray.submit(ds, job={"nemo_rl_dir": "/shared/nemo-rl"},
+                            nemo_rl={"policy": {"model_name": "Qwen/Qwen2.5-1.5B"}})
+        job.status(); job.logs(); job.wait(); job.stop()
+
+    ``job`` holds ``job.*`` settings, ``nemo_rl`` the NeMo RL overrides. Rerunning the
+    same step attaches to the existing job instead of training twice.
+    """
+    from gymray.launch import submit as _submit
+
+    base = prepared.settings or load_settings(
+        prepared.manifest["algo"], {"output": prepared.output}
+    )
+    settings = base.model_copy(
+        update={"job": {**base.job, **(job or {})}, "nemo_rl": {**base.nemo_rl, **(nemo_rl or {})}}
+    )
+    if settings.job:
+        load_settings(settings.algo, {"job": settings.job})  # the same key checks as the CLI
+    return _submit(prepared, settings, dry_run=dry_run)
+
+
+def run(
+    algo: str,
+    *,
+    wait: bool = True,
+    dry_run: bool = False,
+    config_files: list[str] | None = None,
+    **overrides: Any,
+):
+    """``prepare`` then ``submit`` (then wait for the job, by default); returns the job handle.
+
+    Example::
+
+        job = gymray.run("sft", input="rollouts/", output="/shared/ds/sft",
+                         job={"nemo_rl_dir": "/shared/nemo-rl"}, **{"nemo_rl.policy.model_name": "Qwen/Qwen2.5-1.5B"})
+        job.status()   # 'SUCCEEDED'
+    """
+    prepared = prepare(algo, config_files=config_files, **overrides)
+    handle = submit(prepared, dry_run=dry_run)
+    if wait and not dry_run:
+        handle.wait(follow_logs=False)
+    return handle

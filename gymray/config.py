@@ -82,9 +82,7 @@ class RaySettings(Strict):
     )
     num_cpus: int | None = None
     object_store_memory: int | None = None
-    block_bytes: int = Field(
-        16 << 20, ge=1024, description="raw bytes of rollout lines per block"
-    )
+    block_bytes: int = Field(16 << 20, ge=1024, description="raw bytes of rollout lines per block")
     partitions: int | None = Field(
         None, ge=1, description="hash partitions for grouping (default: from input size)"
     )
@@ -219,10 +217,26 @@ def load_settings(
     merged.pop("algo", None)
     check_keys(merged, _known_paths(Settings))
     try:
-        return Settings(algo=algo, **merged)
+        settings = Settings(algo=algo, **merged)
+        if settings.job:
+            from gymray.jobs import JobSettings
+
+            JobSettings(**settings.job)  # refuse a bad job.* key now, not after prepare
+        return settings
     except ValidationError as e:
         msgs = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"])
+            if e.title == "JobSettings":
+                loc = f"job.{loc}"
+                if err["type"] == "extra_forbidden":
+                    from gymray.jobs import JobSettings
+
+                    close = difflib.get_close_matches(
+                        str(err["loc"][0]), list(JobSettings.model_fields), n=1
+                    )
+                    hint = f"; did you mean 'job.{close[0]}'?" if close else ""
+                    msgs.append(f"unknown setting '{loc}'{hint}")
+                    continue
             msgs.append(f"{loc}: {err['msg']} (got {err.get('input')!r:.80})")
         raise ConfigError("invalid settings: " + "; ".join(msgs)) from None

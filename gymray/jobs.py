@@ -379,7 +379,9 @@ def check_resources(client, job: JobSettings, parent: str | None) -> list[str]:
     for res, (name, ask) in asks.items():
         if not ask:
             continue
-        total = totals.get(res, 0.0)
+        # The dashboard's node summary spells custom resources in camelCase.
+        camel = res.split("_")[0] + "".join(p.title() for p in res.split("_")[1:])
+        total = totals.get(res, totals.get(camel, 0.0))
         parent_held = held.get(res, 0.0)
         if ask + parent_held > total:
             because = (
@@ -806,12 +808,14 @@ def follow(
     wait: bool = True,
     json_output: bool = False,
     stream: IO[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> int:
     """Report a submitted job and, with `wait`, stream its logs until it ends.
 
     Returns the exit code (module docstring). Human messages go to stderr prefixed
     `gymray:`; logs go to stdout (to stderr with `json_output`, whose stdout is one JSON
-    summary). SIGTERM or Ctrl-C while following stops the job.
+    summary; with `extra`, the summary is `{**extra, "job": <job summary>}`). SIGTERM or
+    Ctrl-C while following stops the job.
     """
     out = sys.stdout
     logs = stream or (sys.stderr if json_output else sys.stdout)
@@ -820,7 +824,10 @@ def follow(
             _say(w)
         if handle.dry_run:
             if json_output:
-                print(json.dumps(handle.summary(include_config=True), indent=2), file=out)
+                print(
+                    json.dumps(_with(extra, handle.summary(include_config=True)), indent=2),
+                    file=out,
+                )
             else:
                 _print_dry_run(handle, out)
             return EXIT_SUCCEEDED
@@ -832,13 +839,13 @@ def follow(
                     "Rerun with job.on_failed=retry (or a new job.submission_id) to retry"
                 )
                 if json_output:
-                    print(json.dumps(handle.summary(), indent=2), file=out)
+                    print(json.dumps(_with(extra, handle.summary()), indent=2), file=out)
                 return STATUS_EXIT[status]
         else:
             _say(f"submitted job {handle.submission_id}")
         if not wait:
             if json_output:
-                print(json.dumps(handle.summary(), indent=2), file=out)
+                print(json.dumps(_with(extra, handle.summary()), indent=2), file=out)
             else:
                 print(handle.submission_id, file=out, flush=True)
             return EXIT_SUCCEEDED
@@ -847,20 +854,28 @@ def follow(
                 status = handle.wait(follow_logs=True, stream=logs)
             except _Interrupted as sig:
                 _say(f"{sig}: stopping job {handle.submission_id}")
-                status = _stop_and_wait(handle)
+                try:
+                    status = _stop_and_wait(handle)
+                except _Interrupted:
+                    _say(f"not waiting for job {handle.submission_id} to stop")
+                    return EXIT_STOPPED
             except TimeoutError as e:
                 _say(f"{e}; it keeps running (gymray.run stop {handle.submission_id})")
                 if json_output:
-                    print(json.dumps(handle.summary(), indent=2), file=out)
+                    print(json.dumps(_with(extra, handle.summary()), indent=2), file=out)
                 return EXIT_TIMEOUT
         code = STATUS_EXIT.get(status, EXIT_FAILED)
         _say(f"job {handle.submission_id} {status}")
         if json_output:
-            print(json.dumps(handle.summary(), indent=2), file=out)
+            print(json.dumps(_with(extra, handle.summary()), indent=2), file=out)
         return code
     except (JobError, ConfigError) as e:
         _say(f"error: {e}")
         return getattr(e, "exit_code", EXIT_USAGE)
+
+
+def _with(extra: Mapping[str, Any] | None, summary: dict) -> dict:
+    return summary if extra is None else {**extra, "job": summary}
 
 
 def submit_and_follow(

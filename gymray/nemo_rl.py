@@ -4,7 +4,7 @@ Pure Python (OmegaConf and the standard library, no Ray) so it can be tested wit
 cluster and without NeMo RL. The facts it encodes are in the NeMo RL contract
 (entrypoints, `defaults:` loading, record shapes, the `data.validation` trap).
 
-What gymray writes for a training run (RUN = `<dataset dir>/runs/<run id>` by default):
+What gymray writes for a training run (RUN = `<dataset dir>/runs/<algo>-<hash12>` by default):
 
 - `RUN/nemo_rl.base.yaml`: `defaults: <checkout>/<base config>` plus `data.train: null`
   and `data.validation: null`. NeMo RL merges nested mappings key by key and honours
@@ -38,6 +38,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from gymray.config import ConfigError as SettingsError
+
 ALGOS = ("sft", "dpo", "grpo")
 FORMATS = {
     "sft": ("openai", "simple"),
@@ -59,8 +61,10 @@ BASE_FILE = "nemo_rl.base.yaml"
 CONFIG_FILE = "nemo_rl.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(SettingsError):
     """A NeMo RL config or launch setting the user must fix; the message says what to do."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -246,14 +250,14 @@ def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> list
     if not isinstance(overrides, Mapping):
         parsed: dict[str, Any] = {}
         for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"NeMo RL override {item!r} is not key=value")
-            key, raw = item.split("=", 1)
-            if key.startswith("~"):
+            if item.startswith("~"):
                 raise ConfigError(
                     f"NeMo RL override {item!r}: deleting keys is not supported; "
                     "set the key to null instead"
                 )
+            if "=" not in item:
+                raise ConfigError(f"NeMo RL override {item!r} is not key=value")
+            key, raw = item.split("=", 1)
             value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw}"]))["v"]
             parsed[key] = value
         overrides = parsed
@@ -275,6 +279,11 @@ def _flatten(node: Any, prefix: list[str], force: bool, out: list[Override]) -> 
                     seg_force, seg = True, seg[2:]
                 elif seg.startswith("+"):
                     seg_force, seg = True, seg[1:]
+                if seg.startswith("~"):
+                    raise ConfigError(
+                        f"NeMo RL override {key!r}: deleting keys is not supported; "
+                        "set the key to null instead"
+                    )
                 if not seg:
                     raise ConfigError(f"NeMo RL override key {key!r} has an empty segment")
                 clean.append(seg)
@@ -562,7 +571,7 @@ def build_config(
         "config": merged_plain,
     }
     digest = hashlib.sha256(json.dumps(run_key, sort_keys=True, default=str).encode())
-    run_id = f"gymray-{algo}-{digest.hexdigest()[:12]}"
+    run_id = f"{algo}-{digest.hexdigest()[:12]}"
     run_dir = os.path.join(runs_dir, run_id)
     final = _substitute(
         merged_plain,
