@@ -21,7 +21,16 @@ import pyarrow as pa
 
 from gymray.config import Settings
 from gymray.records import FORMATS, column_value, content_hashes, encode, parquet_schema
-from gymray.rollouts import Reject, cut_raw, hash64, parse_line, unit_interval
+from gymray.rollouts import (
+    Reject,
+    check_line,
+    convert,
+    cut_raw,
+    hash64,
+    parse_line,
+    task_key_of,
+    unit_interval,
+)
 from gymray.storage import InputFile, open_input
 
 LINES_SCHEMA = pa.schema(
@@ -61,7 +70,12 @@ def outcome_schema(fmt: str) -> pa.Schema:
 def read_lines(
     f: InputFile, file_id: int, block_bytes: int, storage: Any = None
 ) -> Iterator[pa.Table]:
-    """Yield blocks of ``(file_id, line, raw)`` for one file, ~``block_bytes`` each."""
+    """Yield blocks of ``(file_id, line, raw)`` for one file, ~``block_bytes`` each.
+
+    Lines are cut on ``b"\\n"`` only, with newline offsets from numpy and Arrow
+    arrays over the chunk's own buffer (no Python list of lines). Each value keeps
+    its trailing newline, which JSON parsing ignores.
+    """
     line_no = 0
     carry = b""
     with open_input(f, storage) as stream:
@@ -70,25 +84,28 @@ def read_lines(
             if not chunk:
                 break
             data = carry + chunk if carry else chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
+            ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+            if not len(ends):
                 carry = data
                 continue
-            carry = data[cut + 1 :]
-            lines = data[:cut].split(b"\n")
-            yield _lines_table(file_id, line_no, lines)
-            line_no += len(lines)
+            carry = data[int(ends[-1]) :]
+            yield _lines_table(file_id, line_no, data, ends)
+            line_no += len(ends)
     if carry:  # a last line without its newline is still a line
-        yield _lines_table(file_id, line_no, [carry])
+        yield _lines_table(file_id, line_no, carry, np.array([len(carry)], dtype=np.int64))
 
 
-def _lines_table(file_id: int, first: int, lines: list[bytes]) -> pa.Table:
-    n = len(lines)
+def _lines_table(file_id: int, first: int, data: bytes, ends: np.ndarray) -> pa.Table:
+    n = len(ends)
+    offsets = np.concatenate(([0], ends)).astype(np.int64)
+    raw = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
     return pa.table(
         [
             pa.array(np.full(n, file_id, dtype=np.int32)),
             pa.array(np.arange(first + 1, first + n + 1, dtype=np.int64)),
-            pa.array(lines, type=pa.large_binary()),
+            raw,
         ],
         schema=LINES_SCHEMA,
     )
@@ -163,8 +180,26 @@ def process_lines(batch: pa.Table, settings: Settings, files: list[str]) -> pa.T
     raws = batch.column("raw").to_pylist()
     seed = settings.split.seed
     names = [os.path.basename(f) for f in files]
+    threshold = settings.sft.reward_threshold
     for file_id, line, raw in zip(file_ids, line_nos, raws, strict=True):
-        r = parse_line(raw, names[file_id], settings.chat.reasoning)
+        checked = check_line(raw)
+        if not isinstance(checked, Reject) and threshold is not None and checked.reward < threshold:
+            # Most lines of a typical run end here: skip the chat conversion for them.
+            task_key = task_key_of(checked.obj, checked.request, names[file_id])[0]
+            out.add(
+                file_id,
+                line,
+                "filtered",
+                reason="below_reward_threshold",
+                reward=checked.reward,
+                task_key=task_key,
+            )
+            continue
+        r = (
+            checked
+            if isinstance(checked, Reject)
+            else convert(checked, names[file_id], settings.chat.reasoning)
+        )
         if isinstance(r, Reject):
             out.add(
                 file_id, line, "rejected", reason=r.reason, field=r.field, detail=r.detail, raw=raw

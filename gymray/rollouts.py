@@ -91,6 +91,8 @@ def is_sidecar(name: str) -> bool:
 
 def cut_raw(raw: bytes) -> tuple[str, int]:
     """The raw line for a rejects file: at most 64 KiB, with its original length."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
     return raw[:RAW_LIMIT].decode("utf-8", errors="replace"), len(raw)
 
 
@@ -147,10 +149,28 @@ def task_key_of(
     return prompt_hash_key(request), agent, task_index, rollout_index
 
 
+@dataclass
+class Checked:
+    """A line whose top level is a rollout (response, finite reward), not yet converted."""
+
+    obj: dict
+    request: dict
+    response: dict
+    output: list
+    reward: float
+
+
 def parse_line(
     raw: bytes, source_name: str = "", reasoning: Reasoning = "drop"
 ) -> Rollout | Reject:
-    """Parse one line (without its newline) into a canonical rollout or a reject."""
+    """Parse one line (its trailing newline allowed) into a canonical rollout or a reject."""
+    checked = check_line(raw)
+    return checked if isinstance(checked, Reject) else convert(checked, source_name, reasoning)
+
+
+def check_line(raw: bytes) -> Checked | Reject:
+    """The cheap checks of a line: JSON, response, reward. Recipes that filter on
+    the reward alone can do so before paying for the conversion."""
     if not raw.strip():
         return Reject("empty_line", None, "the line is empty")
     obj, err = load_json(raw)
@@ -197,7 +217,12 @@ def parse_line(
             "response.output",
             "response.output is empty: the model produced nothing",
         )
+    return Checked(obj, request, response, output, reward)
 
+
+def convert(c: Checked, source_name: str = "", reasoning: Reasoning = "drop") -> Rollout | Reject:
+    """Convert a checked line to a canonical rollout (chat messages, tools, task key)."""
+    obj, request, response, output, reward = c.obj, c.request, c.response, c.output, c.reward
     try:
         prompt, prompt_images = prompt_messages(request, reasoning)
         completion, completion_images = completion_messages(output, reasoning)
