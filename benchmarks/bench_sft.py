@@ -9,7 +9,7 @@ Ray (not timed), then in one run times:
 * gymray: ``gymray.prepare("sft", input=CORPUS, output=TMP, overwrite=True)``,
   JSONL + Parquet + rejects/filtered listings + manifest + report;
 * baseline: one process, a plain loop over the same files: read, split on
-  ``b"\\n"``, ``gymray.rollouts.parse_line`` (orjson.loads + conversion),
+  ``b"\\n"``, ``gymray.rollouts.check_line`` (orjson.loads), the reward filter, ``convert`` (chat conversion),
   ``gymray.recipes.sft.sft_record`` with default ``SFTSettings()`` /
   ``ChatSettings()``, the same content-hash dedup, ``orjson.dumps`` of each
   record into one train.jsonl (+ filtered.jsonl). Same work minus Ray, minus
@@ -45,7 +45,7 @@ def baseline(corpus: Path, out_dir: Path) -> dict:
 
     from gymray.config import ChatSettings, SFTSettings
     from gymray.recipes.sft import sft_record
-    from gymray.rollouts import Reject, cut_raw, parse_line
+    from gymray.rollouts import Reject, check_line, convert, cut_raw, task_key_of
     from gymray.storage import expand_inputs
 
     sft, chat = SFTSettings(), ChatSettings()
@@ -75,7 +75,33 @@ def baseline(corpus: Path, out_dir: Path) -> dict:
             recs, filts, rejs = [], [], []
             for n, raw in enumerate(lines, 1):
                 counts["input_lines"] += 1
-                r = parse_line(raw, name, chat.reasoning)
+                # The same early reward filter gymray applies: no chat conversion
+                # for lines below the threshold (a fair baseline would do it too).
+                checked = check_line(raw)
+                if (
+                    not isinstance(checked, Reject)
+                    and sft.reward_threshold is not None
+                    and checked.reward < sft.reward_threshold
+                ):
+                    filtered["below_reward_threshold"] += 1
+                    task = task_key_of(checked.obj, checked.request, name)[0]
+                    filts.append(
+                        orjson.dumps(
+                            {
+                                "file": f.uri,
+                                "line": n,
+                                "reason": "below_reward_threshold",
+                                "task": task,
+                            }
+                        )
+                        + b"\n"
+                    )
+                    continue
+                r = (
+                    checked
+                    if isinstance(checked, Reject)
+                    else convert(checked, name, chat.reasoning)
+                )
                 if isinstance(r, Reject):
                     rejected[r.reason] += 1
                     text, length = cut_raw(raw)
