@@ -308,14 +308,10 @@ def parent_submission_id() -> str | None:
 
 
 def cluster_totals(client) -> dict[str, float] | None:
-    """Total resources of the cluster's alive nodes, or None when they cannot be read."""
-    try:
-        import ray
+    """Total resources of the cluster's alive nodes, or None when they cannot be read.
 
-        if ray.is_initialized():
-            return {k: float(v) for k, v in ray.cluster_resources().items()}
-    except Exception:
-        pass
+    Asked of the job API itself: the Ray this process may be connected to (a
+    notebook's, a test session's) is not necessarily the cluster the job goes to."""
     try:
         r = _call(client._do_request, "GET", "/nodes?view=summary")
         if r.status_code != 200:
