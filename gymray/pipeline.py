@@ -304,11 +304,10 @@ def group_block(
 
     out = OutcomeBuilder(fmt)
     seed = settings.split.seed
-    order = sorted(
-        range(batch.num_rows), key=lambda i: (batch["file_id"][i].as_py(), batch["line"][i].as_py())
-    )
     file_ids = batch.column("file_id").to_pylist()
     lines = batch.column("line").to_pylist()
+    # input order within a group, whatever order the shuffle delivered
+    order = sorted(range(batch.num_rows), key=lambda i: (file_ids[i], lines[i]))
     hashes = batch.column("task_hash").to_pylist()
     reasons = batch.column("reason").to_pylist()
     rollouts = batch.column("rollout").to_pylist()
