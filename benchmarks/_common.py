@@ -616,3 +616,15 @@ def apply_data_context(items: list[str]) -> dict:
         setattr(ctx, key, value)
         done[key] = value
     return done
+
+
+TARGET_PEAK_GIB = 4.0  # the issues' peak-memory target for gymray
+
+
+def max_pss(runs: list[dict]) -> float | None:
+    vals = [r["memory"].get("peak_pss_sum_gib") for r in runs]
+    return None if None in vals or not vals else max(vals)
+
+
+def below_target(gib: float | None) -> bool | None:
+    return None if gib is None else gib < TARGET_PEAK_GIB

@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 TARGET_RATIO = 1.5
-TARGET_PEAK_GIB = 4.0
 HERE = Path(__file__).resolve().parent
 
 
@@ -210,15 +209,6 @@ def run_gymray(corpus: Path, out: Path, a: argparse.Namespace) -> dict:
     }
 
 
-def _max_pss(runs: list[dict]) -> float | None:
-    vals = [r["memory"].get("peak_pss_sum_gib") for r in runs]
-    return None if None in vals or not vals else max(vals)
-
-
-def _below(gib: float | None) -> bool | None:
-    return None if gib is None else gib < TARGET_PEAK_GIB
-
-
 # --------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -350,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                 "counts": g["counts"],
                 "memory": g["memory"],
                 "peak_memory_gib": max(r["memory"]["peak_rss_sum_gib"] for r in g_runs),
-                "peak_pss_sum_gib": _max_pss(g_runs),
+                "peak_pss_sum_gib": C.max_pss(g_runs),
                 "load": g["load"],
                 "load_all_runs": [r["load"]["other_processes_cores_busy"] for r in g_runs],
             }
@@ -375,12 +365,12 @@ def main(argv: list[str] | None = None) -> int:
                 "load": b["load"],
                 "load_all_runs": [r["load"]["other_processes_cores_busy"] for r in b_runs],
             }
-        targets: dict = {"gymray_peak_memory_gib_max": TARGET_PEAK_GIB, "ratio_min": TARGET_RATIO}
+        targets: dict = {"gymray_peak_memory_gib_max": C.TARGET_PEAK_GIB, "ratio_min": TARGET_RATIO}
         if g:
             targets["gymray_peak_memory_met"] = (
-                summary["gymray"]["peak_memory_gib"] < TARGET_PEAK_GIB
+                summary["gymray"]["peak_memory_gib"] < C.TARGET_PEAK_GIB
             )
-            targets["gymray_peak_pss_met"] = _below(summary["gymray"]["peak_pss_sum_gib"])
+            targets["gymray_peak_pss_met"] = C.below_target(summary["gymray"]["peak_pss_sum_gib"])
             summary["gymray_memory_timeline"] = {
                 "columns": ["seconds", "rss_sum_gib", "object_store_used_gib"],
                 "points": g["memory_timeline"],

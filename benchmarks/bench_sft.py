@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 TARGET_RATIO = 1.5
-TARGET_PEAK_GIB = 4.0
 
 
 # --------------------------------------------------------------------------- baseline
@@ -183,15 +182,6 @@ def _thin(timeline: list, n: int) -> list:
     ]
 
 
-def _max_pss(runs: list[dict]) -> float | None:
-    vals = [r["memory"].get("peak_pss_sum_gib") for r in runs]
-    return None if None in vals or not vals else max(vals)
-
-
-def _below(gib: float | None) -> bool | None:
-    return None if gib is None else gib < TARGET_PEAK_GIB
-
-
 # --------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -276,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                 "counts": g["counts"],
                 "memory": g["memory"],
                 "peak_memory_gib": peak,
-                "peak_pss_sum_gib": _max_pss(g_runs),
+                "peak_pss_sum_gib": C.max_pss(g_runs),
                 "load": g["load"],
                 "load_all_runs": [r["load"]["other_processes_cores_busy"] for r in g_runs],
             }
@@ -326,17 +316,17 @@ def main(argv: list[str] | None = None) -> int:
             summary["targets"] = {
                 "ratio_min": TARGET_RATIO,
                 "ratio_met": ratio >= TARGET_RATIO,
-                "gymray_peak_memory_gib_max": TARGET_PEAK_GIB,
-                "gymray_peak_memory_met": summary["gymray"]["peak_memory_gib"] < TARGET_PEAK_GIB,
-                "gymray_peak_pss_met": _below(summary["gymray"]["peak_pss_sum_gib"]),
+                "gymray_peak_memory_gib_max": C.TARGET_PEAK_GIB,
+                "gymray_peak_memory_met": summary["gymray"]["peak_memory_gib"] < C.TARGET_PEAK_GIB,
+                "gymray_peak_pss_met": C.below_target(summary["gymray"]["peak_pss_sum_gib"]),
             }
             if len(g_runs) > 1:
                 summary["ratio_of_medians"] = round(b["median_seconds"] / g["median_seconds"], 3)
         elif g:
             summary["targets"] = {
-                "gymray_peak_memory_gib_max": TARGET_PEAK_GIB,
-                "gymray_peak_memory_met": summary["gymray"]["peak_memory_gib"] < TARGET_PEAK_GIB,
-                "gymray_peak_pss_met": _below(summary["gymray"]["peak_pss_sum_gib"]),
+                "gymray_peak_memory_gib_max": C.TARGET_PEAK_GIB,
+                "gymray_peak_memory_met": summary["gymray"]["peak_memory_gib"] < C.TARGET_PEAK_GIB,
+                "gymray_peak_pss_met": C.below_target(summary["gymray"]["peak_pss_sum_gib"]),
             }
         if g:
             summary["gymray_memory_timeline"] = {

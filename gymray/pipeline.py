@@ -460,11 +460,23 @@ def run_pipeline(
             yield from read_lines(inputs[int(fid)], int(fid), block_bytes, storage)
 
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
     grouped = settings.algo != "sft" or settings.sft.best_of_n
+    saved = (
+        ctx.execution_options.preserve_order,
+        ctx.enable_progress_bars,
+        ctx.hash_shuffle_operator_actor_num_cpus_override,
+        ctx.op_resource_reservation_enabled,
+    )
     try:
         ctx.execution_options.preserve_order = not grouped
         ctx.enable_progress_bars = False
+        if grouped:
+            # The shuffle aggregators idle until the map side is done, yet by
+            # default they hold a share of the CPUs and Ray Data reserves CPUs per
+            # operator: on a small cluster only one parse task then runs at a time.
+            # Measured on 2 cores, 100k rollouts: 8.3 s -> 6.3 s.
+            ctx.hash_shuffle_operator_actor_num_cpus_override = 0.0
+            ctx.op_resource_reservation_enabled = False
         ds = ray.data.from_items(
             [{"file_id": i} for i in range(len(inputs))], override_num_blocks=len(inputs)
         )
@@ -508,7 +520,12 @@ def run_pipeline(
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             sink.consume(block)
     finally:
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        (
+            ctx.execution_options.preserve_order,
+            ctx.enable_progress_bars,
+            ctx.hash_shuffle_operator_actor_num_cpus_override,
+            ctx.op_resource_reservation_enabled,
+        ) = saved
     out = sink.finish()
     out["format"] = fmt
     warnings = []
