@@ -83,6 +83,11 @@ class RaySettings(Strict):
     num_cpus: int | None = None
     object_store_memory: int | None = None
     block_bytes: int = Field(16 << 20, ge=1024, description="raw bytes of rollout lines per block")
+    split_bytes: int = Field(
+        256 << 20,
+        ge=1024,
+        description="local uncompressed files larger than this are read as several ranges of this size, in parallel",
+    )
     partitions: int | None = Field(
         None, ge=1, description="hash partitions for grouping (default: from input size)"
     )

@@ -31,7 +31,7 @@ from gymray.rollouts import (
     task_key_of,
     unit_interval,
 )
-from gymray.storage import InputFile, open_input
+from gymray.storage import InputFile, filesystem, is_remote, open_input
 
 LINES_SCHEMA = pa.schema(
     [("file_id", pa.int32()), ("line", pa.int64()), ("raw", pa.large_binary())]
@@ -68,7 +68,11 @@ def outcome_schema(fmt: str) -> pa.Schema:
 
 # --------------------------------------------------------------------------- read
 def read_lines(
-    f: InputFile, file_id: int, block_bytes: int, storage: Any = None
+    f: InputFile,
+    file_id: int,
+    block_bytes: int,
+    storage: Any = None,
+    span: tuple[int, int, int] | None = None,
 ) -> Iterator[pa.Table]:
     """Yield blocks of ``(file_id, line, raw)`` for one file, ~``block_bytes`` each.
 
@@ -79,9 +83,18 @@ def read_lines(
     """
     line_no = 0
     carry: list[bytes] = []
-    with open_input(f, storage) as stream:
+    left = None
+    if span is None:
+        stream = open_input(f, storage)
+    else:  # (start, end, lines before start): a byte range that begins on a line
+        start, end, line_no = span
+        stream = open_range(f, start, storage)
+        left = end - start
+    with stream:
         while True:
-            chunk = stream.read(block_bytes)
+            chunk = stream.read(block_bytes if left is None else min(block_bytes, left))
+            if left is not None:
+                left -= len(chunk)
             if not chunk:
                 break
             first = chunk.find(b"\n")
@@ -116,6 +129,57 @@ def _lines_table(file_id: int, first: int, raw: list[pa.Array]) -> pa.Table:
         ],
         schema=LINES_SCHEMA,
     )
+
+
+def open_range(f: InputFile, start: int, storage: Any = None):
+    fs, path = filesystem(f.uri, storage)
+    stream = fs.open_input_file(path)
+    stream.seek(start)
+    return stream
+
+
+def plan_units(
+    inputs: list[InputFile], split_bytes: int, storage: Any = None
+) -> list[tuple[int, tuple | None]]:
+    """Read units: ``(file_id, None)`` for a whole file, or ``(file_id, (start, end,
+    lines before start))`` for a range of a large local file, so that one big file
+    is parsed on every core. Range starts are moved to line starts and the lines
+    before them counted in one pass here, so every line keeps its true number."""
+    units: list[tuple[int, tuple | None]] = []
+    for fid, f in enumerate(inputs):
+        if f.size <= split_bytes or is_remote(f.uri) or f.path.endswith(".gz"):
+            units.append((fid, None))
+            continue
+        starts, lines_before = [0], [0]
+        newlines = 0
+        with open_range(f, 0, storage) as stream:
+            pos = 0
+            pending = False  # a range boundary passed, waiting for the next line start
+            while True:
+                chunk = stream.read(split_bytes)
+                if not chunk:
+                    break
+                if pending:
+                    i = chunk.find(b"\n")
+                    if i >= 0:
+                        starts.append(pos + i + 1)
+                        lines_before.append(newlines + 1)
+                        pending = False
+                newlines += chunk.count(b"\n")
+                pos += len(chunk)
+                if pos < f.size:
+                    if chunk.endswith(b"\n"):
+                        starts.append(pos)
+                        lines_before.append(newlines)
+                    else:
+                        pending = True
+        bounds = starts + [f.size]
+        units += [
+            (fid, (bounds[k], bounds[k + 1], lines_before[k]))
+            for k in range(len(starts))
+            if bounds[k] < bounds[k + 1]
+        ]
+    return units
 
 
 # --------------------------------------------------------------------------- rows
@@ -455,9 +519,12 @@ def run_pipeline(
     block_bytes = settings.ray.block_bytes
     storage = settings.storage
 
+    units = plan_units(inputs, settings.ray.split_bytes, storage)
+
     def read(batch: dict) -> Iterator[pa.Table]:
-        for fid in batch["file_id"]:
-            yield from read_lines(inputs[int(fid)], int(fid), block_bytes, storage)
+        for u in batch["unit"]:
+            fid, span = units[int(u)]
+            yield from read_lines(inputs[fid], fid, block_bytes, storage, span)
 
     ctx = ray.data.DataContext.get_current()
     grouped = settings.algo != "sft" or settings.sft.best_of_n
@@ -478,7 +545,7 @@ def run_pipeline(
         if grouped:
             ctx.hash_shuffle_operator_actor_num_cpus_override = 0.0
         ds = ray.data.from_items(
-            [{"file_id": i} for i in range(len(inputs))], override_num_blocks=len(inputs)
+            [{"unit": i} for i in range(len(units))], override_num_blocks=len(units)
         )
         ds = ds.map_batches(read, batch_size=1, batch_format="numpy")
         fmt = record_format(settings, inputs)

@@ -269,3 +269,25 @@ def test_encoded_lines_are_exactly_orjson_dumps(fixtures_run):
         if raw:
             record = orjson.loads(raw)
             assert encode(record)[0] == orjson.dumps(record) + b"\n" == raw + b"\n"
+
+
+def test_large_files_read_as_ranges_give_the_same_bytes(fixtures_run, tmp_path):
+    """Files split into ~4 KiB ranges (parsed in parallel) keep every line's number."""
+    from gymray.pipeline import plan_units
+    from gymray.storage import expand_inputs
+
+    _, out = fixtures_run
+    inputs = expand_inputs([str(FIXTURES)])
+    units = plan_units(inputs, 4096)
+    assert len(units) > len(inputs)  # some files were split
+    gymray.prepare(
+        "sft",
+        input=str(FIXTURES),
+        output=str(tmp_path / "r"),
+        **{"sft.reward_threshold": 0.5, "ray.split_bytes": 4096},
+    )
+    for name in ("train.jsonl", "val.jsonl", "rejects.jsonl", "filtered.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "r" / name).read_bytes(), name
+    for r in read_jsonl(tmp_path / "r" / "rejects.jsonl"):
+        raw_line = Path(r["file"]).read_bytes().split(b"\n")[r["line"] - 1]
+        assert raw_line[: 64 * 1024].decode(errors="replace") == r["raw"]
