@@ -312,13 +312,19 @@ CANONICAL_SCHEMA = pa.schema(
 
 
 def _rollout_json(r, algo: str) -> bytes:
+    """The canonical rollout as the shuffle carries it: JSON, LZ4-compressed
+    (2.4x smaller on real rollouts), behind its length."""
     import orjson
 
     if algo != "grpo":
         # Shuffle only what the recipe needs: the request dump and verifier
         # fields are GRPO's task row, dead weight for pairing.
         r.request, r.extras = {}, {}
-    return orjson.dumps(r)  # orjson writes dataclasses natively
+    data = orjson.dumps(r)  # orjson writes dataclasses natively
+    return len(data).to_bytes(4, "little") + _LZ4.compress(data, asbytes=True)
+
+
+_LZ4 = pa.Codec("lz4")
 
 
 def parse_rollouts(batch: pa.Table, settings: Settings, files: list[str]) -> pa.Table:
@@ -357,7 +363,8 @@ def _rollout_from_json(data: bytes):
 
     from gymray.rollouts import Rollout
 
-    return Rollout(**orjson.loads(data))
+    size = int.from_bytes(data[:4], "little")
+    return Rollout(**orjson.loads(_LZ4.decompress(data[4:], decompressed_size=size, asbytes=True)))
 
 
 def group_block(
