@@ -291,3 +291,25 @@ def test_large_files_read_as_ranges_give_the_same_bytes(fixtures_run, tmp_path):
     for r in read_jsonl(tmp_path / "r" / "rejects.jsonl"):
         raw_line = Path(r["file"]).read_bytes().split(b"\n")[r["line"] - 1]
         assert raw_line[: 64 * 1024].decode(errors="replace") == r["raw"]
+
+
+def test_prepare_leaves_the_callers_data_context_as_it_was(tmp_path):
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    before = (
+        ctx.execution_options.preserve_order,
+        ctx.op_resource_reservation_enabled,
+        ctx.hash_shuffle_operator_actor_num_cpus_override,
+    )
+    gymray.prepare(
+        "dpo",
+        input=str(fixture("environments/blackjack/data/example_rollouts.jsonl")),
+        output=str(tmp_path / "d"),
+    )
+    after = (
+        ctx.execution_options.preserve_order,
+        ctx.op_resource_reservation_enabled,
+        ctx.hash_shuffle_operator_actor_num_cpus_override,
+    )
+    assert after == before
