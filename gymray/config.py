@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,9 +21,14 @@ SAMPLE_INPUT = str(PACKAGE_DIR / "samples" / "rollouts.jsonl")
 
 
 def configs_dir() -> Path:
-    """``configs/`` of the checkout (editable installs, ``ray job submit --working-dir``)."""
+    """``configs/``: ``GYMRAY_CONFIGS_DIR``, else the checkout's (editable installs,
+    ``ray job submit --working-dir``), else the copy a wheel installs under
+    ``<prefix>/share/gymray/configs``."""
     env = os.environ.get("GYMRAY_CONFIGS_DIR")
-    return Path(env) if env else PACKAGE_DIR.parent / "configs"
+    if env:
+        return Path(env)
+    checkout = PACKAGE_DIR.parent / "configs"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "gymray" / "configs"
 
 
 class Strict(BaseModel):

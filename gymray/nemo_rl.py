@@ -414,8 +414,10 @@ def _join(base: str, rel: str) -> str:
 
 
 def templates_dir_default() -> Path:
-    """`configs/nemo_rl` of the source tree gymray is imported from."""
-    return Path(__file__).resolve().parent.parent / "configs" / "nemo_rl"
+    """`configs/nemo_rl` of the checkout, or of the copy a wheel installs."""
+    from gymray.config import configs_dir
+
+    return configs_dir() / "nemo_rl"
 
 
 def load_template(algo: str, templates_dir: str | Path | None = None) -> dict[str, Any]:
@@ -425,8 +427,8 @@ def load_template(algo: str, templates_dir: str | Path | None = None) -> dict[st
     if not path.is_file():
         if templates_dir:
             raise ConfigError(f"NeMo RL template {path} does not exist")
-        # An installed (non-editable) gymray has no configs/ dir: keep results next to
-        # the data all the same.
+        # No configs/ found (e.g. installed with --target): keep results next to the
+        # data all the same.
         return {
             "checkpointing": {"checkpoint_dir": "{run_dir}/checkpoints"},
             "logger": {"log_dir": "{run_dir}/logs"},
