@@ -628,3 +628,18 @@ def max_pss(runs: list[dict]) -> float | None:
 
 def below_target(gib: float | None) -> bool | None:
     return None if gib is None else gib < TARGET_PEAK_GIB
+
+
+def with_gymray_load(run: dict) -> dict:
+    """A gymray run with its `load` (own vs other processes' CPU) attached."""
+    m = run["memory"]
+    run["load"] = noise(m["cpu_seconds_own"], m["cpu_seconds_machine"], run["seconds"])
+    return run
+
+
+def run_baseline(script: Path, corpus: Path, out: Path, i: int, runs: int) -> dict:
+    """One baseline run in a fresh interpreter (its peak memory is its own), with its load."""
+    print(f"[{i + 1}/{runs}] baseline (single process) ...", file=sys.stderr, flush=True)
+    b = run_child(script, [str(corpus), str(out)])
+    b["load"] = noise(b["cpu_seconds"], b["cpu_seconds_machine"], b["process_wall_seconds"])
+    return b

@@ -305,21 +305,13 @@ def main(argv: list[str] | None = None) -> int:
                 if not g["available"]:
                     unavailable = {"available": False, "why": g["why"]}
                 else:
-                    g["load"] = C.noise(
-                        g["memory"]["cpu_seconds_own"],
-                        g["memory"]["cpu_seconds_machine"],
-                        g["seconds"],
-                    )
-                    g_runs.append(g)
+                    g_runs.append(C.with_gymray_load(g))
             if a.skip != "baseline":
-                print(
-                    f"[{i + 1}/{a.runs}] baseline (single process) ...", file=sys.stderr, flush=True
+                b_runs.append(
+                    C.run_baseline(
+                        Path(__file__).resolve(), corpus, run_dir / "baseline", i, a.runs
+                    )
                 )
-                b = C.run_child(Path(__file__).resolve(), [str(corpus), str(run_dir / "baseline")])
-                b["load"] = C.noise(
-                    b["cpu_seconds"], b["cpu_seconds_machine"], b["process_wall_seconds"]
-                )
-                b_runs.append(b)
         g = C.best_of(g_runs) if g_runs else None
         b = C.best_of(b_runs) if b_runs else None
         if unavailable:

@@ -237,21 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(a.runs):
             if a.skip != "gymray":
                 print(f"[{i + 1}/{a.runs}] gymray.prepare('sft') ...", file=sys.stderr, flush=True)
-                g_runs.append(run_gymray(corpus, run_dir / "gymray", a))
-                g_runs[-1]["load"] = C.noise(
-                    g_runs[-1]["memory"]["cpu_seconds_own"],
-                    g_runs[-1]["memory"]["cpu_seconds_machine"],
-                    g_runs[-1]["seconds"],
-                )
+                g_runs.append(C.with_gymray_load(run_gymray(corpus, run_dir / "gymray", a)))
             if a.skip != "baseline":
-                print(
-                    f"[{i + 1}/{a.runs}] baseline (single process) ...", file=sys.stderr, flush=True
+                b_runs.append(
+                    C.run_baseline(
+                        Path(__file__).resolve(), corpus, run_dir / "baseline", i, a.runs
+                    )
                 )
-                b = C.run_child(Path(__file__).resolve(), [str(corpus), str(run_dir / "baseline")])
-                b["load"] = C.noise(
-                    b["cpu_seconds"], b["cpu_seconds_machine"], b["process_wall_seconds"]
-                )
-                b_runs.append(b)
         g = C.best_of(g_runs) if g_runs else None
         b = C.best_of(b_runs) if b_runs else None
         if g:
