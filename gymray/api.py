@@ -301,9 +301,6 @@ def _paths(manifest: dict) -> dict:
     return paths
 
 
-SECRET_HINTS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
-
-
 def _redacted(d: dict) -> dict:
     """Settings as recorded: env var values never leave the process."""
     job = d.get("job") or {}

@@ -154,8 +154,9 @@ class ConfigError(ValueError):
     """A setting is wrong; the message says which and what to do."""
 
 
-# Free-form sub-trees: keys below them are not checked against gymray's models.
-FREE_FORM = ("nemo_rl", "job.env_vars", "job.metadata")
+# Sub-trees whose keys are checked elsewhere: job.* by JobSettings (in
+# load_settings), nemo_rl.* against the NeMo RL checkout when the job is built.
+CHECKED_ELSEWHERE = ("nemo_rl", "job")
 
 
 def _known_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -169,30 +170,20 @@ def _known_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     return out
 
 
-def _leaf_paths(d: Any, prefix: str = "") -> list[str]:
-    if not isinstance(d, dict) or not d:
-        return [prefix.rstrip(".")] if prefix else []
+def _leaf_paths(d: dict, prefix: str = "") -> list[str]:
     out = []
     for k, v in d.items():
-        path = f"{prefix}{k}"
-        if any(path == f or path.startswith(f + ".") for f in FREE_FORM):
+        if not prefix and k in CHECKED_ELSEWHERE:
             continue
-        out.extend(
-            _leaf_paths(v, path + ".")
-            if isinstance(v, dict) and not _is_leaf_dict(path)
-            else [path]
-        )
+        path = f"{prefix}{k}"
+        out.extend(_leaf_paths(v, path + ".") if isinstance(v, dict) and v else [path])
     return out
-
-
-def _is_leaf_dict(path: str) -> bool:
-    return path in ("nemo_rl", "job", "job.env_vars", "job.metadata")
 
 
 def check_keys(cfg: dict, known: list[str]) -> None:
     known_set = set(known)
     for path in _leaf_paths(cfg):
-        if path in known_set or path.split(".")[0] in ("nemo_rl", "job"):
+        if path in known_set:
             continue
         close = difflib.get_close_matches(path, known, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
