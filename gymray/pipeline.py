@@ -381,6 +381,9 @@ def group_block(
     order = sorted(range(batch.num_rows), key=lambda i: (file_ids[i], lines[i]))
     hashes = batch.column("task_hash").to_pylist()
     reasons = batch.column("reason").to_pylist()
+    fields = batch.column("field").to_pylist()
+    details = batch.column("detail").to_pylist()
+    raws = batch.column("raw").to_pylist()  # set on rejects only
     rollouts = batch.column("rollout").to_pylist()
     groups: dict[int, list[int]] = {}
     for i in order:
@@ -390,9 +393,9 @@ def group_block(
                 lines[i],
                 "rejected",
                 reason=reasons[i],
-                field=batch["field"][i].as_py(),
-                detail=batch["detail"][i].as_py(),
-                raw=batch["raw"][i].as_py(),
+                field=fields[i],
+                detail=details[i],
+                raw=raws[i],
                 task_hash=hashes[i],
             )
         else:

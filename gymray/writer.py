@@ -128,7 +128,7 @@ class DatasetSink:
         line = t.column("line").to_pylist()
         c = self.counts
         rows: dict[str, list[int]] = {"train": [], "val": []}
-        rejects, filtered = [], []
+        rejected_rows, filtered = [], []
         rewards = t.column("reward")
         note = t.column("note").to_pylist()
         reward_list = rewards.to_pylist() if self.per_task is not None else None
@@ -178,7 +178,7 @@ class DatasetSink:
                 )
             elif st == "rejected":
                 c.rejected[reason[i]] += 1
-                rejects.append(self._reject_line(t, i))
+                rejected_rows.append(i)
         if any(lines_mask):
             valid = pa.compute.is_valid(rewards).to_numpy(zero_copy_only=False) & np.array(
                 lines_mask
@@ -194,8 +194,8 @@ class DatasetSink:
             )
             self.parquet[s].write(part.rename_columns([f.name for f in self.schema]))
             c.records[s] += len(idx)
-        if rejects:
-            self.rejects.write(b"".join(rejects))
+        if rejected_rows:
+            self.rejects.write(self._reject_lines(t, rejected_rows))
         if filtered:
             self.filtered.write(b"".join(filtered))
 
@@ -209,17 +209,13 @@ class DatasetSink:
             s[2] = min(s[2], reward)
             s[3] = max(s[3], reward)
 
-    def _reject_line(self, t: pa.Table, i: int) -> bytes:
-        row = {
-            "file": self.files[t.column("file_id")[i].as_py()],
-            "line": t.column("line")[i].as_py(),
-            "reason": t.column("reason")[i].as_py(),
-            "field": t.column("field")[i].as_py(),
-            "detail": t.column("detail")[i].as_py(),
-            "raw_length": t.column("raw_length")[i].as_py(),
-            "raw": t.column("raw")[i].as_py(),
-        }
-        return orjson.dumps(row) + b"\n"
+    def _reject_lines(self, t: pa.Table, rows: list[int]) -> bytes:
+        cols = ["file_id", "line", "reason", "field", "detail", "raw_length", "raw"]
+        out = []
+        for r in t.take(pa.array(rows, type=pa.int64())).select(cols).to_pylist():
+            file = self.files[r.pop("file_id")]
+            out.append(orjson.dumps({"file": file, **r}) + b"\n")
+        return b"".join(out)
 
     # ------------------------------------------------------------------ end
     def finish(self) -> dict:
