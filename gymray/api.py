@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from omegaconf import OmegaConf
 
 import gymray
 from gymray.config import Settings, load_settings
@@ -171,13 +172,7 @@ def prepare(
     if settings is None:
         if algo is None:
             raise TypeError("prepare() needs an algorithm ('grpo', 'sft' or 'dpo') or settings")
-        dotted = [f"{k}={_dot_value(v)}" for k, v in overrides.items() if "." in k]
-        nested = {k: v for k, v in overrides.items() if "." not in k}
-        settings = load_settings(algo, dotted, config_files)
-        if nested:
-            settings = load_settings(
-                algo, {**settings.model_dump(mode="json", exclude={"algo"}), **nested}
-            )
+        settings = load_settings(algo, kwargs_overrides(overrides), config_files)
     inputs = expand_inputs(settings.input, settings.storage)
     tasks = expand_inputs(settings.tasks, settings.storage) if settings.tasks else []
     fingerprint = _fingerprint(settings, inputs, tasks)
@@ -200,8 +195,17 @@ def prepare(
     return _build(settings, inputs, tasks, fingerprint)
 
 
-def _dot_value(v: Any) -> str:
-    return orjson.dumps(v).decode() if not isinstance(v, str) else v
+def kwargs_overrides(overrides: dict[str, Any]) -> dict:
+    """Keyword settings as one override layer: ``sft={"format": "simple"}`` and
+    ``**{"sft.reward_threshold": 0.8}`` merge key by key, values kept as given
+    (not re-parsed from strings)."""
+    layers = []
+    for key, value in overrides.items():
+        node: Any = value
+        for part in reversed(key.split(".")):
+            node = {part: node}
+        layers.append(OmegaConf.create(node))
+    return OmegaConf.to_container(OmegaConf.merge(*layers)) if layers else {}
 
 
 def _build(settings: Settings, inputs: list, tasks: list, fingerprint: str) -> PrepareResult:

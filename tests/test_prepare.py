@@ -220,6 +220,18 @@ def test_unknown_key_names_the_closest():
         load_settings("sft", ["split.val_frac=0.1"])
 
 
+def test_keyword_settings_merge_key_by_key_and_keep_their_values():
+    from gymray.api import kwargs_overrides
+
+    layer = kwargs_overrides(
+        {"sft": {"format": "simple"}, "sft.reward_threshold": 0.8, "output": "1e5"}
+    )
+    s = load_settings("sft", layer)
+    # a nested section and a dotted key of the same section both apply
+    assert (s.sft.format, s.sft.reward_threshold, s.sft.drop_truncated) == ("simple", 0.8, True)
+    assert s.output == "1e5"  # a string stays a string
+
+
 def run_cli(*args, cwd=None, env=None):
     return subprocess.run(
         [sys.executable, "-m", "gymray.run", *args],
