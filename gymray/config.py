@@ -97,6 +97,11 @@ class RaySettings(Strict):
     partitions: int | None = Field(
         None, ge=1, description="hash partitions for grouping (default: from input size)"
     )
+    shuffle: Literal["auto", "keys", "rollouts"] = Field(
+        "auto",
+        description="what grouped recipes shuffle: small keys, reading used lines back "
+        "by offset (auto: for local uncompressed inputs), or whole rollouts",
+    )
 
 
 class StorageSettings(Strict):

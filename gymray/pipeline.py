@@ -34,7 +34,12 @@ from gymray.rollouts import (
 from gymray.storage import InputFile, filesystem, is_remote, open_input
 
 LINES_SCHEMA = pa.schema(
-    [("file_id", pa.int32()), ("line", pa.int64()), ("raw", pa.large_binary())]
+    [
+        ("file_id", pa.int32()),
+        ("line", pa.int64()),
+        ("offset", pa.int64()),
+        ("raw", pa.large_binary()),
+    ]
 )
 
 BASE_OUTCOME = [
@@ -74,15 +79,17 @@ def read_lines(
     storage: Any = None,
     span: tuple[int, int, int] | None = None,
 ) -> Iterator[pa.Table]:
-    """Yield blocks of ``(file_id, line, raw)`` for one file, ~``block_bytes`` each.
+    """Yield blocks of ``(file_id, line, offset, raw)`` for one file, ~``block_bytes`` each.
 
     Lines are cut on ``b"\\n"`` only. The lines wholly inside a chunk are an Arrow
     array over the chunk's own buffer (no copy, no Python list of lines); only the
     line that straddles two chunks is copied. Values keep their trailing newline,
-    which JSON parsing ignores.
+    which JSON parsing ignores. ``offset`` is where the line starts in the
+    (decompressed) file, so that a line can be read again by itself.
     """
     line_no = 0
     carry: list[bytes] = []
+    carry_at = pos = 0
     left = None
     if span is None:
         stream = open_input(f, storage)
@@ -90,6 +97,7 @@ def read_lines(
         start, end, line_no = span
         stream = open_range(f, start, storage)
         left = end - start
+        carry_at = pos = start
     with stream:
         while True:
             chunk = stream.read(block_bytes if left is None else min(block_bytes, left))
@@ -97,8 +105,11 @@ def read_lines(
                 left -= len(chunk)
             if not chunk:
                 break
+            at, pos = pos, pos + len(chunk)
             first = chunk.find(b"\n")
             if first < 0:
+                if not carry:
+                    carry_at = at
                 carry.append(chunk)
                 continue
             ends = [first + 1]
@@ -107,24 +118,32 @@ def read_lines(
                 ends.append(i + 1)
                 i = chunk.find(b"\n", i + 1)
             head = b"".join(carry) + chunk[: first + 1]
+            offsets = np.array(ends, dtype=np.int64)
+            starts = np.concatenate([[carry_at if carry else at], at + offsets[:-1]])
             carry = [chunk[ends[-1] :]] if ends[-1] < len(chunk) else []
+            carry_at = at + ends[-1]
             rest = pa.LargeBinaryArray.from_buffers(
                 pa.large_binary(), len(ends) - 1,
-                [None, pa.py_buffer(np.array(ends, dtype=np.int64)), pa.py_buffer(chunk)],
+                [None, pa.py_buffer(offsets), pa.py_buffer(chunk)],
             )  # fmt: skip
-            yield _lines_table(file_id, line_no, [pa.array([head], pa.large_binary()), rest])
+            yield _lines_table(
+                file_id, line_no, starts, [pa.array([head], pa.large_binary()), rest]
+            )
             line_no += len(ends)
     last = b"".join(carry)
     if last:  # a last line without its newline is still a line
-        yield _lines_table(file_id, line_no, [pa.array([last], pa.large_binary())])
+        yield _lines_table(
+            file_id, line_no, np.array([carry_at], np.int64), [pa.array([last], pa.large_binary())]
+        )
 
 
-def _lines_table(file_id: int, first: int, raw: list[pa.Array]) -> pa.Table:
+def _lines_table(file_id: int, first: int, starts: np.ndarray, raw: list[pa.Array]) -> pa.Table:
     n = sum(len(a) for a in raw)
     return pa.table(
         [
             pa.array(np.full(n, file_id, dtype=np.int32)),
             pa.array(np.arange(first + 1, first + n + 1, dtype=np.int64)),
+            pa.array(starts),
             pa.chunked_array(raw, pa.large_binary()),
         ],
         schema=LINES_SCHEMA,
@@ -288,6 +307,7 @@ def process_lines(batch: pa.Table, settings: Settings, files: list[str]) -> pa.T
             task_key=r.task_key,
             record=record,
             split_u=unit_interval(r.task_key, seed),
+            task_hash=hash64(r.task_key),
         )
     return out.table()
 
@@ -374,65 +394,307 @@ def group_block(
     from gymray.recipes.common import Member
 
     out = OutcomeBuilder(fmt)
-    seed = settings.split.seed
     file_ids = batch.column("file_id").to_pylist()
     lines = batch.column("line").to_pylist()
-    # input order within a group, whatever order the shuffle delivered
-    order = sorted(range(batch.num_rows), key=lambda i: (file_ids[i], lines[i]))
     hashes = batch.column("task_hash").to_pylist()
-    reasons = batch.column("reason").to_pylist()
-    fields = batch.column("field").to_pylist()
-    details = batch.column("detail").to_pylist()
-    raws = batch.column("raw").to_pylist()  # set on rejects only
     rollouts = batch.column("rollout").to_pylist()
-    groups: dict[int, list[int]] = {}
-    for i in order:
-        if rollouts[i] is None:
-            out.add(
-                file_ids[i],
-                lines[i],
-                "rejected",
-                reason=reasons[i],
-                field=fields[i],
-                detail=details[i],
-                raw=raws[i],
-                task_hash=hashes[i],
-            )
-        else:
-            groups.setdefault(hashes[i], []).append(i)
+    groups = _groups(batch, out, file_ids, lines, hashes, rollouts)
     for th, idx in groups.items():
         members = [
             Member(_rollout_from_json(rollouts[i]), files[file_ids[i]], lines[i], k)
             for k, i in enumerate(idx)
         ]
-        result = recipe(members, settings)
-        for m in members:
-            status, reason = result.status.get(m.index, ("filtered", "unused"))
-            i = idx[m.index]
-            out.add(
-                file_ids[i],
-                lines[i],
-                status,
-                reason=reason,
-                reward=m.rollout.reward,
-                task_key=m.rollout.task_key,
-                task_hash=th,
-            )
-        for sub, (record, anchor) in enumerate(result.records, start=1):
-            m = members[anchor]
-            i = idx[anchor]
-            out.add(
-                file_ids[i],
-                lines[i],
-                None,
-                record=record,
-                task_key=m.rollout.task_key,
-                task_hash=th,
-                split_u=unit_interval(m.rollout.task_key, seed),
-                sub=sub,
-                note=_note(record),
-            )
+        rows = [
+            (file_ids[i], lines[i], m.rollout.reward, m.rollout.task_key)
+            for i, m in zip(idx, members, strict=True)
+        ]
+        _emit_group(out, th, rows, recipe(members), settings.split.seed)
     return out.table()
+
+
+def _groups(batch, out, file_ids, lines, hashes, payload) -> dict[int, list[int]]:
+    """Row indices of each task of a block in input order (whatever order the
+    shuffle delivered), after writing out the rejects (rows without payload)."""
+    reasons = batch.column("reason").to_pylist()
+    fields = batch.column("field").to_pylist()
+    details = batch.column("detail").to_pylist()
+    raws = batch.column("raw").to_pylist()  # set on rejects only
+    groups: dict[int, list[int]] = {}
+    for i in sorted(range(batch.num_rows), key=lambda i: (file_ids[i], lines[i])):
+        if payload[i] is None:
+            out.add(
+                file_ids[i], lines[i], "rejected", reason=reasons[i], field=fields[i],
+                detail=details[i], raw=raws[i], task_hash=hashes[i],
+            )  # fmt: skip
+        else:
+            groups.setdefault(hashes[i], []).append(i)
+    return groups
+
+
+def _emit_group(out: OutcomeBuilder, th: int, rows: list[tuple], result, seed: int) -> None:
+    """Outcome rows of one task group: a status per member, then its records.
+    ``rows`` are the members' ``(file_id, line, reward, task_key)``."""
+    for k, (file_id, line, reward, task_key) in enumerate(rows):
+        status, reason = result.status.get(k, ("filtered", "unused"))
+        out.add(
+            file_id, line, status, reason=reason, reward=reward, task_key=task_key, task_hash=th
+        )
+    for sub, (record, anchor) in enumerate(result.records, start=1):
+        file_id, line, _, task_key = rows[anchor]
+        out.add(
+            file_id, line, None, record=record, task_key=task_key, task_hash=th,
+            split_u=unit_interval(task_key, seed), sub=sub, note=_note(record),
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- keyed path
+# The default for local uncompressed inputs: the shuffle carries a small key per
+# rollout (where its line is, its reward, the recipe's summary), never the
+# rollout; each task's decision then reads back only the lines its records are
+# made from. Memory stays bounded whatever the data size (the shuffle holds
+# ~100 bytes a rollout), and the shuffle moves ~30x less data.
+KEYS_SCHEMA = pa.schema(
+    [
+        ("file_id", pa.int32()),
+        ("line", pa.int64()),
+        ("offset", pa.int64()),
+        ("length", pa.int64()),
+        ("crc", pa.int64()),  # of the line, checked when it is read again
+        ("task_hash", pa.int64()),
+        ("task_key", pa.string()),
+        ("reward", pa.float64()),
+        ("reason", pa.string()),  # set on rejects only
+        ("field", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.large_binary()),
+        ("summary", pa.large_binary()),  # the recipe's summarize(), JSON
+    ]
+)
+
+
+def summarize_lines(batch: pa.Table, settings: Settings, files: list[str], recipe) -> pa.Table:
+    """Parse a block of lines into keys: rejects, or the recipe's summary of each rollout."""
+    import zlib
+
+    import orjson
+
+    from gymray.recipes.common import Member
+
+    names = [os.path.basename(f) for f in files]
+    cols: dict[str, list] = {f.name: [] for f in KEYS_SCHEMA}
+    for file_id, line, offset, raw in zip(
+        batch.column("file_id").to_pylist(),
+        batch.column("line").to_pylist(),
+        batch.column("offset").to_pylist(),
+        batch.column("raw").to_pylist(),
+        strict=True,
+    ):
+        r = parse_line(raw, names[file_id], settings.chat.reasoning)
+        for name, value in (
+            ("file_id", file_id),
+            ("line", line),
+            ("offset", offset),
+            ("length", len(raw)),
+        ):
+            cols[name].append(value)
+        if isinstance(r, Reject):
+            # Rejects travel with the task of no one; spread them by line.
+            row = (
+                hash64(f"{file_id}:{line}"),
+                None,
+                None,
+                r.reason,
+                r.field,
+                r.detail,
+                raw,
+                None,
+                None,
+            )
+        else:
+            summary = orjson.dumps(recipe.summarize(Member(r, files[file_id], line, -1)))
+            row = (
+                hash64(r.task_key),
+                r.task_key,
+                r.reward,
+                None,
+                None,
+                None,
+                None,
+                summary,
+                zlib.crc32(raw),
+            )
+        for name, value in zip(
+            (
+                "task_hash",
+                "task_key",
+                "reward",
+                "reason",
+                "field",
+                "detail",
+                "raw",
+                "summary",
+                "crc",
+            ),
+            row,
+            strict=True,
+        ):
+            cols[name].append(value)
+    return pa.table(
+        {f.name: pa.array(cols[f.name], type=f.type) for f in KEYS_SCHEMA}, schema=KEYS_SCHEMA
+    )
+
+
+PLAN_FIELDS = ("file_id", "line", "sub", "task_hash", "task_key", "split_u")
+
+
+def decision_schema(fmt: str) -> pa.Schema:
+    """Outcome rows without records, and a ``plan`` per record to build."""
+    return outcome_schema(fmt).append(pa.field("plan", pa.large_binary()))
+
+
+def decide_block(
+    batch: pa.Table, settings: Settings, files: list[str], fmt: str, recipe
+) -> pa.Table:
+    """Decide every task group of a block of keys: a status row per rollout, and
+    a plan row per record (the record is built after the sort, by ``build_block``)."""
+    import orjson
+
+    from gymray.recipes.common import Key
+
+    out = OutcomeBuilder(fmt)
+    c = {name: batch.column(name).to_pylist() for name in ("file_id", "line", "offset", "length", "crc", "task_hash", "task_key", "reward", "summary")}  # fmt: skip
+    file_ids, lines = c["file_id"], c["line"]
+    plans: dict[str, list] = {name: [] for name in PLAN_FIELDS + ("plan",)}
+    seed = settings.split.seed
+    for th, idx in _groups(batch, out, file_ids, lines, c["task_hash"], c["summary"]).items():
+        keys = [
+            Key(k, c["reward"][i], orjson.loads(c["summary"][i]), (files[file_ids[i]], lines[i]))
+            for k, i in enumerate(idx)
+        ]
+        result = recipe.decide(keys)
+        _emit_group(
+            out,
+            th,
+            [(file_ids[i], lines[i], c["reward"][i], c["task_key"][i]) for i in idx],
+            result,
+            seed,
+        )
+        for sub, (anchor, need, params) in enumerate(result.plans, start=1):
+            i = idx[anchor]
+            refs = [
+                [file_ids[j], lines[j], c["offset"][j], c["length"][j], c["crc"][j], k]
+                for k in need
+                for j in (idx[k],)
+            ]
+            row = (
+                file_ids[i],
+                lines[i],
+                sub,
+                th,
+                c["task_key"][i],
+                unit_interval(c["task_key"][i], seed),
+                orjson.dumps([refs, params]),
+            )
+            for name, value in zip(PLAN_FIELDS + ("plan",), row, strict=True):
+                plans[name].append(value)
+    schema = decision_schema(fmt)
+    statuses = out.table()
+    statuses = statuses.append_column("plan", pa.nulls(statuses.num_rows, pa.large_binary()))
+    n = len(plans["plan"])
+    planned = pa.table(
+        [
+            pa.array(plans[f.name], f.type) if f.name in plans else pa.nulls(n, f.type)
+            for f in schema
+        ],
+        schema=schema,
+    )
+    return pa.concat_tables([statuses, planned])
+
+
+SORT_KEYS = ["task_hash", "file_id", "line", "sub"]
+
+
+def build_block(
+    batch: pa.Table,
+    settings: Settings,
+    inputs: list[InputFile],
+    fmt: str,
+    recipe,
+    plans_per_read: int = 4000,
+) -> Iterator[pa.Table]:
+    """Build the records a block of sorted decisions plans: read back the lines
+    each needs (``plans_per_read`` plans at a time, sorted by position, so that
+    memory does not grow with the block) and keep the block's order."""
+    import orjson
+    import pyarrow.compute as pc
+
+    from gymray.recipes.common import Member
+
+    files = [f.uri for f in inputs]
+    names = [os.path.basename(f) for f in files]
+    has_plan = pc.is_valid(batch.column("plan"))
+    statuses = batch.filter(pc.invert(has_plan)).drop_columns(["plan"])
+    planned = batch.filter(has_plan)
+    cols = {name: planned.column(name).to_pylist() for name in PLAN_FIELDS + ("plan",)}
+    out = OutcomeBuilder(fmt)
+    with _LineReader(inputs, settings.storage) as reader:
+        for start in range(0, planned.num_rows, plans_per_read):
+            todo = [
+                (p, *orjson.loads(cols["plan"][p]))
+                for p in range(start, min(start + plans_per_read, planned.num_rows))
+            ]
+            wanted = sorted(
+                {tuple(ref[:5]) for _, refs, _ in todo for ref in refs},
+                key=lambda ref: (ref[0], ref[2]),
+            )
+            raws = {ref: reader.read(*ref) for ref in wanted}
+            for p, refs, params in todo:
+                members = [
+                    Member(
+                        parse_line(raws[tuple(ref[:5])], names[ref[0]], settings.chat.reasoning),
+                        files[ref[0]],
+                        ref[1],
+                        ref[5],
+                    )
+                    for ref in refs
+                ]
+                record = recipe.build(members, params)
+                out.add(
+                    cols["file_id"][p], cols["line"][p], None, record=record,
+                    task_key=cols["task_key"][p], task_hash=cols["task_hash"][p],
+                    split_u=cols["split_u"][p], sub=cols["sub"][p], note=_note(record),
+                )  # fmt: skip
+    merged = pa.concat_tables([statuses, out.table()])
+    yield merged.sort_by([(k, "ascending") for k in SORT_KEYS])
+
+
+class _LineReader:
+    """Reads single lines back by position, one open file per input."""
+
+    def __init__(self, inputs: list[InputFile], storage: Any):
+        self.inputs, self.storage, self.open = inputs, storage, {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self.open.values():
+            f.close()
+
+    def read(self, file_id: int, line: int, offset: int, length: int, crc: int) -> bytes:
+        import zlib
+
+        f = self.open.get(file_id)
+        if f is None:
+            fs, path = filesystem(self.inputs[file_id].uri, self.storage)
+            f = self.open[file_id] = fs.open_input_file(path)
+        raw = f.read_at(length, offset)
+        if len(raw) != length or zlib.crc32(raw) != crc:
+            raise RuntimeError(
+                f"{self.inputs[file_id].uri} line {line} changed while gymray was reading it: "
+                "inputs must not be rewritten during prepare"
+            )
+        return raw
 
 
 def _note(record: dict) -> str | None:
@@ -441,18 +703,28 @@ def _note(record: dict) -> str | None:
 
 
 def grouped_recipe(settings: Settings, fmt: str, tasks: dict | None = None):
-    """The recipe function over task groups for ``settings.algo``."""
+    """The :class:`~gymray.recipes.common.GroupedRecipe` for ``settings.algo``."""
     if settings.algo == "sft":
-        from gymray.recipes.sft import sft_best_of_n
+        from gymray.recipes.sft import BestOfN
 
-        return lambda members, s: sft_best_of_n(members, s.sft, s.chat)
+        return BestOfN(settings.sft, settings.chat)
     if settings.algo == "dpo":
-        from gymray.recipes.dpo import dpo_pairs
+        from gymray.recipes.dpo import DPORecipe
 
-        return lambda members, s: dpo_pairs(members, s.dpo, s.chat)
-    from gymray.recipes.grpo import grpo_prompts
+        return DPORecipe(settings.dpo, settings.chat)
+    from gymray.recipes.grpo import GRPORecipe
 
-    return lambda members, s: grpo_prompts(members, s.grpo, fmt, tasks)
+    return GRPORecipe(settings.grpo, fmt, tasks)
+
+
+def shuffle_mode(settings: Settings, inputs: list[InputFile]) -> str:
+    """``keys`` (shuffle small keys, read used lines back by position) needs
+    inputs that can be read at an offset cheaply: local uncompressed files.
+    Otherwise (``.gz``, object stores) whole rollouts go through the shuffle."""
+    if settings.ray.shuffle != "auto":
+        return settings.ray.shuffle
+    seekable = all(not is_remote(f.uri) and not f.path.endswith(".gz") for f in inputs)
+    return "keys" if seekable else "rollouts"
 
 
 def record_format(settings: Settings, inputs: list[InputFile]) -> str:
@@ -549,7 +821,8 @@ def run_pipeline(
     saved = {k: getattr(ctx, k) for k in tuned}
     saved_order = ctx.execution_options.preserve_order
     try:
-        ctx.execution_options.preserve_order = not grouped
+        # SFT: blocks in input order; grouped: blocks in the sort's order
+        ctx.execution_options.preserve_order = True
         for k, v in tuned.items():
             setattr(ctx, k, v)
         ds = ray.data.from_items(
@@ -569,21 +842,36 @@ def run_pipeline(
             if tasks:
                 task_rows, bad_task_lines = load_tasks(tasks, settings)
             recipe = grouped_recipe(settings, fmt, task_rows)
+            shuffle = shuffle_mode(settings, inputs)
+            keyed = shuffle == "keys"
+            kwargs = {"settings": settings, "files": files}
             ds = ds.map_batches(
-                parse_rollouts,
+                summarize_lines if keyed else parse_rollouts,
                 batch_size=None,
                 batch_format="pyarrow",
-                fn_kwargs={"settings": settings, "files": files},
+                fn_kwargs=kwargs | ({"recipe": recipe} if keyed else {}),
             )
             ds = ds.repartition(partitions_for(inputs, settings), keys=["task_hash"])
             ds = ds.map_batches(
-                group_block,
+                decide_block if keyed else group_block,
                 batch_size=None,
                 batch_format="pyarrow",
-                fn_kwargs={"settings": settings, "files": files, "fmt": fmt, "recipe": recipe},
+                fn_kwargs=kwargs | {"fmt": fmt, "recipe": recipe},
             )
             # Deterministic order whatever the partitioning: by task, then input position.
-            ds = ds.sort(["task_hash", "file_id", "line", "sub"])
+            ds = ds.sort(SORT_KEYS)
+            if keyed:  # records are built after the sort, streaming into the sink
+                ds = ds.map_batches(
+                    build_block,
+                    batch_size=None,
+                    batch_format="pyarrow",
+                    fn_kwargs={
+                        "settings": settings,
+                        "inputs": inputs,
+                        "fmt": fmt,
+                        "recipe": recipe,
+                    },
+                )
         sink = DatasetSink(
             staging,
             fmt,
@@ -600,6 +888,8 @@ def run_pipeline(
             setattr(ctx, k, v)
     out = sink.finish()
     out["format"] = fmt
+    if grouped:
+        out["stats"]["shuffle"] = shuffle
     warnings = []
     if settings.algo == "sft" and out["counts"]["records"]["train"] < settings.sft.min_examples:
         warnings.append(

@@ -160,3 +160,129 @@ def test_grouping_across_nodes_and_blocks_matches_single_node(repeats, tmp_path)
         for name in ("train.jsonl", "val.jsonl", "filtered.jsonl"):
             assert (Path(single.output) / name).read_bytes() == (multi / name).read_bytes(), name
     assert single_d.counts["records"]["train"] + single_d.counts["records"]["val"] == 24
+
+
+@pytest.fixture(scope="module")
+def mixed(repeats, tmp_path_factory):
+    """The repeats plus bad lines (rejects) and a file with real odd shapes."""
+    d = tmp_path_factory.mktemp("mixed")
+    for p in sorted(repeats.iterdir()):
+        (d / p.name).write_bytes(p.read_bytes())
+    (d / "bad.jsonl").write_bytes(
+        b'{"reward": 1.0\n[1, 2]\n{"responses_create_params": {"input": []}, "reward": 0.5}\n'
+    )
+    src = fixture("resources_servers/polymath/data/example_rollouts.jsonl")
+    (d / "polymath_rollouts.jsonl").write_bytes(src.read_bytes())
+    return d
+
+
+OUTPUTS = ("train.jsonl", "val.jsonl", "filtered.jsonl", "rejects.jsonl")
+
+
+@pytest.mark.parametrize(
+    "algo, extra",
+    [
+        ("dpo", {"dpo.pairing": "all", "dpo.min_gap": 0.4}),
+        ("dpo", {"dpo.strategy": "stratified", "dpo.format": "binary"}),
+        ("grpo", {"grpo.pass_rate": [0.0, 0.9]}),
+        ("grpo", {"grpo.format": "math"}),
+        ("sft", {"sft.best_of_n": True, "sft.reward_threshold": 0.0}),
+    ],
+)
+def test_key_shuffle_builds_what_the_whole_rollout_shuffle_builds(mixed, tmp_path, algo, extra):
+    """The default shuffle carries keys and reads used lines back by offset; its
+    outputs are byte for byte those of shuffling whole rollouts."""
+    common = {"ray.block_bytes": 8192, "ray.partitions": 3, **extra}
+    runs = {}
+    for mode in ("keys", "rollouts"):
+        runs[mode] = gymray.prepare(
+            algo, input=str(mixed), output=str(tmp_path / mode), **common, **{"ray.shuffle": mode}
+        )
+        assert runs[mode].manifest["stats"]["shuffle"] == mode
+    assert runs["keys"].counts == runs["rollouts"].counts
+    assert runs["keys"].counts["rejected"]  # the bad lines went through both ways
+    for name in OUTPUTS:
+        assert (tmp_path / "keys" / name).read_bytes() == (
+            tmp_path / "rollouts" / name
+        ).read_bytes(), name
+
+
+def test_gz_inputs_shuffle_whole_rollouts_with_the_same_result(repeats, tmp_path):
+    import gzip
+
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    for p in sorted(repeats.iterdir()):
+        (gz / (p.name + ".gz")).write_bytes(gzip.compress(p.read_bytes()))
+    plain = gymray.prepare("dpo", input=str(repeats), output=str(tmp_path / "p"))
+    packed = gymray.prepare("dpo", input=str(gz), output=str(tmp_path / "z"))
+    assert plain.manifest["stats"]["shuffle"] == "keys"
+    assert packed.manifest["stats"]["shuffle"] == "rollouts"
+    for a, b in zip(
+        read_jsonl(tmp_path / "p" / "train.jsonl"),
+        read_jsonl(tmp_path / "z" / "train.jsonl"),
+        strict=True,
+    ):
+        for s in a["meta"]["source"] + b["meta"]["source"]:
+            s["file"] = Path(s["file"]).name.removesuffix(".gz")
+        assert a == b
+
+
+def test_line_offsets_point_at_each_line_whole_files_and_ranges(mixed):
+    """Every line read can be read again by itself at its offset, in whole-file
+    reads with blocks smaller than a line and in byte-range reads."""
+    from gymray.pipeline import plan_units, read_lines
+    from gymray.storage import expand_inputs
+
+    inputs = expand_inputs([str(mixed)])
+    for units in (plan_units(inputs, 1 << 30), plan_units(inputs, 3000)):
+        seen = 0
+        for fid, span in units:
+            data = Path(inputs[fid].path).read_bytes()
+            for block in read_lines(inputs[fid], fid, 1024, None, span):
+                for off, raw, line in zip(
+                    block.column("offset").to_pylist(),
+                    block.column("raw").to_pylist(),
+                    block.column("line").to_pylist(),
+                    strict=True,
+                ):
+                    assert data[off : off + len(raw)] == raw
+                    assert data[:off].count(b"\n") == line - 1
+                    seen += 1
+        assert seen == sum(Path(f.path).read_bytes().count(b"\n") for f in inputs)
+    assert any(span for _, span in plan_units(inputs, 3000))
+
+
+def test_keys_are_a_small_fraction_of_the_rollouts(mixed):
+    """What the default shuffle moves: a key per rollout, not the rollout."""
+    from gymray.config import Settings
+    from gymray.pipeline import grouped_recipe, parse_rollouts, read_lines, summarize_lines
+    from gymray.storage import expand_inputs
+
+    settings = Settings(algo="dpo")
+    inputs = expand_inputs([str(mixed)])
+    files = [f.uri for f in inputs]
+    recipe = grouped_recipe(settings, "preference")
+    raw = keys = whole = 0
+    for fid, f in enumerate(inputs):
+        for block in read_lines(f, fid, 1 << 20):
+            raw += block.column("raw").nbytes
+            keys += summarize_lines(block, settings, files, recipe).nbytes
+            whole += parse_rollouts(block, settings, files).nbytes
+    assert keys * 3 < whole and keys * 10 < raw, (keys, whole, raw)
+
+
+def test_a_line_rewritten_between_the_two_reads_is_an_error_naming_it(tmp_path):
+    import zlib
+
+    from gymray.pipeline import _LineReader
+    from gymray.storage import expand_inputs
+
+    p = tmp_path / "r_rollouts.jsonl"
+    p.write_bytes(b'{"a": 1}\n{"b": 2}\n')
+    (f,) = expand_inputs([str(p)])
+    with _LineReader([f], None) as reader:
+        assert reader.read(0, 2, 9, 9, zlib.crc32(b'{"b": 2}\n')) == b'{"b": 2}\n'
+        p.write_bytes(b'{"a": 1}\n{"b": 3}\n')
+        with pytest.raises(RuntimeError, match=r"r_rollouts.jsonl line 2 changed"):
+            reader.read(0, 2, 9, 9, zlib.crc32(b'{"b": 2}\n'))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import orjson
 
 from gymray.config import ChatSettings, DPOSettings
-from gymray.recipes.common import GroupResult, Member, conversation_problem
+from gymray.recipes.common import GroupedRecipe, GroupResult, Key, Member, conversation_problem
 from gymray.recipes.sft import complete_conversation
+from gymray.rollouts import hash64
 
 
 def _candidate(
@@ -42,60 +43,83 @@ def _single_text(completion: list[dict]) -> bool:
     )
 
 
-def dpo_pairs(members: list[Member], dpo: DPOSettings, chat: ChatSettings) -> GroupResult:
-    result = GroupResult()
-    usable: dict[bytes, list[tuple[Member, list, list]]] = {}
-    for m in members:
-        c = _candidate(m, dpo, chat)
+class DPORecipe(GroupedRecipe):
+    """Pairs within a task. A rollout's key is the hash of its context (prompt
+    and tools: one task index can carry different prompts, and pairs are made
+    within one context only) and of its completion (identical completions
+    never pair); the pairing itself needs nothing else but the rewards."""
+
+    def __init__(self, dpo: DPOSettings, chat: ChatSettings):
+        self.dpo, self.chat = dpo, chat
+
+    def summarize(self, m: Member):
+        c = _candidate(m, self.dpo, self.chat)
         if isinstance(c, str):
-            result.drop(m, c)
-            continue
-        # One task index can carry different prompts: pair only within one context.
-        key = orjson.dumps([c[0], m.rollout.tools], option=orjson.OPT_SORT_KEYS)
-        usable.setdefault(key, []).append((m, c[0], c[1]))
-    for group in usable.values():
-        _pair_group(group, dpo, result)
-    return result
+            return c
+        context = orjson.dumps([c[0], m.rollout.tools], option=orjson.OPT_SORT_KEYS)
+        return [hash64(context), hash64(orjson.dumps(c[1], option=orjson.OPT_SORT_KEYS))]
+
+    def decide(self, keys: list[Key]) -> GroupResult:
+        result = GroupResult()
+        usable: dict[int, list[Key]] = {}
+        for k in keys:
+            if isinstance(k.summary, str):
+                result.drop(k, k.summary)
+            else:
+                usable.setdefault(k.summary[0], []).append(k)
+        for group in usable.values():
+            _pair_group(group, self.dpo, result)
+        return result
+
+    def build(self, members: list[Member], params: dict) -> dict:
+        hi, lo = members
+        chosen, rejected = (_candidate(m, self.dpo, self.chat) for m in (hi, lo))
+        if isinstance(chosen, str) or isinstance(rejected, str):
+            raise RuntimeError(f"rollout changed between reads: {hi.source} / {lo.source}")
+        return _record((hi, *chosen), (lo, *rejected), params["gap"], self.dpo)
 
 
-def _pair_group(
-    group: list[tuple[Member, list, list]], dpo: DPOSettings, result: GroupResult
-) -> None:
+def dpo_pairs(members: list[Member], dpo: DPOSettings, chat: ChatSettings) -> GroupResult:
+    return DPORecipe(dpo, chat)(members)
+
+
+def _pair_group(group: list[Key], dpo: DPOSettings, result: GroupResult) -> None:
     if len(group) == 1:
-        result.drop(group[0][0], "single_rollout_task")
+        result.drop(group[0], "single_rollout_task")
         return
     if dpo.strategy == "same_prompt":
         highs = lows = group
     else:
-        highs = [g for g in group if g[0].rollout.reward >= dpo.high_threshold]
-        lows = [g for g in group if g[0].rollout.reward <= dpo.low_threshold]
+        highs = [k for k in group if k.reward >= dpo.high_threshold]
+        lows = [k for k in group if k.reward <= dpo.low_threshold]
     candidates, identical = [], False
     for hi in highs:
         for lo in lows:
-            gap = hi[0].rollout.reward - lo[0].rollout.reward
+            gap = hi.reward - lo.reward
             if gap <= 0 or (dpo.strategy == "same_prompt" and gap < dpo.min_gap):
                 continue
-            if hi[2] == lo[2]:
+            if hi.summary[1] == lo.summary[1]:
                 identical = True
                 continue
-            candidates.append((-gap, hi[0].index, lo[0].index, hi, lo))
+            candidates.append((-gap, hi.index, lo.index))
     if not candidates:
         reason = _no_pair_reason(group, highs, lows, identical, dpo)
-        for m, _, _ in group:
-            result.drop(m, reason)
+        for k in group:
+            result.drop(k, reason)
         return
-    candidates.sort(key=lambda c: c[:3])
+    candidates.sort()
     limit = 1 if dpo.pairing == "best_vs_worst" else dpo.max_pairs_per_task
-    for neg_gap, _, _, hi, lo in candidates[:limit]:
-        result.use(hi[0])
-        result.use(lo[0])
-        result.records.append((_record(hi, lo, -neg_gap, dpo), hi[0].index))
-    for m, _, _ in group:
-        result.drop(m, "not_selected")
+    by_index = {k.index: k for k in group}
+    for neg_gap, hi, lo in candidates[:limit]:
+        result.use(by_index[hi])
+        result.use(by_index[lo])
+        result.plans.append((hi, [hi, lo], {"gap": -neg_gap}))
+    for k in group:
+        result.drop(k, "not_selected")
 
 
 def _no_pair_reason(group, highs, lows, identical: bool, dpo: DPOSettings) -> str:
-    rewards = {g[0].rollout.reward for g in group}
+    rewards = {k.reward for k in group}
     if len(rewards) == 1:
         return "tied_rewards"
     if identical:

@@ -9,7 +9,7 @@ keeps tasks whose pass rate lies in a range.
 from __future__ import annotations
 
 from gymray.config import GRPOSettings
-from gymray.recipes.common import GroupResult, Member
+from gymray.recipes.common import GroupedRecipe, GroupResult, Key, Member
 from gymray.rollouts import GROUND_TRUTH_FIELDS
 
 # Sampling settings in a recorded request are the collection run's; NeMo RL
@@ -52,70 +52,106 @@ def _task_row(m: Member, tasks: dict | None) -> dict | None:
     )
 
 
+class GRPORecipe(GroupedRecipe):
+    """One task row per task. A rollout's key says where its ground truth comes
+    from (if it has one), whether that is a scalar, and whether its prompt is a
+    single user text (``grpo.format=math`` needs both)."""
+
+    def __init__(self, grpo: GRPOSettings, fmt: str, tasks: dict | None = None):
+        self.grpo, self.fmt, self.tasks = grpo, fmt, tasks
+
+    def summarize(self, m: Member):
+        gt = ground_truth(m, self.tasks)
+        users = [x for x in m.rollout.prompt if x["role"] == "user"]
+        return [
+            None if gt is None else gt[1],
+            gt is not None and _scalar(gt[0]),
+            len(users) == 1 and isinstance(users[0]["content"], str),
+        ]
+
+    def decide(self, keys: list[Key]) -> GroupResult:
+        result = GroupResult()
+        pass_rate = sum(k.reward for k in keys) / len(keys)
+        if self.grpo.pass_rate is not None:
+            lo, hi = self.grpo.pass_rate
+            if not lo <= pass_rate <= hi:
+                for k in keys:
+                    result.drop(k, "pass_rate_out_of_range")
+                return result
+        kept = []
+        for k in keys:
+            if self.grpo.reward_threshold is not None and k.reward < self.grpo.reward_threshold:
+                result.drop(k, "below_reward_threshold")
+            else:
+                kept.append(k)
+        if not kept:
+            return result
+        first = kept[0]
+        # any rollout of the task may carry the ground truth
+        with_gt = next((k for k in kept if k.summary[0] is not None), None)
+        if self.fmt == "math":
+            reason = (
+                "no_ground_truth" if with_gt is None
+                else "not_single_user_prompt" if not first.summary[2]
+                else "ground_truth_not_scalar" if not with_gt.summary[1]
+                else None
+            )  # fmt: skip
+            if reason is not None:
+                for k in kept:
+                    result.drop(k, reason)
+                return result
+        for k in kept:
+            result.use(k)
+        need = [first.index]
+        if with_gt is not None and with_gt is not first:
+            need.append(with_gt.index)
+        params = {
+            "pass_rate": pass_rate,
+            "rollouts": len(keys),
+            "sources": [list(k.source) for k in kept],
+            "ground_truth_source": None if with_gt is None else with_gt.summary[0],
+        }
+        result.plans.append((first.index, need, params))
+        return result
+
+    def build(self, members: list[Member], params: dict) -> dict:
+        first = members[0]
+        gt = ground_truth(members[-1], self.tasks) if params["ground_truth_source"] else None
+        if self.fmt == "math":
+            record = {"input": _single_user(first)["content"], "ground_truth": str(gt[0])}
+        else:
+            record = _gym_record(first, self.tasks)
+        r = first.rollout
+        record["meta"] = {
+            "task": r.task_key,
+            "source": [{"file": f, "line": n} for f, n in params["sources"]],
+            "pass_rate": params["pass_rate"],
+            "rollouts": params["rollouts"],
+            "ground_truth_source": params["ground_truth_source"],
+        }
+        if r.agent is not None:
+            record["meta"]["agent"] = r.agent
+        if r.task_index is not None:
+            record["meta"]["task_index"] = r.task_index
+        return record
+
+
 def grpo_prompts(
     members: list[Member], grpo: GRPOSettings, fmt: str, tasks: dict | None = None
 ) -> GroupResult:
-    result = GroupResult()
-    rewards = [m.rollout.reward for m in members]
-    pass_rate = sum(rewards) / len(rewards)
-    if grpo.pass_rate is not None:
-        lo, hi = grpo.pass_rate
-        if not lo <= pass_rate <= hi:
-            for m in members:
-                result.drop(m, "pass_rate_out_of_range")
-            return result
-    kept = []
-    for m in members:
-        if grpo.reward_threshold is not None and m.rollout.reward < grpo.reward_threshold:
-            result.drop(m, "below_reward_threshold")
-        else:
-            kept.append(m)
-    if not kept:
-        return result
-    first = kept[0]
-    gt = None
-    for m in kept:  # any rollout of the task may carry it
-        gt = ground_truth(m, tasks)
-        if gt is not None:
-            break
-    if fmt == "math":
-        record, reason = _math_record(first, gt)
-    else:
-        record, reason = _gym_record(first, gt, tasks), None
-    if record is None:
-        for m in kept:
-            result.drop(m, reason)
-        return result
-    record["meta"] = {
-        "task": first.rollout.task_key,
-        "source": [{"file": m.file, "line": m.line} for m in kept],
-        "pass_rate": pass_rate,
-        "rollouts": len(members),
-        "ground_truth_source": gt[1] if gt else None,
-    }
-    if first.rollout.agent is not None:
-        record["meta"]["agent"] = first.rollout.agent
-    if first.rollout.task_index is not None:
-        record["meta"]["task_index"] = first.rollout.task_index
-    for m in kept:
-        result.use(m)
-    result.records.append((record, first.index))
-    return result
+    return GRPORecipe(grpo, fmt, tasks)(members)
 
 
-def _math_record(m: Member, gt) -> tuple[dict | None, str | None]:
-    if gt is None:
-        return None, "no_ground_truth"
-    users = [x for x in m.rollout.prompt if x["role"] == "user"]
-    if len(users) != 1 or not isinstance(users[0]["content"], str):
-        return None, "not_single_user_prompt"
-    value = gt[0]
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        return None, "ground_truth_not_scalar"
-    return {"input": users[0]["content"], "ground_truth": str(value)}, None
+def _scalar(value) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
-def _gym_record(m: Member, gt, tasks: dict | None) -> dict:
+def _single_user(m: Member) -> dict:
+    (user,) = [x for x in m.rollout.prompt if x["role"] == "user"]
+    return user
+
+
+def _gym_record(m: Member, tasks: dict | None) -> dict:
     r = m.rollout
     row = _task_row(m, tasks)
     if row is not None:

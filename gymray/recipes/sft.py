@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from gymray.chat import trim_to_complete, unanswered_tool_calls
 from gymray.config import ChatSettings, SFTSettings
-from gymray.recipes.common import GroupResult, Member, conversation_problem, meta_of
+from gymray.recipes.common import (
+    GroupedRecipe,
+    GroupResult,
+    Key,
+    Member,
+    conversation_problem,
+    meta_of,
+)
 from gymray.rollouts import Rollout
 
 
@@ -74,21 +81,40 @@ def simple_pair(messages: list[dict]) -> tuple[str, str] | None:
     return "\n\n".join(m["content"] for m in head if m["content"]), last["content"]
 
 
-def sft_best_of_n(members: list[Member], sft: SFTSettings, chat: ChatSettings) -> GroupResult:
+class BestOfN(GroupedRecipe):
     """Best-of-n: of a task's rollouts that pass the filters, keep the highest
-    reward (ties: the earliest in input order)."""
-    result = GroupResult()
-    kept = []
-    for m in members:
-        record, reason = sft_record(m.rollout, m.source, sft, chat)
+    reward (ties: the earliest in input order). A rollout's key is its filter
+    reason, or null when it would make a record."""
+
+    def __init__(self, sft: SFTSettings, chat: ChatSettings):
+        self.sft, self.chat = sft, chat
+
+    def summarize(self, m: Member):
+        return sft_record(m.rollout, m.source, self.sft, self.chat)[1]
+
+    def decide(self, keys: list[Key]) -> GroupResult:
+        result = GroupResult()
+        kept = []
+        for k in keys:
+            if k.summary is None:
+                kept.append(k)
+            else:
+                result.drop(k, k.summary)
+        if kept:
+            best = max(kept, key=lambda k: (k.reward, -k.index))
+            result.use(best)
+            result.plans.append((best.index, [best.index], {}))
+            for k in kept:
+                result.drop(k, "not_best_of_n")
+        return result
+
+    def build(self, members: list[Member], params: dict) -> dict:
+        (m,) = members
+        record, reason = sft_record(m.rollout, m.source, self.sft, self.chat)
         if record is None:
-            result.drop(m, reason)
-        else:
-            kept.append((m, record))
-    if kept:
-        best, record = max(kept, key=lambda mr: (mr[0].rollout.reward, -mr[0].index))
-        result.use(best)
-        result.records.append((record, best.index))
-        for m, _ in kept:
-            result.drop(m, "not_best_of_n")
-    return result
+            raise RuntimeError(f"rollout changed between reads: {m.source}: {reason}")
+        return record
+
+
+def sft_best_of_n(members: list[Member], sft: SFTSettings, chat: ChatSettings) -> GroupResult:
+    return BestOfN(sft, chat)(members)
