@@ -8,6 +8,7 @@ rejects / filtered listings; it also keeps the counts, so that
 
 from __future__ import annotations
 
+import array
 import collections
 from dataclasses import dataclass, field
 
@@ -21,6 +22,51 @@ from gymray.storage import Staging
 
 PARQUET_ROWS_PER_FILE = 200_000
 SPLITS = ("train", "val")
+
+
+class TaskStats:
+    """Per task: rollouts, reward sum, min and max, as an ``(n_tasks, 4)`` array
+    (32 bytes a task). Reads an outcome stream sorted by task, so a task can only
+    continue from one block into the next."""
+
+    def __init__(self):
+        self.done: list[np.ndarray] = []
+        self.open: tuple[int, np.ndarray] | None = None  # the last task seen, maybe not complete
+
+    def add(self, t: pa.Table) -> None:
+        import pyarrow.compute as pc
+
+        rows = t.filter(pc.and_(pc.is_valid(t.column("status")), pc.is_valid(t.column("reward"))))
+        if not rows.num_rows:
+            return
+        g = (
+            rows.select(["task_hash", "reward"])
+            .group_by("task_hash")
+            .aggregate(
+                [("reward", "count"), ("reward", "sum"), ("reward", "min"), ("reward", "max")]
+            )
+            .sort_by("task_hash")
+        )
+        keys = g.column("task_hash").to_numpy()
+        stats = np.column_stack(
+            [
+                g.column(f"reward_{f}").to_numpy().astype(np.float64)
+                for f in ("count", "sum", "min", "max")
+            ]
+        )
+        if self.open is not None:
+            key, last = self.open
+            if keys[0] == key:
+                stats[0] = (last[0] + stats[0, 0], last[1] + stats[0, 1],
+                            min(last[2], stats[0, 2]), max(last[3], stats[0, 3]))  # fmt: skip
+            else:
+                self.done.append(last[None])
+        self.done.append(stats[:-1])
+        self.open = (keys[-1], stats[-1])
+
+    def finish(self) -> np.ndarray:
+        parts = self.done + ([self.open[1][None]] if self.open is not None else [])
+        return np.concatenate(parts) if parts else np.zeros((0, 4))
 
 
 @dataclass
@@ -106,14 +152,14 @@ class DatasetSink:
         self.filtered = staging.open("filtered.jsonl")
         self.seen_content: set[int] = set()
         self.tools_hashes: set[int] = set()
-        self.tasks: set[str] = set()
+        self.record_tasks: list[np.ndarray] = []  # task hash of every record, per block
         self.rewards: list[np.ndarray] = []
-        self.train_u: list[float] = []  # per train record, to move a task to val at the end
+        self.train_u = array.array("d")  # per train record, to move a task to val at the end
         self.examples: list[dict] = []
         self.notes: collections.Counter = collections.Counter()
         self.per_file: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
-        # task -> [rollouts, reward sum, min, max]: pass rates and "why no pair" hints
-        self.per_task: dict[str, list] | None = {} if per_task else None
+        # per task: rollouts, reward sum, min, max: pass rates and "why no pair" hints
+        self.per_task = TaskStats() if per_task else None
 
     # ------------------------------------------------------------------ stream
     def consume(self, t: pa.Table) -> None:
@@ -131,13 +177,12 @@ class DatasetSink:
         rejected_rows, filtered = [], []
         rewards = t.column("reward")
         note = t.column("note").to_pylist()
-        reward_list = rewards.to_pylist() if self.per_task is not None else None
+        if self.per_task is not None:
+            self.per_task.add(t)
         lines_mask = [s is not None for s in status]
         for i, st in enumerate(status):
             if st is not None:
                 c.input_lines += 1
-                if reward_list is not None and reward_list[i] is not None:
-                    self._task_reward(task_key[i], reward_list[i])
             if note[i] is not None:
                 self.notes[note[i]] += 1
             if record[i] is not None:
@@ -151,7 +196,6 @@ class DatasetSink:
                     s = "val" if split_u[i] < self.val_fraction else "train"
                     rows[s].append(i)
                     self.tools_hashes.add(tools_hash[i])
-                    self.tasks.add(task_key[i])
                     if s == "train":
                         self.train_u.append(split_u[i])
                     if len(self.examples) < 3:
@@ -184,6 +228,11 @@ class DatasetSink:
                 lines_mask
             )
             self.rewards.append(rewards.to_numpy(zero_copy_only=False)[valid].astype(np.float64))
+        with_record = rows["train"] + rows["val"]
+        if with_record:
+            self.record_tasks.append(
+                t.column("task_hash").take(pa.array(with_record, pa.int64())).to_numpy()
+            )
         for s in SPLITS:
             idx = rows[s]
             if not idx:
@@ -198,16 +247,6 @@ class DatasetSink:
             self.rejects.write(self._reject_lines(t, rejected_rows))
         if filtered:
             self.filtered.write(b"".join(filtered))
-
-    def _task_reward(self, task: str, reward: float) -> None:
-        s = self.per_task.get(task)
-        if s is None:
-            self.per_task[task] = [1, reward, reward, reward]
-        else:
-            s[0] += 1
-            s[1] += reward
-            s[2] = min(s[2], reward)
-            s[3] = max(s[3], reward)
 
     def _reject_lines(self, t: pa.Table, rows: list[int]) -> bytes:
         cols = ["file_id", "line", "reason", "field", "detail", "raw_length", "raw"]
@@ -224,17 +263,19 @@ class DatasetSink:
             self.parquet[s].finish()
         self.rejects.close()
         self.filtered.close()
+        tasks = np.unique(np.concatenate(self.record_tasks)) if self.record_tasks else ()
+        self.tasks = len(tasks)
         moved = self._ensure_val()
         return {
             "counts": self.counts.as_dict(),
             "tools_differ": len(self.tools_hashes) > 1,
-            "tasks": len(self.tasks),
+            "tasks": self.tasks,
             "moved_task_to_val": moved,
             "rewards": np.concatenate(self.rewards) if self.rewards else np.zeros(0),
             "parquet": {s: self.parquet[s].paths for s in SPLITS},
             "examples": self.examples,
             "stats": {"notes": dict(sorted(self.notes.items()))},
-            "per_task": self.per_task,
+            "per_task": None if self.per_task is None else self.per_task.finish(),
             "per_file": {self.files[f]: self._file_counts(f) for f in sorted(self.per_file)},
         }
 
@@ -253,7 +294,7 @@ class DatasetSink:
         if (
             self.val_fraction <= 0
             or self.counts.records["val"]
-            or len(self.tasks) < 2
+            or self.tasks < 2
             or not self.train_u
         ):
             return False

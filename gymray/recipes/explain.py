@@ -10,7 +10,9 @@ from gymray.report import histogram_lines, reward_summary
 
 
 def explain(settings: Settings, out: dict) -> tuple[list[str], list[str]]:
-    per_task = out.get("per_task") or {}
+    per_task = out.get("per_task")
+    if per_task is None:
+        per_task = np.zeros((0, 4))
     if settings.algo == "dpo":
         return _dpo(settings, out, per_task)
     if settings.algo == "grpo":
@@ -18,13 +20,14 @@ def explain(settings: Settings, out: dict) -> tuple[list[str], list[str]]:
     return [], []
 
 
-def _dpo(settings: Settings, out: dict, per_task: dict) -> tuple[list[str], list[str]]:
+def _dpo(settings: Settings, out: dict, per_task: np.ndarray) -> tuple[list[str], list[str]]:
     dpo = settings.dpo
     c = out["counts"]
     pairs = c["records"]["train"] + c["records"]["val"]
     tasks = len(per_task)
-    multi = sum(1 for s in per_task.values() if s[0] >= 2)
-    gaps = np.array([s[3] - s[2] for s in per_task.values() if s[0] >= 2] or [0.0])
+    several = per_task[per_task[:, 0] >= 2]  # columns: rollouts, reward sum, min, max
+    multi = len(several)
+    gaps = several[:, 3] - several[:, 2] if multi else np.zeros(1)
     lines = [
         "## Pairs",
         "",
@@ -48,9 +51,9 @@ def _dpo(settings: Settings, out: dict, per_task: dict) -> tuple[list[str], list
             hints.append(
                 f"no task has a reward gap >= dpo.min_gap={dpo.min_gap}; the widest is {gaps.max():.4g}: try dpo.min_gap={gaps.max():.4g}"
             )
-        if dpo.strategy == "stratified" and per_task:
-            hi = max(s[3] for s in per_task.values())
-            lo = min(s[2] for s in per_task.values())
+        if dpo.strategy == "stratified" and tasks:
+            hi = per_task[:, 3].max()
+            lo = per_task[:, 2].min()
             if hi < dpo.high_threshold:
                 hints.append(
                     f"no reward reaches dpo.high_threshold={dpo.high_threshold}; the highest is {hi:.4g}"
@@ -79,8 +82,8 @@ def _dpo(settings: Settings, out: dict, per_task: dict) -> tuple[list[str], list
     return ["\n".join(lines)], [f"no DPO pairs: {h}" for h in hints]
 
 
-def _grpo(settings: Settings, out: dict, per_task: dict) -> tuple[list[str], list[str]]:
-    rates = np.array([s[1] / s[0] for s in per_task.values()])
+def _grpo(settings: Settings, out: dict, per_task: np.ndarray) -> tuple[list[str], list[str]]:
+    rates = per_task[:, 1] / per_task[:, 0]
     c = out["counts"]
     prompts = c["records"]["train"] + c["records"]["val"]
     notes = out.get("stats", {}).get("notes", {})
