@@ -100,7 +100,13 @@ class RaySettings(Strict):
     shuffle: Literal["auto", "keys", "rollouts"] = Field(
         "auto",
         description="what grouped recipes shuffle: small keys, reading used lines back "
-        "by offset (auto: for local uncompressed inputs), or whole rollouts",
+        "by offset (auto: for local uncompressed inputs, or any with ray.scratch), or whole rollouts",
+    )
+    scratch: str | None = Field(
+        None,
+        description="a directory every Ray node can read (NFS/Lustre, or local on one node): "
+        ".gz and object-store inputs of grouped recipes are copied there uncompressed, so "
+        "that the shuffle carries keys only; removed when prepare ends",
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from gymray.config import Settings
+from gymray.config import ConfigError, Settings
 from gymray.records import FORMATS, column_value, content_hashes, encode, parquet_schema
 from gymray.rollouts import (
     Reject,
@@ -617,6 +617,7 @@ SORT_KEYS = ["task_hash", "file_id", "line", "sub"]
 def build_block(
     batch: pa.Table,
     settings: Settings,
+    files: list[str],
     inputs: list[InputFile],
     fmt: str,
     recipe,
@@ -630,7 +631,6 @@ def build_block(
 
     from gymray.recipes.common import Member
 
-    files = [f.uri for f in inputs]
     names = [os.path.basename(f) for f in files]
     has_plan = pc.is_valid(batch.column("plan"))
     statuses = batch.filter(pc.invert(has_plan)).drop_columns(["plan"])
@@ -717,14 +717,79 @@ def grouped_recipe(settings: Settings, fmt: str, tasks: dict | None = None):
     return GRPORecipe(settings.grpo, fmt, tasks)
 
 
+def _seekable(f: InputFile) -> bool:
+    return not is_remote(f.uri) and not f.path.endswith(".gz")
+
+
 def shuffle_mode(settings: Settings, inputs: list[InputFile]) -> str:
-    """``keys`` (shuffle small keys, read used lines back by position) needs
-    inputs that can be read at an offset cheaply: local uncompressed files.
-    Otherwise (``.gz``, object stores) whole rollouts go through the shuffle."""
-    if settings.ray.shuffle != "auto":
-        return settings.ray.shuffle
-    seekable = all(not is_remote(f.uri) and not f.path.endswith(".gz") for f in inputs)
-    return "keys" if seekable else "rollouts"
+    """``keys`` (shuffle small keys, read used lines back by offset) needs inputs
+    that can be read at an offset cheaply: local uncompressed files, or copies of
+    the others in ``ray.scratch``. Without a scratch directory, ``.gz`` and
+    object-store inputs shuffle whole rollouts."""
+    mode = settings.ray.shuffle
+    gz = any(f.path.endswith(".gz") for f in inputs)
+    if mode == "keys" and gz and not settings.ray.scratch:
+        raise ConfigError(
+            "ray.shuffle=keys reads lines back by offset, which .gz inputs do not allow: "
+            "set ray.scratch=<a directory every Ray node can read> for uncompressed copies, "
+            "or use ray.shuffle=rollouts"
+        )
+    if mode != "auto":
+        return mode
+    return "keys" if settings.ray.scratch or all(_seekable(f) for f in inputs) else "rollouts"
+
+
+class _ScratchCopies:
+    """Uncompressed copies of ``.gz`` and object-store inputs in ``scratch`` (a
+    directory every Ray node can read), made in parallel by Ray tasks, so that
+    lines can be read back by offset (and large files read as ranges). Local
+    uncompressed inputs are used in place. Removed when prepare ends."""
+
+    def __init__(self, scratch: str, inputs: list[InputFile], storage: Any):
+        import uuid
+
+        import ray
+
+        if is_remote(scratch):
+            raise ConfigError(f"ray.scratch={scratch} must be a local or shared (NFS/Lustre) path")
+        self.dir = os.path.join(
+            os.path.abspath(os.path.expanduser(scratch)), f"gymray-{uuid.uuid4().hex[:12]}"
+        )
+        os.makedirs(self.dir)
+        copy = ray.remote(num_cpus=1)(_copy_uncompressed)
+        todo = {
+            i: os.path.join(self.dir, f"{i:05d}-{f.name.removesuffix('.gz')}")
+            for i, f in enumerate(inputs)
+            if not _seekable(f)
+        }
+        try:
+            sizes = dict(
+                zip(
+                    todo,
+                    ray.get([copy.remote(inputs[i], dest, storage) for i, dest in todo.items()]),
+                    strict=True,
+                )
+            )
+        except BaseException:
+            self.remove()
+            raise
+        self.inputs = [
+            InputFile(uri=todo[i], path=todo[i], size=sizes[i], mtime_ns=0) if i in todo else f
+            for i, f in enumerate(inputs)
+        ]
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _copy_uncompressed(f: InputFile, dest: str, storage: Any) -> int:
+    import shutil
+
+    with open_input(f, storage) as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, 16 << 20)
+        return out.tell()
 
 
 def record_format(settings: Settings, inputs: list[InputFile]) -> str:
@@ -797,9 +862,15 @@ def run_pipeline(
 
     from gymray.writer import DatasetSink
 
-    files = [f.uri for f in inputs]
+    files = [f.uri for f in inputs]  # names in records, rejects and counts: the user's
     block_bytes = settings.ray.block_bytes
     storage = settings.storage
+    grouped = settings.algo != "sft" or settings.sft.best_of_n
+    shuffle = shuffle_mode(settings, inputs) if grouped else None
+    copies = None
+    if shuffle == "keys" and not all(_seekable(f) for f in inputs):
+        copies = _ScratchCopies(settings.ray.scratch, inputs, storage)
+        inputs = copies.inputs  # read from the copies from here on
 
     units = plan_units(inputs, settings.ray.split_bytes, storage)
 
@@ -809,7 +880,6 @@ def run_pipeline(
             yield from read_lines(inputs[fid], fid, block_bytes, storage, span)
 
     ctx = ray.data.DataContext.get_current()
-    grouped = settings.algo != "sft" or settings.sft.best_of_n
     # Ray Data reserves CPUs per operator, and the shuffle aggregators (idle
     # until the map side is done) hold a CPU share by default: on a small
     # cluster that leaves one parse task running at a time. Measured on 2
@@ -842,7 +912,6 @@ def run_pipeline(
             if tasks:
                 task_rows, bad_task_lines = load_tasks(tasks, settings)
             recipe = grouped_recipe(settings, fmt, task_rows)
-            shuffle = shuffle_mode(settings, inputs)
             keyed = shuffle == "keys"
             kwargs = {"settings": settings, "files": files}
             ds = ds.map_batches(
@@ -867,6 +936,7 @@ def run_pipeline(
                     batch_format="pyarrow",
                     fn_kwargs={
                         "settings": settings,
+                        "files": files,  # names: the user's, even when reading copies
                         "inputs": inputs,
                         "fmt": fmt,
                         "recipe": recipe,
@@ -886,6 +956,8 @@ def run_pipeline(
         ctx.execution_options.preserve_order = saved_order
         for k, v in saved.items():
             setattr(ctx, k, v)
+        if copies is not None:
+            copies.remove()
     out = sink.finish()
     out["format"] = fmt
     if grouped:

@@ -207,25 +207,44 @@ def test_key_shuffle_builds_what_the_whole_rollout_shuffle_builds(mixed, tmp_pat
         ).read_bytes(), name
 
 
-def test_gz_inputs_shuffle_whole_rollouts_with_the_same_result(repeats, tmp_path):
+def test_gz_inputs_shuffle_rollouts_or_keys_from_scratch_copies(repeats, tmp_path):
+    """.gz lines cannot be read back by offset: without ray.scratch they shuffle
+    whole rollouts; with it, uncompressed copies there let them shuffle keys
+    (copies removed after). Same outputs every way."""
     import gzip
+
+    from gymray.config import ConfigError
 
     gz = tmp_path / "gz"
     gz.mkdir()
     for p in sorted(repeats.iterdir()):
         (gz / (p.name + ".gz")).write_bytes(gzip.compress(p.read_bytes()))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
     plain = gymray.prepare("dpo", input=str(repeats), output=str(tmp_path / "p"))
     packed = gymray.prepare("dpo", input=str(gz), output=str(tmp_path / "z"))
+    copied = gymray.prepare(
+        "dpo",
+        input=str(gz),
+        output=str(tmp_path / "c"),
+        **{"ray.scratch": str(scratch), "ray.split_bytes": 4096},
+    )
     assert plain.manifest["stats"]["shuffle"] == "keys"
     assert packed.manifest["stats"]["shuffle"] == "rollouts"
-    for a, b in zip(
-        read_jsonl(tmp_path / "p" / "train.jsonl"),
-        read_jsonl(tmp_path / "z" / "train.jsonl"),
-        strict=True,
-    ):
+    assert copied.manifest["stats"]["shuffle"] == "keys"
+    assert list(scratch.iterdir()) == []
+    for name in OUTPUTS:
+        assert (tmp_path / "z" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
+    plain_rows = read_jsonl(tmp_path / "p" / "train.jsonl")
+    packed_rows = read_jsonl(tmp_path / "z" / "train.jsonl")
+    assert packed_rows[0]["meta"]["source"][0]["file"].endswith(".jsonl.gz")  # the user's names
+    for a, b in zip(plain_rows, packed_rows, strict=True):
         for s in a["meta"]["source"] + b["meta"]["source"]:
             s["file"] = Path(s["file"]).name.removesuffix(".gz")
         assert a == b
+    with pytest.raises(ConfigError, match="ray.scratch"):
+        gymray.prepare("dpo", input=str(gz), output=str(tmp_path / "k"), **{"ray.shuffle": "keys"})
+    assert not (tmp_path / "k").exists()
 
 
 def test_line_offsets_point_at_each_line_whole_files_and_ranges(mixed):

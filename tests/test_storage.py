@@ -596,3 +596,40 @@ def test_an_unreadable_manifest_is_never_reused_nor_silently_replaced(tmp_path):
     with pytest.raises(StorageError, match="no committed gymray dataset"):
         local_dataset_path(str(out), None)
     assert (out / MANIFEST).read_bytes() == b'{"fingerprint": "trunc'
+
+
+def test_grouped_recipe_from_s3_shuffles_keys_with_scratch_copies(s3, tmp_path):
+    """Object-store inputs (one of them gzipped) are copied to ray.scratch so that
+    DPO shuffles keys and reads lines back by offset: same dataset as shuffling
+    whole rollouts straight from S3, records naming the s3:// files. (CLI runs:
+    Ray workers read S3 with the credentials in their own environment.)"""
+    from test_grouped import make_repeats
+
+    repeats = make_repeats(tmp_path)
+    for i, p in enumerate(sorted(repeats.iterdir())):
+        data = p.read_bytes()
+        if i == 0:
+            put(s3, f"grouped/{p.name}.gz", gzip.compress(data))
+        else:
+            put(s3, f"grouped/{p.name}", data)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    manifests = {}
+    for mode, extra in (("keys", [f"ray.scratch={scratch}"]), ("rollouts", [])):
+        out = tmp_path / f"out-{mode}"
+        p = subprocess.run(
+            [sys.executable, "-m", "gymray.run", "dpo", f"input={uri('grouped/')}",
+             f"output={out}", *SMALL_RAY, *extra, "--prepare-only"],
+            env=cli_env(s3), cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert p.returncode == 0, p.stderr[-2000:]
+        manifests[mode] = json.loads((out / MANIFEST).read_text())
+        assert manifests[mode]["stats"]["shuffle"] == mode
+    assert list(scratch.iterdir()) == []
+    assert manifests["keys"]["counts"] == manifests["rollouts"]["counts"]
+    assert sum(manifests["keys"]["counts"]["records"].values()) == 24
+    for name in ("train.jsonl", "val.jsonl", "filtered.jsonl"):
+        keyed = (tmp_path / "out-keys" / name).read_bytes()
+        assert keyed == (tmp_path / "out-rollouts" / name).read_bytes(), name
+    first = json.loads((tmp_path / "out-keys" / "train.jsonl").read_bytes().split(b"\n")[0])
+    assert all(s["file"].startswith("s3://") for s in first["meta"]["source"])
