@@ -305,3 +305,35 @@ def test_a_line_rewritten_between_the_two_reads_is_an_error_naming_it(tmp_path):
         p.write_bytes(b'{"a": 1}\n{"b": 3}\n')
         with pytest.raises(RuntimeError, match=r"r_rollouts.jsonl line 2 changed"):
             reader.read(0, 2, 9, 9, zlib.crc32(b'{"b": 2}\n'))
+
+
+def test_dpo_on_the_real_repeat_fixtures_says_why_no_pair(tmp_path):
+    """The fixtures' own repeats, unchanged: the aalcr tasks' rollouts all scored
+    alike; blackjack's 5 rollouts of task 0 each start from another dealt hand
+    (another prompt), so none can pair. Expectations are derived from the files."""
+    aalcr = fixture("resources_servers/aalcr/data/example_rollouts.jsonl")
+    blackjack = fixture("environments/blackjack/data/example_rollouts.jsonl")
+    tasks: dict = {}
+    for path in (aalcr, blackjack):
+        for row in read_jsonl(path):
+            key = (row["agent_ref"]["name"], row["_ng_task_index"])
+            tasks.setdefault(key, []).append(row)
+    tied = sum(len(rows) for rows in tasks.values() if len({r["reward"] for r in rows}) == 1)
+    bj = tasks[("blackjack_gymnasium_agent", 0)]
+    assert len({orjson.dumps(r["responses_create_params"]["input"]) for r in bj}) == len(bj) > 1
+    res = gymray.prepare("dpo", input=[str(aalcr), str(blackjack)], output=str(tmp_path / "d"))
+    assert res.counts["filtered"] == {"tied_rewards": tied, "prompt_differs_within_task": len(bj)}
+    assert res.counts["input_lines"] == sum(len(rows) for rows in tasks.values())
+    report = (tmp_path / "d" / "report.md").read_text()
+    assert "Why no pairs" in report and "not their prompt" in report
+    # the same rollouts under GRPO: one task row per task, pass rate from all its rollouts
+    g = gymray.prepare("grpo", input=[str(aalcr), str(blackjack)], output=str(tmp_path / "g"),
+                       **{"split.val_fraction": 0})  # fmt: skip
+    rows = read_jsonl(tmp_path / "g" / "train.jsonl")
+    assert len(rows) == len(tasks) == g.counts["records"]["train"]
+    for r in rows:
+        expected = tasks[(r["agent_ref"]["name"], r["meta"]["task_index"])]
+        assert r["meta"]["rollouts"] == len(expected)
+        assert r["meta"]["pass_rate"] == pytest.approx(
+            sum(x["reward"] for x in expected) / len(expected)
+        )

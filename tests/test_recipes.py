@@ -106,7 +106,16 @@ def test_stratified_ignores_min_gap_and_pairs_across_thresholds():
 def test_pairs_only_within_one_prompt():
     ms = [member(0, 1.0, prompt="p1"), member(1, 0.0, prompt="p2")]
     res = dpo_pairs(ms, DPOSettings(), CHAT)
-    assert not res.records and statuses(res, ms) == [("filtered", "single_rollout_task")] * 2
+    assert not res.records and statuses(res, ms) == [("filtered", "prompt_differs_within_task")] * 2
+    ms.append(member(2, 0.0, prompt="p1"))  # now p1 has two rollouts: they pair
+    res = dpo_pairs(ms, DPOSettings(), CHAT)
+    assert statuses(res, ms) == [
+        ("used", None),
+        ("filtered", "prompt_differs_within_task"),
+        ("used", None),
+    ]
+    assert [anchor for _, anchor in res.records] == [0]
+    assert dpo_pairs(ms[:1], DPOSettings(), CHAT).status[0] == ("filtered", "single_rollout_task")
 
 
 def test_binary_needs_single_text_and_gives_strings():

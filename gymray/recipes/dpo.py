@@ -52,8 +52,11 @@ class DPORecipe(GroupedRecipe):
     def __init__(self, dpo: DPOSettings, chat: ChatSettings):
         self.dpo, self.chat = dpo, chat
 
+    def candidate(self, m: Member) -> tuple[list[dict], list[dict]] | str:
+        return _candidate(m, self.dpo, self.chat)
+
     def summarize(self, m: Member):
-        c = _candidate(m, self.dpo, self.chat)
+        c = self.candidate(m)
         if isinstance(c, str):
             return c
         context = orjson.dumps([c[0], m.rollout.tools], option=orjson.OPT_SORT_KEYS)
@@ -68,12 +71,17 @@ class DPORecipe(GroupedRecipe):
             else:
                 usable.setdefault(k.summary[0], []).append(k)
         for group in usable.values():
-            _pair_group(group, self.dpo, result)
+            if len(group) == 1 and len(usable) > 1:
+                # the task has other usable rollouts, all with other prompts
+                # (e.g. a game whose initial state is drawn per rollout)
+                result.drop(group[0], "prompt_differs_within_task")
+            else:
+                _pair_group(group, self.dpo, result)
         return result
 
     def build(self, members: list[Member], params: dict) -> dict:
         hi, lo = members
-        chosen, rejected = (_candidate(m, self.dpo, self.chat) for m in (hi, lo))
+        chosen, rejected = (self.candidate(m) for m in (hi, lo))
         if isinstance(chosen, str) or isinstance(rejected, str):
             raise RuntimeError(f"rollout changed between reads: {hi.source} / {lo.source}")
         return _record((hi, *chosen), (lo, *rejected), params["gap"], self.dpo)

@@ -43,6 +43,12 @@ def _dpo(settings: Settings, out: dict, per_task: np.ndarray) -> tuple[list[str]
             hints.append(
                 "every task has a single rollout: collect several per task (NeMo Gym num_repeats >= 2)"
             )
+        if filtered.get("prompt_differs_within_task"):
+            hints.append(
+                f"{filtered['prompt_differs_within_task']} rollouts share a task index with others but "
+                "not their prompt (the environment draws a new initial state per rollout), and a pair "
+                "needs one context: collect repeats of the same prompt, or use SFT/GRPO on these"
+            )
         if filtered.get("tied_rewards"):
             hints.append(
                 f"{filtered['tied_rewards']} rollouts are in tasks whose rollouts all scored the same: nothing to prefer"
