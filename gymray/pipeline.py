@@ -317,17 +317,16 @@ def process_lines(batch: pa.Table, settings: Settings, files: list[str]) -> pa.T
 # best-of-n) parse first into canonical rows, hash-partition them on the task,
 # and group within each block: Ray Data's groupby().map_groups is an order of
 # magnitude slower on 250k small groups.
+REJECT_COLUMNS = [  # set on rejects only
+    ("reason", pa.string()),
+    ("field", pa.string()),
+    ("detail", pa.string()),
+    ("raw", pa.large_binary()),
+]
 CANONICAL_SCHEMA = pa.schema(
-    [
-        ("file_id", pa.int32()),
-        ("line", pa.int64()),
-        ("task_hash", pa.int64()),
-        ("reason", pa.string()),  # set on rejects only
-        ("field", pa.string()),
-        ("detail", pa.string()),
-        ("raw", pa.large_binary()),
-        ("rollout", pa.large_binary()),  # the canonical rollout, JSON
-    ]
+    [("file_id", pa.int32()), ("line", pa.int64()), ("task_hash", pa.int64())]
+    + REJECT_COLUMNS
+    + [("rollout", pa.large_binary())]  # the canonical rollout, JSON, LZ4
 )
 
 
@@ -463,12 +462,9 @@ KEYS_SCHEMA = pa.schema(
         ("task_hash", pa.int64()),
         ("task_key", pa.string()),
         ("reward", pa.float64()),
-        ("reason", pa.string()),  # set on rejects only
-        ("field", pa.string()),
-        ("detail", pa.string()),
-        ("raw", pa.large_binary()),
-        ("summary", pa.large_binary()),  # the recipe's summarize(), JSON
     ]
+    + REJECT_COLUMNS
+    + [("summary", pa.large_binary())]  # the recipe's summarize(), JSON
 )
 
 
