@@ -203,6 +203,8 @@ class MemorySampler:
         self.timeline: list[tuple[float, int, int]] = []  # (t, rss sum, object store)
         self._t0 = 0.0
         self._shm0 = _shm_used()
+        self._machine0 = _machine_used()
+        self.peak_machine = 0
         self._state = None
         self._cpu: dict[int, float] = {}  # pid -> CPU seconds (last seen)
         self._role: dict[int, str] = {}
@@ -337,6 +339,7 @@ class MemorySampler:
         self.peak_private = max(self.peak_private, private)
         self.peak_object_store = max(self.peak_object_store, store)
         self.peak_shm = max(self.peak_shm, shm)
+        self.peak_machine = max(self.peak_machine, _machine_used() - self._machine0)
         self.peak_processes = max(self.peak_processes, n)
         self.samples += 1
         self.timeline.append((round(time.perf_counter() - self._t0, 2), rss, store))
@@ -405,6 +408,9 @@ class MemorySampler:
             "peak_driver_rss_gib": round(self.peak_driver_rss / GIB, 3),
             "peak_object_store_used_gib": round(self.peak_object_store / GIB, 3),
             "peak_dev_shm_growth_gib": round(self.peak_shm / GIB, 3),
+            # the whole machine's MemTotal - MemAvailable, above where it stood when
+            # prepare started (Ray already up): each physical page once
+            "peak_machine_used_growth_gib": round(self.peak_machine / GIB, 3),
             "peak_processes": self.peak_processes,
             "cpu_seconds_own": round(self.own_cpu, 1),
             "cpu_seconds_machine": round(self.machine_cpu, 1),
@@ -441,6 +447,20 @@ def _session_dir() -> str | None:
         return ray._private.worker.global_worker.node.get_session_dir_path()
     except Exception:
         return None
+
+
+def _machine_used() -> int:
+    """Memory the machine's processes hold (MemTotal - MemAvailable): page cache
+    that can be dropped is not counted, shared pages are counted once."""
+    info = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for row in f:
+                key, value = row.split(":", 1)
+                info[key] = int(value.split()[0]) * 1024
+    except OSError:
+        return 0
+    return info.get("MemTotal", 0) - info.get("MemAvailable", 0)
 
 
 def _shm_used() -> int:

@@ -40,7 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-TARGET_RATIO = 1.5
+TARGET_RATIO = 1.0  # the issue: at least as fast as the single-process loop
+AIM_RATIO = 1.3  # and its aim
 HERE = Path(__file__).resolve().parent
 
 
@@ -101,12 +102,28 @@ def baseline(corpus: Path, out_dir: Path) -> dict:
 
     dpo, chat = DPOSettings(), ChatSettings()
     try:
-        from gymray.recipes.dpo import dpo_pairs
+        from gymray.recipes.dpo import DPORecipe
+
+        class OnePass(DPORecipe):
+            """gymray's DPO recipe as one process runs it: with every rollout in
+            memory, each one's (context, completion) is computed once, not
+            again when its pair's record is built."""
+
+            def __call__(self, members):
+                self.memo = {}
+                return super().__call__(members)
+
+            def candidate(self, m):
+                if m.index not in self.memo:
+                    self.memo[m.index] = super().candidate(m)
+                return self.memo[m.index]
+
+        one_pass = OnePass(dpo, chat)
 
         def pairs(members):
-            return dpo_pairs(members, dpo, chat)
+            return one_pass(members)
 
-        recipe = "gymray.recipes.dpo.dpo_pairs(DPOSettings(), ChatSettings())"
+        recipe = "gymray.recipes.dpo.DPORecipe(DPOSettings(), ChatSettings()), candidates memoized per task"
     except ImportError:
 
         def pairs(members):
@@ -357,12 +374,19 @@ def main(argv: list[str] | None = None) -> int:
                 "load": b["load"],
                 "load_all_runs": [r["load"]["other_processes_cores_busy"] for r in b_runs],
             }
-        targets: dict = {"gymray_peak_memory_gib_max": C.TARGET_PEAK_GIB, "ratio_min": TARGET_RATIO}
+        targets: dict = {
+            "gymray_peak_memory_gib_max": C.TARGET_PEAK_GIB,
+            "ratio_min": TARGET_RATIO,
+            "ratio_aim": AIM_RATIO,
+        }
         if g:
             targets["gymray_peak_memory_met"] = (
                 summary["gymray"]["peak_memory_gib"] < C.TARGET_PEAK_GIB
             )
             targets["gymray_peak_pss_met"] = C.below_target(summary["gymray"]["peak_pss_sum_gib"])
+            targets["gymray_peak_machine_used_met"] = C.below_target(
+                g["memory"].get("peak_machine_used_growth_gib")
+            )
             summary["gymray_memory_timeline"] = {
                 "columns": ["seconds", "rss_sum_gib", "object_store_used_gib"],
                 "points": g["memory_timeline"],
@@ -390,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(g_runs) > 1:
                 summary["ratio_of_medians"] = round(b["median_seconds"] / g["median_seconds"], 3)
             targets["ratio_met"] = ratio >= TARGET_RATIO
+            targets["ratio_aim_met"] = ratio >= AIM_RATIO
         summary["targets"] = targets
     finally:
         if not a.keep_output:
