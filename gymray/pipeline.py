@@ -617,34 +617,37 @@ def build_block(
     inputs: list[InputFile],
     fmt: str,
     recipe,
-    plans_per_read: int = 4000,
+    plans_per_read: int = 2000,
 ) -> Iterator[pa.Table]:
-    """Build the records a block of sorted decisions plans: read back the lines
-    each needs (``plans_per_read`` plans at a time, sorted by position, so that
-    memory does not grow with the block) and keep the block's order."""
+    """Build the records a block of sorted decisions plans, ``plans_per_read``
+    at a time: read back the lines they need (sorted by position), and yield
+    each stretch of the block with its records in place, in the block's order,
+    so that memory does not grow with the block."""
     import orjson
     import pyarrow.compute as pc
 
     from gymray.recipes.common import Member
 
     names = [os.path.basename(f) for f in files]
-    has_plan = pc.is_valid(batch.column("plan"))
-    statuses = batch.filter(pc.invert(has_plan)).drop_columns(["plan"])
-    planned = batch.filter(has_plan)
-    cols = {name: planned.column(name).to_pylist() for name in PLAN_FIELDS + ("plan",)}
-    out = OutcomeBuilder(fmt)
+    has_plan = pc.is_valid(batch.column("plan")).to_numpy(zero_copy_only=False)
+    plan_rows = np.flatnonzero(has_plan)
+    statuses = batch.drop_columns(["plan"])
+    planned = batch.select(list(PLAN_FIELDS) + ["plan"])
+    start_row = 0
     with _LineReader(inputs, settings.storage) as reader:
-        for start in range(0, planned.num_rows, plans_per_read):
-            todo = [
-                (p, *orjson.loads(cols["plan"][p]))
-                for p in range(start, min(start + plans_per_read, planned.num_rows))
-            ]
+        for first in range(0, len(plan_rows), plans_per_read):
+            chunk = plan_rows[first : first + plans_per_read]
+            last = first + plans_per_read >= len(plan_rows)
+            end_row = batch.num_rows if last else int(chunk[-1]) + 1
+            rows = planned.take(pa.array(chunk, pa.int64())).to_pylist()
+            todo = [(row, *orjson.loads(row["plan"])) for row in rows]
             wanted = sorted(
                 {tuple(ref[:5]) for _, refs, _ in todo for ref in refs},
                 key=lambda ref: (ref[0], ref[2]),
             )
             raws = {ref: reader.read(*ref) for ref in wanted}
-            for p, refs, params in todo:
+            out = OutcomeBuilder(fmt)
+            for row, refs, params in todo:
                 members = [
                     Member(
                         parse_line(raws[tuple(ref[:5])], names[ref[0]], settings.chat.reasoning),
@@ -656,12 +659,24 @@ def build_block(
                 ]
                 record = recipe.build(members, params)
                 out.add(
-                    cols["file_id"][p], cols["line"][p], None, record=record,
-                    task_key=cols["task_key"][p], task_hash=cols["task_hash"][p],
-                    split_u=cols["split_u"][p], sub=cols["sub"][p], note=_note(record),
+                    row["file_id"], row["line"], None, record=record,
+                    task_key=row["task_key"], task_hash=row["task_hash"],
+                    split_u=row["split_u"], sub=row["sub"], note=_note(record),
                 )  # fmt: skip
-    merged = pa.concat_tables([statuses, out.table()])
-    yield merged.sort_by([(k, "ascending") for k in SORT_KEYS])
+            yield _merge(statuses, has_plan, start_row, end_row, out.table())
+            start_row = end_row
+    if start_row < batch.num_rows:  # a block without plans
+        yield _merge(statuses, has_plan, start_row, batch.num_rows, None)
+
+
+def _merge(statuses: pa.Table, has_plan, start: int, end: int, records: pa.Table | None):
+    """Rows ``[start, end)`` of a sorted block: its status rows, and the records
+    built for its plan rows, in sort order."""
+    keep = np.flatnonzero(~has_plan[start:end]) + start
+    part = statuses.take(pa.array(keep, pa.int64()))
+    if records is not None:
+        part = pa.concat_tables([part, records])
+    return part.sort_by([(k, "ascending") for k in SORT_KEYS])
 
 
 class _LineReader:
