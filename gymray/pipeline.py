@@ -486,55 +486,17 @@ def summarize_lines(batch: pa.Table, settings: Settings, files: list[str], recip
         strict=True,
     ):
         r = parse_line(raw, names[file_id], settings.chat.reasoning)
-        for name, value in (
-            ("file_id", file_id),
-            ("line", line),
-            ("offset", offset),
-            ("length", len(raw)),
-        ):
-            cols[name].append(value)
         if isinstance(r, Reject):
             # Rejects travel with the task of no one; spread them by line.
-            row = (
-                hash64(f"{file_id}:{line}"),
-                None,
-                None,
-                r.reason,
-                r.field,
-                r.detail,
-                raw,
-                None,
-                None,
-            )
+            row = {"task_hash": hash64(f"{file_id}:{line}"), "reason": r.reason,
+                   "field": r.field, "detail": r.detail, "raw": raw}  # fmt: skip
         else:
-            summary = orjson.dumps(recipe.summarize(Member(r, files[file_id], line, -1)))
-            row = (
-                hash64(r.task_key),
-                r.task_key,
-                r.reward,
-                None,
-                None,
-                None,
-                None,
-                summary,
-                zlib.crc32(raw),
-            )
-        for name, value in zip(
-            (
-                "task_hash",
-                "task_key",
-                "reward",
-                "reason",
-                "field",
-                "detail",
-                "raw",
-                "summary",
-                "crc",
-            ),
-            row,
-            strict=True,
-        ):
-            cols[name].append(value)
+            summary = recipe.summarize(Member(r, files[file_id], line, -1))
+            row = {"task_hash": hash64(r.task_key), "task_key": r.task_key, "reward": r.reward,
+                   "summary": orjson.dumps(summary), "crc": zlib.crc32(raw)}  # fmt: skip
+        row.update(file_id=file_id, line=line, offset=offset, length=len(raw))
+        for name, values in cols.items():
+            values.append(row.get(name))
     return pa.table(
         {f.name: pa.array(cols[f.name], type=f.type) for f in KEYS_SCHEMA}, schema=KEYS_SCHEMA
     )
@@ -558,7 +520,8 @@ def decide_block(
     from gymray.recipes.common import Key
 
     out = OutcomeBuilder(fmt)
-    c = {name: batch.column(name).to_pylist() for name in ("file_id", "line", "offset", "length", "crc", "task_hash", "task_key", "reward", "summary")}  # fmt: skip
+    rejects_only = {name for name, _ in REJECT_COLUMNS}  # read by _groups
+    c = {n: batch.column(n).to_pylist() for n in KEYS_SCHEMA.names if n not in rejects_only}
     file_ids, lines = c["file_id"], c["line"]
     plans: dict[str, list] = {name: [] for name in PLAN_FIELDS + ("plan",)}
     seed = settings.split.seed
@@ -576,23 +539,17 @@ def decide_block(
             seed,
         )
         for sub, (anchor, need, params) in enumerate(result.plans, start=1):
-            i = idx[anchor]
+            # where each line is: what _LineReader.read takes, and the member's index
             refs = [
                 [file_ids[j], lines[j], c["offset"][j], c["length"][j], c["crc"][j], k]
-                for k in need
-                for j in (idx[k],)
+                for k, j in ((k, idx[k]) for k in need)
             ]
-            row = (
-                file_ids[i],
-                lines[i],
-                sub,
-                th,
-                c["task_key"][i],
-                unit_interval(c["task_key"][i], seed),
-                orjson.dumps([refs, params]),
-            )
-            for name, value in zip(PLAN_FIELDS + ("plan",), row, strict=True):
-                plans[name].append(value)
+            i = idx[anchor]
+            row = {"file_id": file_ids[i], "line": lines[i], "sub": sub, "task_hash": th,
+                   "task_key": c["task_key"][i], "split_u": unit_interval(c["task_key"][i], seed),
+                   "plan": orjson.dumps([refs, params])}  # fmt: skip
+            for name, values in plans.items():
+                values.append(row[name])
     schema = decision_schema(fmt)
     statuses = out.table()
     statuses = statuses.append_column("plan", pa.nulls(statuses.num_rows, pa.large_binary()))
