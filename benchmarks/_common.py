@@ -650,6 +650,62 @@ def below_target(gib: float | None) -> bool | None:
     return None if gib is None else gib < TARGET_PEAK_GIB
 
 
+def judge(
+    summary: dict,
+    g: dict | None,
+    b: dict | None,
+    g_runs: list[dict],
+    compare: bool,
+    ratio_min: float,
+    ratio_aim: float | None = None,
+) -> None:
+    """Fill ``summary`` with what the two sides are judged by: ``check`` (same
+    counts, same record lines), the ratio, ``targets`` and gymray's memory timeline."""
+    targets: dict = {"gymray_peak_memory_gib_max": TARGET_PEAK_GIB, "ratio_min": ratio_min}
+    if ratio_aim is not None:
+        targets["ratio_aim"] = ratio_aim
+    if g:
+        sg = summary["gymray"]
+        targets["gymray_peak_memory_met"] = sg["peak_memory_gib"] < TARGET_PEAK_GIB
+        targets["gymray_peak_pss_met"] = below_target(sg["peak_pss_sum_gib"])
+        targets["gymray_peak_machine_used_met"] = below_target(
+            g["memory"].get("peak_machine_used_growth_gib")
+        )
+        summary["gymray_memory_timeline"] = {
+            "columns": ["seconds", "rss_sum_gib", "object_store_used_gib"],
+            "points": g["memory_timeline"],
+        }
+    if g and b:
+        ratio = b["seconds"] / g["seconds"]
+        gc, bc = g["counts"], b["counts"]
+        same_records = sum(gc["records"].values()) == bc["records"]
+        check: dict = {
+            "same_record_count": same_records,
+            "same_counts": same_records
+            and gc["input_lines"] == bc["input_lines"]
+            and gc["used"] == bc["used"]
+            and gc["filtered"] == bc["filtered"]
+            and gc["rejected"] == bc["rejected"],
+        }
+        if compare:
+            gp = g["paths"]
+            gn, gd = line_multiset_digest(
+                [Path(gp["train"])] + ([Path(gp["val"])] if gp.get("val") else [])
+            )
+            bn, bd = line_multiset_digest([Path(b["train"])])
+            check.update(
+                {"gymray_lines": gn, "baseline_lines": bn, "same_lines_multiset": gd == bd}
+            )
+        summary["check"] = check
+        summary["ratio_baseline_over_gymray"] = round(ratio, 3)
+        if len(g_runs) > 1:
+            summary["ratio_of_medians"] = round(b["median_seconds"] / g["median_seconds"], 3)
+        targets["ratio_met"] = ratio >= ratio_min
+        if ratio_aim is not None:
+            targets["ratio_aim_met"] = ratio >= ratio_aim
+    summary["targets"] = targets
+
+
 def with_gymray_load(run: dict) -> dict:
     """A gymray run with its `load` (own vs other processes' CPU) attached."""
     m = run["memory"]

@@ -374,48 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 "load": b["load"],
                 "load_all_runs": [r["load"]["other_processes_cores_busy"] for r in b_runs],
             }
-        targets: dict = {
-            "gymray_peak_memory_gib_max": C.TARGET_PEAK_GIB,
-            "ratio_min": TARGET_RATIO,
-            "ratio_aim": AIM_RATIO,
-        }
-        if g:
-            targets["gymray_peak_memory_met"] = (
-                summary["gymray"]["peak_memory_gib"] < C.TARGET_PEAK_GIB
-            )
-            targets["gymray_peak_pss_met"] = C.below_target(summary["gymray"]["peak_pss_sum_gib"])
-            targets["gymray_peak_machine_used_met"] = C.below_target(
-                g["memory"].get("peak_machine_used_growth_gib")
-            )
-            summary["gymray_memory_timeline"] = {
-                "columns": ["seconds", "rss_sum_gib", "object_store_used_gib"],
-                "points": g["memory_timeline"],
-            }
-        if g and b:
-            ratio = b["seconds"] / g["seconds"]
-            gc, bc = g["counts"], b["counts"]
-            check: dict = {
-                "same_record_count": sum(gc["records"].values()) == bc["records"],
-                "same_counts": gc["input_lines"] == bc["input_lines"]
-                and gc["used"] == bc["used"]
-                and gc["filtered"] == bc["filtered"]
-                and gc["rejected"] == bc["rejected"],
-            }
-            if not a.no_compare:
-                gp = g["paths"]
-                paths = [Path(gp["train"])] + ([Path(gp["val"])] if gp.get("val") else [])
-                gn, gd = C.line_multiset_digest(paths)
-                bn, bd = C.line_multiset_digest([Path(b["train"])])
-                check.update(
-                    {"gymray_lines": gn, "baseline_lines": bn, "same_lines_multiset": gd == bd}
-                )
-            summary["check"] = check
-            summary["ratio_baseline_over_gymray"] = round(ratio, 3)
-            if len(g_runs) > 1:
-                summary["ratio_of_medians"] = round(b["median_seconds"] / g["median_seconds"], 3)
-            targets["ratio_met"] = ratio >= TARGET_RATIO
-            targets["ratio_aim_met"] = ratio >= AIM_RATIO
-        summary["targets"] = targets
+        C.judge(summary, g, b, g_runs, not a.no_compare, TARGET_RATIO, AIM_RATIO)
     finally:
         if not a.keep_output:
             shutil.rmtree(run_dir, ignore_errors=True)

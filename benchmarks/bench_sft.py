@@ -279,52 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 "load": b["load"],
                 "load_all_runs": [r["load"]["other_processes_cores_busy"] for r in b_runs],
             }
-        if g and b:
-            ratio = b["seconds"] / g["seconds"]
-            gc, bc = g["counts"], b["counts"]
-            same_counts = (
-                gc["input_lines"] == bc["input_lines"]
-                and gc["used"] == bc["used"]
-                and sum(gc["records"].values()) == bc["records"]
-                and gc["filtered"] == bc["filtered"]
-                and gc["rejected"] == bc["rejected"]
-            )
-            check: dict = {"same_counts": same_counts}
-            if not a.no_compare:
-                gp = g["paths"]
-                gn, gd = C.line_multiset_digest(
-                    [Path(gp["train"]), Path(gp["val"])] if gp.get("val") else [Path(gp["train"])]
-                )
-                bn, bd = C.line_multiset_digest([Path(b["train"])])
-                check.update(
-                    {
-                        "gymray_lines": gn,
-                        "baseline_lines": bn,
-                        "same_lines_multiset": gd == bd,
-                    }
-                )
-            summary["check"] = check
-            summary["ratio_baseline_over_gymray"] = round(ratio, 3)
-            summary["targets"] = {
-                "ratio_min": TARGET_RATIO,
-                "ratio_met": ratio >= TARGET_RATIO,
-                "gymray_peak_memory_gib_max": C.TARGET_PEAK_GIB,
-                "gymray_peak_memory_met": summary["gymray"]["peak_memory_gib"] < C.TARGET_PEAK_GIB,
-                "gymray_peak_pss_met": C.below_target(summary["gymray"]["peak_pss_sum_gib"]),
-            }
-            if len(g_runs) > 1:
-                summary["ratio_of_medians"] = round(b["median_seconds"] / g["median_seconds"], 3)
-        elif g:
-            summary["targets"] = {
-                "gymray_peak_memory_gib_max": C.TARGET_PEAK_GIB,
-                "gymray_peak_memory_met": summary["gymray"]["peak_memory_gib"] < C.TARGET_PEAK_GIB,
-                "gymray_peak_pss_met": C.below_target(summary["gymray"]["peak_pss_sum_gib"]),
-            }
-        if g:
-            summary["gymray_memory_timeline"] = {
-                "columns": ["seconds", "rss_sum_gib", "object_store_used_gib"],
-                "points": g["memory_timeline"],
-            }
+        C.judge(summary, g, b, g_runs, not a.no_compare, TARGET_RATIO)
     finally:
         if not a.keep_output:
             shutil.rmtree(run_dir, ignore_errors=True)
