@@ -347,34 +347,40 @@ _LZ4 = pa.Codec("lz4")
 
 
 def parse_rollouts(batch: pa.Table, settings: Settings, files: list[str]) -> pa.Table:
+    """Parse a block of lines into canonical rows: rejects, or the rollout itself."""
+    return _parsed_table(
+        batch, settings, files, CANONICAL_SCHEMA,
+        lambda r, file_id, line, raw: {
+            "task_hash": hash64(r.task_key), "rollout": _rollout_json(r, settings.algo)
+        },
+    )  # fmt: skip
+
+
+def _parsed_table(batch: pa.Table, settings: Settings, files: list[str], schema, fields):
+    """Parse a block of lines into rows of ``schema``: a reject's reason columns,
+    or ``fields(rollout, file_id, line, raw)`` for a rollout; every row also has
+    its line's ``file_id``, ``line``, ``offset`` and ``length`` (where ``schema``
+    has them)."""
     names = [os.path.basename(f) for f in files]
-    cols: dict[str, list] = {f.name: [] for f in CANONICAL_SCHEMA}
-    for file_id, line, raw in zip(
+    cols: dict[str, list] = {f.name: [] for f in schema}
+    for file_id, line, offset, raw in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),
+        batch.column("offset").to_pylist(),
         batch.column("raw").to_pylist(),
         strict=True,
     ):
         r = parse_line(raw, names[file_id], settings.chat.reasoning)
-        cols["file_id"].append(file_id)
-        cols["line"].append(line)
         if isinstance(r, Reject):
             # Rejects travel with the task of no one; spread them by line.
-            cols["task_hash"].append(hash64(f"{file_id}:{line}"))
-            cols["reason"].append(r.reason)
-            cols["field"].append(r.field)
-            cols["detail"].append(r.detail)
-            cols["raw"].append(raw)
-            cols["rollout"].append(None)
+            row = {"task_hash": hash64(f"{file_id}:{line}"), "reason": r.reason,
+                   "field": r.field, "detail": r.detail, "raw": raw}  # fmt: skip
         else:
-            cols["task_hash"].append(hash64(r.task_key))
-            for k in ("reason", "field", "detail", "raw"):
-                cols[k].append(None)
-            cols["rollout"].append(_rollout_json(r, settings.algo))
-    return pa.table(
-        {f.name: pa.array(cols[f.name], type=f.type) for f in CANONICAL_SCHEMA},
-        schema=CANONICAL_SCHEMA,
-    )
+            row = fields(r, file_id, line, raw)
+        row.update(file_id=file_id, line=line, offset=offset, length=len(raw))
+        for name, values in cols.items():
+            values.append(row.get(name))
+    return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in schema}, schema=schema)
 
 
 def _rollout_from_json(data: bytes):
@@ -476,30 +482,12 @@ def summarize_lines(batch: pa.Table, settings: Settings, files: list[str], recip
 
     from gymray.recipes.common import Member
 
-    names = [os.path.basename(f) for f in files]
-    cols: dict[str, list] = {f.name: [] for f in KEYS_SCHEMA}
-    for file_id, line, offset, raw in zip(
-        batch.column("file_id").to_pylist(),
-        batch.column("line").to_pylist(),
-        batch.column("offset").to_pylist(),
-        batch.column("raw").to_pylist(),
-        strict=True,
-    ):
-        r = parse_line(raw, names[file_id], settings.chat.reasoning)
-        if isinstance(r, Reject):
-            # Rejects travel with the task of no one; spread them by line.
-            row = {"task_hash": hash64(f"{file_id}:{line}"), "reason": r.reason,
-                   "field": r.field, "detail": r.detail, "raw": raw}  # fmt: skip
-        else:
-            summary = recipe.summarize(Member(r, files[file_id], line, -1))
-            row = {"task_hash": hash64(r.task_key), "task_key": r.task_key, "reward": r.reward,
-                   "summary": orjson.dumps(summary), "crc": zlib.crc32(raw)}  # fmt: skip
-        row.update(file_id=file_id, line=line, offset=offset, length=len(raw))
-        for name, values in cols.items():
-            values.append(row.get(name))
-    return pa.table(
-        {f.name: pa.array(cols[f.name], type=f.type) for f in KEYS_SCHEMA}, schema=KEYS_SCHEMA
-    )
+    def key(r, file_id: int, line: int, raw: bytes) -> dict:
+        summary = recipe.summarize(Member(r, files[file_id], line, -1))
+        return {"task_hash": hash64(r.task_key), "task_key": r.task_key, "reward": r.reward,
+                "summary": orjson.dumps(summary), "crc": zlib.crc32(raw)}  # fmt: skip
+
+    return _parsed_table(batch, settings, files, KEYS_SCHEMA, key)
 
 
 PLAN_FIELDS = ("file_id", "line", "sub", "task_hash", "task_key", "split_u")
