@@ -677,11 +677,13 @@ def _seekable(f: InputFile) -> bool:
     return not is_remote(f.uri) and not f.path.endswith(".gz")
 
 
-def shuffle_mode(settings: Settings, inputs: list[InputFile]) -> str:
-    """``keys`` (shuffle small keys, read used lines back by offset) needs inputs
-    that can be read at an offset cheaply: local uncompressed files, or copies of
-    the others in ``ray.scratch``. Without a scratch directory, ``.gz`` and
-    object-store inputs shuffle whole rollouts."""
+def shuffle_mode(settings: Settings, inputs: list[InputFile]) -> tuple[str, bool]:
+    """What grouped recipes shuffle, and whether inputs are copied to
+    ``ray.scratch`` first. ``keys`` (shuffle small keys, read used lines back by
+    offset) needs inputs that can be read at an offset cheaply: local
+    uncompressed files, or copies of the others in ``ray.scratch``. Without a
+    scratch directory, ``.gz`` and object-store inputs shuffle whole rollouts
+    (``ray.shuffle=keys`` forces ranged reads on uncompressed objects)."""
     mode = settings.ray.shuffle
     gz = any(f.path.endswith(".gz") for f in inputs)
     if mode == "keys" and gz and not settings.ray.scratch:
@@ -690,9 +692,10 @@ def shuffle_mode(settings: Settings, inputs: list[InputFile]) -> str:
             "set ray.scratch=<a directory every Ray node can read> for uncompressed copies, "
             "or use ray.shuffle=rollouts"
         )
-    if mode != "auto":
-        return mode
-    return "keys" if settings.ray.scratch or all(_seekable(f) for f in inputs) else "rollouts"
+    seekable = all(_seekable(f) for f in inputs)
+    if mode == "auto":
+        mode = "keys" if settings.ray.scratch or seekable else "rollouts"
+    return mode, mode == "keys" and not seekable and bool(settings.ray.scratch)
 
 
 class _ScratchCopies:
@@ -822,9 +825,9 @@ def run_pipeline(
     block_bytes = settings.ray.block_bytes
     storage = settings.storage
     grouped = settings.algo != "sft" or settings.sft.best_of_n
-    shuffle = shuffle_mode(settings, inputs) if grouped else None
+    shuffle, copy = shuffle_mode(settings, inputs) if grouped else (None, False)
     copies = None
-    if shuffle == "keys" and not all(_seekable(f) for f in inputs):
+    if copy:
         copies = _ScratchCopies(settings.ray.scratch, inputs, storage)
         inputs = copies.inputs  # read from the copies from here on
 

@@ -633,3 +633,18 @@ def test_grouped_recipe_from_s3_shuffles_keys_with_scratch_copies(s3, tmp_path):
         assert keyed == (tmp_path / "out-rollouts" / name).read_bytes(), name
     first = json.loads((tmp_path / "out-keys" / "train.jsonl").read_bytes().split(b"\n")[0])
     assert all(s["file"].startswith("s3://") for s in first["meta"]["source"])
+    # Forced keys on plain objects without scratch: lines read back with ranged reads.
+    plain = uri("grouped/part-[12].jsonl")
+    for mode in ("keys", "rollouts"):
+        out = tmp_path / f"plain-{mode}"
+        p = subprocess.run(
+            [sys.executable, "-m", "gymray.run", "dpo", f"input={plain}", f"output={out}",
+             *SMALL_RAY, f"ray.shuffle={mode}", "--prepare-only"],
+            env=cli_env(s3), cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert json.loads((out / MANIFEST).read_text())["stats"]["shuffle"] == mode
+    for name in ("train.jsonl", "val.jsonl", "filtered.jsonl"):
+        keyed = (tmp_path / "plain-keys" / name).read_bytes()
+        assert keyed == (tmp_path / "plain-rollouts" / name).read_bytes(), name
+    assert (tmp_path / "plain-keys" / "train.jsonl").read_bytes()
