@@ -599,6 +599,7 @@ def dedup_key():
     gymray computes them (the helpers moved between versions)."""
     try:
         from gymray.records import content_hashes, encode
+
         from gymray.rollouts import hash64
 
         def key(record: dict, tools: list) -> tuple[int, bytes]:
@@ -607,7 +608,6 @@ def dedup_key():
 
     except ImportError:
         import orjson
-
         from gymray.pipeline import record_hashes
 
         def key(record: dict, tools: list) -> tuple[int, bytes]:

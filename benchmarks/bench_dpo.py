@@ -50,6 +50,7 @@ def _own_pairs(members, min_gap: float, chat):
     """Best vs worst of a task's usable rollouts when the reward gap is >= min_gap
     (used only while gymray has no DPO recipe)."""
     from gymray.recipes.common import GroupResult, meta_of
+
     from gymray.recipes.sft import complete_conversation
 
     result = GroupResult()
@@ -94,9 +95,9 @@ def _own_pairs(members, min_gap: float, chat):
 def baseline(corpus: Path, out_dir: Path) -> dict:
     """The single-process loop; runs in its own interpreter (see ``--_baseline``)."""
     import orjson
+    from gymray.recipes.common import Member
 
     from gymray.config import ChatSettings, DPOSettings
-    from gymray.recipes.common import Member
     from gymray.rollouts import Reject, parse_line
     from gymray.storage import expand_inputs
 

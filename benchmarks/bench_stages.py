@@ -59,13 +59,13 @@ def main() -> int:
     import _common as C
     import orjson
     import pyarrow as pa
+    from gymray.pipeline import OutcomeBuilder, process_lines, read_lines
+    from gymray.writer import DatasetSink
 
     from gymray.config import load_settings
-    from gymray.pipeline import OutcomeBuilder, process_lines, read_lines
     from gymray.recipes.sft import sft_record
     from gymray.rollouts import Reject, parse_line, unit_interval
     from gymray.storage import Staging, expand_inputs
-    from gymray.writer import DatasetSink
 
     out = tempfile.mkdtemp(prefix="gymray-stages-")
     overrides = {"input": [str(a.corpus)], "output": os.path.join(out, "ds")}

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from gymray.api import PrepareResult, prepare, run, submit  # noqa: E402
+from gymray.api import PrepareResult, load, prepare, run, submit  # noqa: E402
 
-__all__ = ["PrepareResult", "prepare", "run", "submit", "__version__"]
+__all__ = ["PrepareResult", "__version__", "load", "prepare", "run", "submit"]

@@ -14,7 +14,28 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 Reasoning = Literal["drop", "reasoning_content", "think"]
+
+
+class ChatSettings(BaseModel):
+    """``chat.*``: how Responses API trajectories become chat messages."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    reasoning: Reasoning = Field(
+        "drop",
+        description="reasoning items: drop them, put them in reasoning_content, or wrap them in <think> tags",
+    )
+    images: Literal["keep", "filter"] = Field(
+        "keep", description="keep image parts, or filter rows with images (text-only)"
+    )
+    incomplete: Literal["trim", "filter"] = Field(
+        "trim",
+        description="a trajectory that does not end on an assistant turn: trim it to its last complete turn, or filter it",
+    )
+
 
 TEXT_PART_TYPES = ("input_text", "output_text", "text", "summary_text", "reasoning_text")
 IMAGE_PART_TYPES = ("input_image", "image_url", "image")

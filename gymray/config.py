@@ -1,7 +1,11 @@
-"""gymray's own settings: pydantic models, loaded with OmegaConf.
+"""gymray's settings: every model, and how they are loaded and merged.
 
 One place decides precedence (lowest first):
 built-in defaults < ``configs/<algo>.yaml`` < ``--config`` files < ``key=value``.
+
+Each algorithm's own section (``sft.*``, ``dpo.*``, ...) is declared by its
+recipe (:mod:`gymray.recipes`); :class:`Settings` gets one field per registered
+recipe, so an algorithm added there is configurable here with no change.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model, field_validator
 
-ALGOS = ("grpo", "sft", "dpo")
+from gymray.chat import ChatSettings
+from gymray.errors import ConfigError
+from gymray.recipes import ALGOS, REGISTRY
+from gymray.recipes.base import Section
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLE_INPUT = str(PACKAGE_DIR / "samples" / "rollouts.jsonl")
 
@@ -31,63 +39,24 @@ def configs_dir() -> Path:
     return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "gymray" / "configs"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ChatSettings(Strict):
-    reasoning: Literal["drop", "reasoning_content", "think"] = Field(
-        "drop",
-        description="reasoning items: drop them, put them in reasoning_content, or wrap them in <think> tags",
+class SplitSettings(Section):
+    val_fraction: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="share of tasks in val (at least one when there are >= 2 tasks; 0 for none)",
     )
-    images: Literal["keep", "filter"] = Field(
-        "keep", description="keep image parts, or filter rows with images (text-only)"
-    )
-    incomplete: Literal["trim", "filter"] = Field(
-        "trim",
-        description="a trajectory that does not end on an assistant turn: trim it to its last complete turn, or filter it",
-    )
+    seed: int = Field(0, description="seed of the task hash that splits train and val")
 
 
-class SplitSettings(Strict):
-    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
-    seed: int = 0
-
-
-class SFTSettings(Strict):
-    format: Literal["openai", "simple"] = "openai"
-    reward_threshold: float | None = 0.95
-    drop_truncated: bool = True
-    best_of_n: bool = False
-    dedup: bool = True
-    min_examples: int = Field(
-        100, description="warn when fewer training records than this are written"
-    )
-
-
-class DPOSettings(Strict):
-    strategy: Literal["same_prompt", "stratified"] = "same_prompt"
-    min_gap: float = Field(0.2, ge=0.0, description="in the environment's own reward units")
-    pairing: Literal["best_vs_worst", "all"] = "best_vs_worst"
-    max_pairs_per_task: int = Field(4, ge=1)
-    high_threshold: float = 0.7
-    low_threshold: float = 0.4
-    format: Literal["preference", "binary"] = "preference"
-    drop_truncated: bool = False
-
-
-class GRPOSettings(Strict):
-    format: Literal["auto", "nemo_gym", "math"] = "auto"
-    reward_threshold: float | None = 0.0
-    pass_rate: tuple[float, float] | None = None
-
-
-class RaySettings(Strict):
+class RaySettings(Section):
     address: str | None = Field(
-        None, description="Ray address; default: RAY_ADDRESS, else a local Ray started by gymray"
+        None, description="Ray to use; default: RAY_ADDRESS, else a local Ray started by gymray"
     )
-    num_cpus: int | None = None
-    object_store_memory: int | None = None
+    num_cpus: int | None = Field(None, description="CPUs of a local Ray gymray starts")
+    object_store_memory: int | None = Field(
+        None, description="object store bytes of a local Ray gymray starts"
+    )
     block_bytes: int = Field(16 << 20, ge=1024, description="raw bytes of rollout lines per block")
     split_bytes: int = Field(
         256 << 20,
@@ -110,7 +79,7 @@ class RaySettings(Strict):
     )
 
 
-class StorageSettings(Strict):
+class StorageSettings(Section):
     # Credentials never go here (settings are recorded in the manifest): they come
     # from the environment (AWS_ACCESS_KEY_ID..., GOOGLE_APPLICATION_CREDENTIALS).
     endpoint_url: str | None = Field(
@@ -118,7 +87,7 @@ class StorageSettings(Strict):
         description="S3-compatible endpoint, e.g. http://minio:9000 (default: AWS_ENDPOINT_URL)",
     )
     region: str | None = Field(None, description="S3 region (default: AWS_REGION)")
-    anonymous: bool = False
+    anonymous: bool = Field(False, description="read object stores without credentials")
     materialize_to: str | None = Field(
         None,
         description="shared local directory to copy an object-store dataset's train/val "
@@ -126,20 +95,91 @@ class StorageSettings(Strict):
     )
 
 
-class Settings(Strict):
-    algo: Literal["grpo", "sft", "dpo"]
-    input: list[str] = Field(default_factory=lambda: [SAMPLE_INPUT])
-    output: str = ""
-    overwrite: bool = False
-    tasks: list[str] = Field(default_factory=list)
+class JobSettings(Section):
+    """How to launch NeMo RL as a Ray Job (``job.*``)."""
+
+    nemo_rl_dir: str | None = Field(
+        None,
+        description="absolute path of the NeMo RL checkout on the cluster nodes (the job cds there)",
+    )
+    launcher: str = Field(
+        "uv run python", description="runs the script: `uv run python`, `python`, or a path"
+    )
+    base_config: str | None = Field(
+        None,
+        description="NeMo RL base config, relative to nemo_rl_dir or absolute (default per algorithm)",
+    )
+    script: str | None = Field(
+        None, description="NeMo RL entrypoint relative to nemo_rl_dir (default per algorithm)"
+    )
+    runs_dir: str | None = Field(
+        None, description="where run configs, checkpoints and logs go (default <dataset>/runs)"
+    )
+    env_vars: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="environment of the training job; values are secrets (redacted)",
+    )
+    pass_env: list[str] = Field(
+        default_factory=list,
+        description="names of variables copied from gymray's own environment",
+    )
+    address: str | None = Field(
+        None,
+        description="job API (http://head:8265); default: the connected cluster, "
+        "RAY_API_SERVER_ADDRESS or RAY_ADDRESS",
+    )
+    entrypoint_num_cpus: float | None = Field(1, description="CPUs held by the training driver")
+    entrypoint_num_gpus: float | None = Field(None, description="GPUs held by the driver")
+    entrypoint_memory: int | None = Field(None, description="memory (bytes) held by the driver")
+    entrypoint_resources: dict[str, float] = Field(
+        default_factory=dict, description="custom resources held by the driver"
+    )
+    submission_id: str | None = Field(
+        None, description="override the deterministic job id (e.g. to train again)"
+    )
+    metadata: dict[str, str] = Field(default_factory=dict, description="extra Ray Job metadata")
+    timeout_s: float | None = Field(
+        None, description="give up waiting after this long (exit 6); the job keeps running"
+    )
+    on_failed: Literal["report", "retry"] = Field(
+        "report",
+        description="when this step's job already FAILED/STOPPED: report it, or submit a new attempt",
+    )
+    check_resources: bool = Field(
+        True,
+        description="refuse entrypoint resources larger than the cluster's (off for autoscaling)",
+    )
+
+    def env(self) -> dict[str, str]:
+        """The job's environment variables, with real values (never print this)."""
+        out: dict[str, str] = {}
+        for name in self.pass_env:
+            if name not in os.environ:
+                raise ConfigError(
+                    f"job.pass_env names {name}, which is not set in gymray's environment"
+                )
+            out[name] = os.environ[name]
+        out.update({k: v.get_secret_value() for k, v in self.env_vars.items()})
+        return out
+
+
+class SettingsBase(Section):
+    algo: str = Field(description="the algorithm: " + ", ".join(ALGOS))
+    input: list[str] = Field(
+        default_factory=lambda: [SAMPLE_INPUT],
+        description="rollout files, directories, globs (local, s3://, gs://), one or a list",
+    )
+    output: str = Field("", description="dataset directory (default gymray-output/<algo>)")
+    overwrite: bool = Field(False, description="replace a gymray dataset built with other settings")
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="NeMo Gym task files or *_materialized_inputs.jsonl (GRPO ground truth)",
+    )
     chat: ChatSettings = Field(default_factory=ChatSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
-    sft: SFTSettings = Field(default_factory=SFTSettings)
-    dpo: DPOSettings = Field(default_factory=DPOSettings)
-    grpo: GRPOSettings = Field(default_factory=GRPOSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
-    job: dict[str, Any] = Field(default_factory=dict)
+    job: JobSettings = Field(default_factory=JobSettings)
     nemo_rl: dict[str, Any] = Field(default_factory=dict, description="NeMo RL config overrides")
 
     @field_validator("input", "tasks", mode="before")
@@ -147,11 +187,19 @@ class Settings(Strict):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("algo")
+    @classmethod
+    def _known_algo(cls, v: str) -> str:
+        if v not in REGISTRY:
+            raise ValueError(f"unknown algorithm {v!r}: choose one of {', '.join(ALGOS)}")
+        return v
+
     def model_post_init(self, _: Any) -> None:
         if not self.output:
             self.output = str(Path("gymray-output") / self.algo)
 
-    def recipe(self) -> BaseModel:
+    def section(self) -> Section:
+        """The running algorithm's own settings (``settings.<algo>``)."""
         return getattr(self, self.algo)
 
     def fingerprint_settings(self) -> dict:
@@ -161,32 +209,41 @@ class Settings(Strict):
         return {k: v for k, v in d.items() if k in keep}
 
 
-class ConfigError(ValueError):
-    """A setting is wrong; the message says which and what to do."""
+Settings = create_model(
+    "Settings",
+    __base__=SettingsBase,
+    __doc__="All of gymray's settings; one section per registered algorithm.",
+    **{
+        name: (cls.settings, Field(default_factory=cls.settings, description=cls.help))
+        for name, cls in sorted(REGISTRY.items())
+    },
+)
+
+# Sub-trees whose keys are checked elsewhere: nemo_rl.* against the NeMo RL
+# checkout when the job is built.
+CHECKED_ELSEWHERE = ("nemo_rl",)
+FREE_MAPPINGS = ("job.env_vars", "job.metadata", "job.entrypoint_resources")
 
 
-# Sub-trees whose keys are checked elsewhere: job.* by JobSettings (in
-# load_settings), nemo_rl.* against the NeMo RL checkout when the job is built.
-CHECKED_ELSEWHERE = ("nemo_rl", "job")
-
-
-def _known_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+def known_paths(model: type = Settings, prefix: str = "") -> list[str]:
+    """Every settings key, dotted: ``sft.format``, ``ray.block_bytes``, ..."""
     out = []
     for name, f in model.model_fields.items():
         path = f"{prefix}{name}"
         out.append(path)
         ann = f.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            out.extend(_known_paths(ann, path + "."))
+            out.extend(known_paths(ann, path + "."))
     return out
 
 
 def _leaf_paths(d: dict, prefix: str = "") -> list[str]:
     out = []
     for k, v in d.items():
-        if not prefix and k in CHECKED_ELSEWHERE:
-            continue
         path = f"{prefix}{k}"
+        if (not prefix and k in CHECKED_ELSEWHERE) or path in FREE_MAPPINGS:
+            out.append(path)
+            continue
         out.extend(_leaf_paths(v, path + ".") if isinstance(v, dict) and v else [path])
     return out
 
@@ -201,12 +258,40 @@ def check_keys(cfg: dict, known: list[str]) -> None:
         raise ConfigError(f"unknown setting '{path}'{hint}")
 
 
+def _validation_error(e: ValidationError, prefix: str = "") -> ConfigError:
+    msgs = []
+    for err in e.errors():
+        loc = prefix + ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(loc, known_paths(), n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            msgs.append(f"unknown setting '{loc}'{hint}")
+        else:
+            msgs.append(f"{loc}: {err['msg']} (got {err.get('input')!r:.80})")
+    return ConfigError("invalid settings: " + "; ".join(msgs))
+
+
+def with_job(settings: SettingsBase, job: dict | None, nemo_rl: dict | None) -> SettingsBase:
+    """``settings`` with ``job.*`` keys and NeMo RL overrides added (the API's submit)."""
+    try:
+        merged = JobSettings.model_validate(
+            {**settings.job.model_dump(exclude_unset=True), **(job or {})}
+        )
+    except ValidationError as e:
+        raise _validation_error(e, "job.") from None
+    return settings.model_copy(
+        update={"job": merged, "nemo_rl": {**settings.nemo_rl, **(nemo_rl or {})}}
+    )
+
+
 def load_settings(
     algo: str, overrides: list[str] | dict | None = None, config_files: list[str] | None = None
-) -> Settings:
+) -> SettingsBase:
     """Merge defaults, ``configs/<algo>.yaml``, config files and overrides; validate."""
-    if algo not in ALGOS:
-        raise ConfigError(f"unknown algorithm '{algo}': choose one of {', '.join(ALGOS)}")
+    if algo not in REGISTRY:
+        close = difflib.get_close_matches(algo, ALGOS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown algorithm '{algo}'{hint}: choose one of {', '.join(ALGOS)}")
     layers = []
     template = configs_dir() / f"{algo}.yaml"
     if template.is_file():
@@ -228,28 +313,8 @@ def load_settings(
     merged = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True) if layers else {}
     merged = dict(merged or {})
     merged.pop("algo", None)
-    check_keys(merged, _known_paths(Settings))
+    check_keys(merged, known_paths())
     try:
-        settings = Settings(algo=algo, **merged)
-        if settings.job:
-            from gymray.jobs import JobSettings
-
-            JobSettings(**settings.job)  # refuse a bad job.* key now, not after prepare
-        return settings
+        return Settings(algo=algo, **merged)
     except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            if e.title == "JobSettings":
-                loc = f"job.{loc}"
-                if err["type"] == "extra_forbidden":
-                    from gymray.jobs import JobSettings
-
-                    close = difflib.get_close_matches(
-                        str(err["loc"][0]), list(JobSettings.model_fields), n=1
-                    )
-                    hint = f"; did you mean 'job.{close[0]}'?" if close else ""
-                    msgs.append(f"unknown setting '{loc}'{hint}")
-                    continue
-            msgs.append(f"{loc}: {err['msg']} (got {err.get('input')!r:.80})")
-        raise ConfigError("invalid settings: " + "; ".join(msgs)) from None
+        raise _validation_error(e) from None

@@ -89,6 +89,19 @@ def is_sidecar(name: str) -> bool:
     return base.endswith(SIDECAR_SUFFIXES)
 
 
+def file_environment(uri: str) -> str:
+    """The environment a rollouts file belongs to, for files whose rollouts name no
+    agent: NeMo Gym keeps them in ``<environment>/data/<name>.jsonl``; elsewhere the
+    file's own name says it (``math_run3_rollouts.jsonl`` -> ``math_run3``)."""
+    parts = uri.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-2] == "data":
+        return parts[-3]
+    stem = parts[-1].split(".", 1)[0]
+    for suffix in ("_rollouts", "-rollouts"):
+        stem = stem.removesuffix(suffix)
+    return stem or parts[-1]
+
+
 def cut_raw(raw: bytes) -> tuple[str, int]:
     """The raw line for a rejects file: at most 64 KiB, with its original length."""
     if raw.endswith(b"\n"):

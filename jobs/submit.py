@@ -18,7 +18,8 @@ import re
 import shlex
 import sys
 
-from gymray import jobs
+from gymray import cli, jobs
+from gymray.errors import EXIT_OK, JobError
 
 FIELDS = (
     "entrypoint_num_cpus",
@@ -56,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = jobs.connect(args.address)
         sid = client.submit_job(submission_id=args.submission_id, **request)
-    except jobs.JobError as e:
+    except JobError as e:
         print(f"gymray: error: {e}", file=sys.stderr)
         return e.exit_code
     print(sid, flush=True)
     if not args.follow:
-        return jobs.EXIT_SUCCEEDED
-    return jobs.cli(
+        return EXIT_OK
+    return cli.job_verb(
         "logs", [sid, "--follow", *(["--address", args.address] if args.address else [])]
     )
 

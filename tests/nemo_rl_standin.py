@@ -368,7 +368,7 @@ def write_dataset(
     tools_differ: bool = False,
 ) -> dict:
     """A committed gymray dataset dir (train/val JSONL + manifest.json) written by hand."""
-    from gymray.nemo_rl import data_config
+    from gymray import formats
 
     out.mkdir(parents=True, exist_ok=True)
     files = {"train": "train.jsonl", "val": "val.jsonl" if n_val else None}
@@ -385,12 +385,10 @@ def write_dataset(
         "files": files,
         "counts": {"records": {"train": n_train, "val": n_val}},
         "tools_differ": tools_differ,
-        "nemo_rl": data_config(
-            algo,
-            fmt,
+        "nemo_rl": formats.get(fmt).data_config(
             str(out / files["train"]),
             str(out / files["val"]) if files["val"] else None,
-            tools_differ,
+            {"tools_differ": tools_differ},
         ),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import REPO, fixture
+from conftest import REPO, fixture, recipe_spec
 
 import gymray
 
@@ -213,7 +213,7 @@ def test_gz_inputs_shuffle_rollouts_or_keys_from_scratch_copies(repeats, tmp_pat
     (copies removed after). Same outputs every way."""
     import gzip
 
-    from gymray.config import ConfigError
+    from gymray.errors import ConfigError
 
     gz = tmp_path / "gz"
     gz.mkdir()
@@ -250,7 +250,7 @@ def test_gz_inputs_shuffle_rollouts_or_keys_from_scratch_copies(repeats, tmp_pat
 def test_line_offsets_point_at_each_line_whole_files_and_ranges(mixed):
     """Every line read can be read again by itself at its offset, in whole-file
     reads with blocks smaller than a line and in byte-range reads."""
-    from gymray.pipeline import plan_units, read_lines
+    from gymray.engine.read import plan_units, read_lines
     from gymray.storage import expand_inputs
 
     inputs = expand_inputs([str(mixed)])
@@ -275,32 +275,31 @@ def test_line_offsets_point_at_each_line_whole_files_and_ranges(mixed):
 def test_keys_are_a_small_fraction_of_the_rollouts(mixed):
     """What the default shuffle moves: a key per rollout, not the rollout."""
     from gymray.config import Settings
-    from gymray.pipeline import grouped_recipe, parse_rollouts, read_lines, summarize_lines
+    from gymray.engine.blocks import parse_rollouts, summarize_lines
+    from gymray.engine.read import read_lines
     from gymray.storage import expand_inputs
 
-    settings = Settings(algo="dpo")
     inputs = expand_inputs([str(mixed)])
-    files = [f.uri for f in inputs]
-    recipe = grouped_recipe(settings, "preference")
+    spec = recipe_spec(Settings(algo="dpo"), inputs)
     raw = keys = whole = 0
     for fid, f in enumerate(inputs):
         for block in read_lines(f, fid, 1 << 20):
             raw += block.column("raw").nbytes
-            keys += summarize_lines(block, settings, files, recipe).nbytes
-            whole += parse_rollouts(block, settings, files).nbytes
+            keys += summarize_lines(block, spec).nbytes
+            whole += parse_rollouts(block, spec).nbytes
     assert keys * 3 < whole and keys * 10 < raw, (keys, whole, raw)
 
 
 def test_a_line_rewritten_between_the_two_reads_is_an_error_naming_it(tmp_path):
     import zlib
 
-    from gymray.pipeline import _LineReader
+    from gymray.engine.read import LineReader
     from gymray.storage import expand_inputs
 
     p = tmp_path / "r_rollouts.jsonl"
     p.write_bytes(b'{"a": 1}\n{"b": 2}\n')
     (f,) = expand_inputs([str(p)])
-    with _LineReader([f], None) as reader:
+    with LineReader([f], None) as reader:
         assert reader.read(0, 2, 9, 9, zlib.crc32(b'{"b": 2}\n')) == b'{"b": 2}\n'
         p.write_bytes(b'{"a": 1}\n{"b": 3}\n')
         with pytest.raises(RuntimeError, match=r"r_rollouts.jsonl line 2 changed"):
@@ -345,29 +344,22 @@ def test_build_block_yields_the_same_rows_whatever_its_chunk_size(mixed):
     import pyarrow as pa
 
     from gymray.config import Settings
-    from gymray.pipeline import (
-        SORT_KEYS,
-        build_block,
-        decide_block,
-        grouped_recipe,
-        read_lines,
-        summarize_lines,
-    )
+    from gymray.engine.blocks import SORT_KEYS, build_block, decide_block, summarize_lines
+    from gymray.engine.read import read_lines
     from gymray.storage import expand_inputs
 
     settings = Settings(algo="dpo", dpo={"pairing": "all", "min_gap": 0.1})
     inputs = expand_inputs([str(mixed)])
-    files = [f.uri for f in inputs]
-    recipe = grouped_recipe(settings, "preference")
+    spec = recipe_spec(settings, inputs)
     keys = pa.concat_tables(
-        summarize_lines(b, settings, files, recipe)
+        summarize_lines(b, spec)
         for fid, f in enumerate(inputs)
         for b in read_lines(f, fid, 1 << 20)
     )
-    decided = decide_block(keys, settings, files, "preference", recipe)
+    decided = decide_block(keys, spec)
     decided = decided.sort_by([(k, "ascending") for k in SORT_KEYS])
-    whole = list(build_block(decided, settings, files, inputs, "preference", recipe, 10**6))
-    small = list(build_block(decided, settings, files, inputs, "preference", recipe, 3))
+    whole = list(build_block(decided, spec, inputs, 10**6))
+    small = list(build_block(decided, spec, inputs, 3))
     assert len(whole) == 1 and len(small) > 5
     a, b = whole[0], pa.concat_tables(small)
     assert a.num_rows == b.num_rows == decided.num_rows

@@ -25,10 +25,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import FIXTURES  # noqa: E402
 from nemo_rl_standin import make_checkout, write_dataset  # noqa: E402
 
-from gymray import jobs  # noqa: E402
-from gymray.nemo_rl import ConfigError  # noqa: E402
+from gymray import cli, errors, jobs  # noqa: E402
+from gymray.config import JobSettings  # noqa: E402
+from gymray.errors import ConfigError  # noqa: E402
 
 RAY = str(Path(sys.executable).parent / "ray")
 REPO = Path(__file__).resolve().parent.parent
@@ -198,9 +200,15 @@ def wait_status(client, sid: str, want: set[str], timeout: float = TIMEOUT_S) ->
 
 DRIVER = """
 import json, sys
-from gymray import jobs
+from gymray import cli, jobs
+from gymray.errors import GymrayError
 algo, manifest, job, overrides = sys.argv[1], *(json.loads(a) for a in sys.argv[2:5])
-sys.exit(jobs.submit_and_follow(algo, manifest, job, overrides))
+try:
+    handle = jobs.submit_training(algo, manifest, job, overrides)
+except GymrayError as e:
+    print(f"gymray: error: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
+sys.exit(cli.follow(handle))
 """
 
 
@@ -265,26 +273,26 @@ def test_failed_job_exit_codes_status_and_attach(client, client_env, checkout, t
     overrides = ["++standin.mode=fail"]
     handle = jobs.submit_training("sft", manifest, job, overrides)
     assert not handle.attached
-    assert jobs.follow(handle) == jobs.EXIT_FAILED
+    assert cli.follow(handle) == errors.EXIT_FAILED
     out = capsys.readouterr()
     assert "stand-in failing on purpose" in out.out
     assert f"job {handle.submission_id} FAILED" in out.err
     assert handle.driver_exit_code() == 1
 
-    assert jobs.cli("status", [handle.submission_id, "--address", client_env.address]) == 1
+    assert cli.job_verb("status", [handle.submission_id, "--address", client_env.address]) == 1
     assert f"{handle.submission_id} FAILED" in capsys.readouterr().out
-    code = jobs.cli("status", [handle.submission_id, "--address", client_env.address, "--json"])
+    code = cli.job_verb("status", [handle.submission_id, "--address", client_env.address, "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 1 and summary["status"] == "FAILED" and summary["exit_code"] == 1
     assert summary["metadata"]["gymray.algo"] == "sft"
-    assert jobs.cli("status", ["gymray-sft-nosuchjob", "--address", client_env.address]) == 2
+    assert cli.job_verb("status", ["gymray-sft-nosuchjob", "--address", client_env.address]) == 2
     assert "no job gymray-sft-nosuchjob" in capsys.readouterr().err
 
     # Rerunning the same step attaches and reports the failure instead of training again.
     before = job_ids(client)
     again = jobs.submit_training("sft", manifest, job, overrides)
     assert again.attached and again.submission_id == handle.submission_id
-    assert jobs.follow(again) == jobs.EXIT_FAILED
+    assert cli.follow(again) == errors.EXIT_FAILED
     assert "already FAILED" in capsys.readouterr().err
     assert job_ids(client) == before
 
@@ -319,7 +327,7 @@ def test_sigterm_to_the_follower_stops_the_child_job(client, client_env, checkou
     finally:
         if follower.poll() is None:
             follower.kill()
-    assert follower.returncode == jobs.EXIT_STOPPED, err
+    assert follower.returncode == errors.EXIT_STOPPED, err
     assert "SIGTERM: stopping job" in err
     assert client.get_job_status(sid).value == "STOPPED"
     assert "Traceback" not in err
@@ -336,7 +344,7 @@ def test_rerunning_the_same_step_attaches_to_the_same_job(
     second = jobs.submit_training("sft", manifest, job, ["policy.model_name=a/b"])
     assert second.attached and second.submission_id == first.submission_id
     assert job_ids(client) == before
-    assert jobs.follow(second) == jobs.EXIT_SUCCEEDED
+    assert cli.follow(second) == errors.EXIT_OK
     assert "already exists (SUCCEEDED)" in capsys.readouterr().err
     # A different config is a different job.
     other = jobs.submit_training("sft", manifest, job, dry_run=True)
@@ -354,11 +362,11 @@ def test_secret_env_values_never_appear_in_what_gymray_prints_or_writes(
     overrides = {"++standin": {"print_env": "GYMRAY_TEST_SECRET", "report": str(report)}}
 
     dry = jobs.submit_training("dpo", manifest, job, overrides, dry_run=True)
-    assert jobs.follow(dry) == 0
-    assert jobs.follow(dry, json_output=True) == 0
+    assert cli.follow(dry) == 0
+    assert cli.follow(dry, json_output=True) == 0
 
     handle = jobs.submit_training("dpo", manifest, job, overrides)
-    assert jobs.follow(handle, json_output=True) == jobs.EXIT_SUCCEEDED
+    assert cli.follow(handle, json_output=True) == errors.EXIT_OK
     printed = capsys.readouterr()
     # The job did get the value, and printed it: gymray relayed it redacted.
     seen = json.loads(report.read_text())
@@ -373,7 +381,7 @@ def test_secret_env_values_never_appear_in_what_gymray_prints_or_writes(
         "summary": json.dumps(handle.summary(include_config=True)),
         "metadata": json.dumps(client.get_job_info(handle.submission_id).metadata),
         "manifest": (tmp_path / "ds" / "manifest.json").read_text(),
-        "settings": jobs.JobSettings.model_validate(job).model_dump_json(),
+        "settings": JobSettings.model_validate(job).model_dump_json(),
     }
     for path in (tmp_path / "ds").rglob("*.yaml"):
         places[str(path)] = path.read_text()
@@ -388,7 +396,7 @@ def test_secret_env_values_never_appear_in_what_gymray_prints_or_writes(
 def test_missing_or_wrong_token_is_one_clear_line_and_exit_4(
     client_env, checkout, tmp_path, monkeypatch
 ):
-    code = "import sys; from gymray.jobs import cli; sys.exit(cli('status', sys.argv[1:]))"
+    code = "import sys; from gymray.cli import job_verb; sys.exit(job_verb('status', sys.argv[1:]))"
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     runs = {
         "wrong": {**base, "RAY_AUTH_TOKEN": "0" * 32},
@@ -404,12 +412,12 @@ def test_missing_or_wrong_token_is_one_clear_line_and_exit_4(
             text=True,
             timeout=60,
         )
-        assert proc.returncode == jobs.EXIT_AUTH, (name, proc.stderr)
+        assert proc.returncode == errors.EXIT_AUTH, (name, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and expect[name] in lines[0], (name, proc.stderr)
         assert "Traceback" not in proc.stderr
     # An address nobody listens on is its own exit code.
-    assert jobs.cli("status", ["some-id", "--address", f"http://127.0.0.1:{free_port()}"]) == 5
+    assert cli.job_verb("status", ["some-id", "--address", f"http://127.0.0.1:{free_port()}"]) == 5
     # The token file path works when it holds the right token.
     (tmp_path / "tok").write_text(client_env.token + "\n")
     proc = subprocess.run(
@@ -419,13 +427,13 @@ def test_missing_or_wrong_token_is_one_clear_line_and_exit_4(
         text=True,
         timeout=60,
     )
-    assert proc.returncode == jobs.EXIT_USAGE and "no job some-id" in proc.stderr
+    assert proc.returncode == errors.EXIT_USAGE and "no job some-id" in proc.stderr
     # Submitting with a wrong token fails the same way, before anything is written.
     monkeypatch.setenv("RAY_AUTH_TOKEN", "1" * 32)
     manifest = write_dataset(tmp_path / "ds", "sft", "openai")
-    with pytest.raises(jobs.AuthError) as e:
+    with pytest.raises(errors.AuthError) as e:
         jobs.submit_training("sft", manifest, settings(client_env, checkout))
-    assert e.value.exit_code == jobs.EXIT_AUTH
+    assert e.value.exit_code == errors.EXIT_AUTH
     assert not (tmp_path / "ds" / "runs").exists()
 
 
@@ -451,13 +459,13 @@ def test_dry_run_prints_config_and_job_and_submits_nothing(
         "grpo", manifest, settings(client_env, checkout), ["policy.model_name=q/w"], dry_run=True
     )
     assert handle.status() == "DRY_RUN"
-    assert jobs.follow(handle, json_output=True) == 0
+    assert cli.follow(handle, json_output=True) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["entrypoint"].endswith(f"--config {handle.config_path}")
     assert "examples/nemo_gym/run_grpo_nemo_gym.py" in summary["entrypoint"]
     assert "should_use_nemo_gym: true" in summary["config_yaml"]
     assert "model_name: q/w" in summary["config_yaml"]
-    assert jobs.follow(handle) == 0
+    assert cli.follow(handle) == 0
     text = capsys.readouterr().out
     assert "dry run: nothing was written or submitted" in text
     assert handle.submission_id in text
@@ -469,12 +477,12 @@ def test_dry_run_prints_config_and_job_and_submits_nothing(
 def test_resources_the_cluster_can_never_give_are_refused(client, client_env, checkout, tmp_path):
     manifest = write_dataset(tmp_path / "ds", "sft", "openai")
     before = job_ids(client)
-    with pytest.raises(jobs.ResourceError) as e:
+    with pytest.raises(errors.ResourceError) as e:
         jobs.submit_training(
             "sft", manifest, settings(client_env, checkout, entrypoint_num_cpus=64)
         )
     assert "job.entrypoint_num_cpus=64" in str(e.value) and "CPU of 4" in str(e.value)
-    with pytest.raises(jobs.ResourceError, match="GPU of 0"):
+    with pytest.raises(errors.ResourceError, match="GPU of 0"):
         jobs.submit_training("sft", manifest, settings(client_env, checkout, entrypoint_num_gpus=1))
     assert job_ids(client) == before
 
@@ -486,20 +494,20 @@ def test_stop_and_logs_verbs(client, client_env, checkout, tmp_path, capsys):
     )
     # Waiting with a timeout gives up with exit 6 and leaves the job running.
     handle.timeout_s = 1
-    assert jobs.follow(handle) == jobs.EXIT_TIMEOUT
+    assert cli.follow(handle) == errors.EXIT_TIMEOUT
     assert "keeps running" in capsys.readouterr().err
     assert handle.status() in ("PENDING", "RUNNING")
     deadline = time.monotonic() + TIMEOUT_S
     while "mode=sleep" not in handle.logs():
         assert time.monotonic() < deadline, "stand-in never started"
         time.sleep(0.3)
-    assert jobs.cli("stop", [handle.submission_id, "--address", client_env.address]) == 0
+    assert cli.job_verb("stop", [handle.submission_id, "--address", client_env.address]) == 0
     assert f"job {handle.submission_id} STOPPED" in capsys.readouterr().err
-    assert handle.status() == "STOPPED" and handle.exit_code() == jobs.EXIT_STOPPED
-    assert jobs.cli("logs", [handle.submission_id, "--address", client_env.address]) == 0
+    assert handle.status() == "STOPPED" and handle.exit_code() == errors.EXIT_STOPPED
+    assert cli.job_verb("logs", [handle.submission_id, "--address", client_env.address]) == 0
     assert "mode=sleep" in capsys.readouterr().out
-    assert jobs.cli("status", [handle.submission_id, "--address", client_env.address]) == 3
-    assert jobs.cli("frobnicate", ["x"]) == jobs.EXIT_USAGE
+    assert cli.job_verb("status", [handle.submission_id, "--address", client_env.address]) == 3
+    assert cli.job_verb("frobnicate", ["x"]) == errors.EXIT_USAGE
 
 
 def test_child_that_cannot_fit_next_to_its_driver_job_is_refused(client, checkout, tmp_path):
@@ -518,7 +526,7 @@ def test_child_that_cannot_fit_next_to_its_driver_job_is_refused(client, checkou
     status = wait_status(client, parent, {"SUCCEEDED", "FAILED", "STOPPED"})
     logs = client.get_job_logs(parent)
     assert status == "FAILED", logs
-    assert client.get_job_info(parent).driver_exit_code == jobs.EXIT_USAGE
+    assert client.get_job_info(parent).driver_exit_code == errors.EXIT_USAGE
     assert f"job.entrypoint_num_cpus=2 plus the 3 held by the parent job {parent}" in logs
     assert "CPU of 4" in logs and "Traceback" not in logs
     assert not [
@@ -526,27 +534,17 @@ def test_child_that_cannot_fit_next_to_its_driver_job_is_refused(client, checkou
     ]
 
 
-FIXTURES = Path("/work/shared/fixtures/nemo_gym")
 PREPARE_DRIVER = """
 import json, sys
-from gymray import jobs
+from gymray import cli, jobs
 from gymray.api import prepare
 src, out, job, overrides = sys.argv[1], sys.argv[2], *(json.loads(a) for a in sys.argv[3:5])
 prepare("sft", input=src, output=out)
 manifest = json.load(open(out + "/manifest.json"))
-sys.exit(jobs.submit_and_follow("sft", manifest, job, overrides))
+sys.exit(cli.follow(jobs.submit_training("sft", manifest, job, overrides)))
 """
 
 
-def _prepare_available() -> bool:
-    try:
-        from gymray.api import prepare  # noqa: F401
-    except Exception:
-        return False
-    return FIXTURES.is_dir()
-
-
-@pytest.mark.skipif(not _prepare_available(), reason="gymray.api.prepare or fixtures missing")
 def test_end_to_end_prepare_and_train_inside_one_driver_job(client, checkout, tmp_path):
     out = tmp_path / "ds"
     report = tmp_path / "report.json"
@@ -577,13 +575,6 @@ def test_end_to_end_prepare_and_train_inside_one_driver_job(client, checkout, tm
     assert children[0].metadata["gymray.fingerprint"] == manifest["fingerprint"]
 
 
-def _cli_wired() -> bool:
-    import importlib.util
-
-    return _prepare_available() and importlib.util.find_spec("gymray.launch") is not None
-
-
-@pytest.mark.skipif(not _cli_wired(), reason="needs gymray.run wired to gymray.jobs (CLI)")
 def test_cli_ray_job_submit_runs_prepare_then_training_as_child(client, checkout, tmp_path):
     # NEEDS CLI WIRING: `python -m gymray.run sft ... job.*=... nemo_rl.*=...` as a driver job.
     out = tmp_path / "ds"

@@ -274,7 +274,7 @@ def test_bundled_sample_is_what_the_generator_writes():
 
 
 def test_encoded_lines_are_exactly_orjson_dumps(fixtures_run):
-    from gymray.records import encode
+    from gymray.formats import encode
 
     _, out = fixtures_run
     for raw in (out / "train.jsonl").read_bytes().split(b"\n")[:50]:
@@ -285,7 +285,7 @@ def test_encoded_lines_are_exactly_orjson_dumps(fixtures_run):
 
 def test_large_files_read_as_ranges_give_the_same_bytes(fixtures_run, tmp_path):
     """Files split into ~4 KiB ranges (parsed in parallel) keep every line's number."""
-    from gymray.pipeline import plan_units
+    from gymray.engine.read import plan_units
     from gymray.storage import expand_inputs
 
     _, out = fixtures_run

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from gymray.config import ChatSettings, DPOSettings, GRPOSettings, SFTSettings
-from gymray.recipes.common import Member
-from gymray.recipes.dpo import dpo_pairs
-from gymray.recipes.grpo import grpo_prompts
-from gymray.recipes.sft import sft_record
+from gymray.chat import ChatSettings
+from gymray.config import Settings
+from gymray.recipes.base import Context, Member
+from gymray.recipes.dpo import DPO, DPOSettings
+from gymray.recipes.grpo import GRPO, GRPOSettings
+from gymray.recipes.sft import SFTSettings, sft_record
 from gymray.rollouts import Rollout
 
 CHAT = ChatSettings()
+
+
+def dpo_pairs(members, dpo: DPOSettings, chat: ChatSettings):
+    return DPO(Settings(algo="dpo", dpo=dpo, chat=chat), Context([]))(members)
+
+
+def grpo_prompts(members, grpo: GRPOSettings, fmt: str, tasks: dict | None = None):
+    recipe = GRPO(Settings(algo="grpo", grpo=grpo.model_copy(update={"format": fmt})), Context([]))
+    recipe.tasks = tasks
+    return recipe(members)
 
 
 def member(i: int, reward: float, answer: str | None = None, prompt: str = "q", **extra) -> Member:

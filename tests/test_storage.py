@@ -2,9 +2,9 @@
 gzip, the commit protocol under SIGKILL, fingerprint reuse, overwrite, and the
 local path NeMo RL gets for an object-store dataset.
 
-In-process runs read only local inputs: the session's Ray workers may have been
-started before this module put the S3 credentials in the environment. Runs that
-read s3:// inputs go through the CLI in a subprocess, which starts its own Ray.
+The S3 server starts before the session's Ray when any test uses it (see
+conftest), so that Ray's workers, which read and write the data, have its
+credentials in their environment as a cluster's workers would.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import orjson
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from conftest import fixture
-from s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_server
+from conftest import S3_BUCKET, fixture
+from s3_server import ACCESS_KEY, SECRET_KEY, S3Server
 
 import gymray
 from gymray import storage
@@ -39,8 +39,9 @@ from gymray.storage import (
     output_state,
     read_manifest,
 )
+from gymray.storage.commit import STALE_SECONDS
 
-BUCKET = "gymray-test"
+BUCKET = S3_BUCKET
 BLACKJACK = "environments/blackjack/data/example_rollouts.jsonl"
 CITATION = "resources_servers/citation_if/data/example_rollouts.jsonl"
 # Keep every record (the fixtures' rewards are mostly below the default 0.95).
@@ -49,25 +50,6 @@ SMALL_RAY = ("ray.num_cpus=2", f"ray.object_store_memory={256 * 1024**2}")
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory):
-    """A SeaweedFS S3 endpoint for the session; its credentials in os.environ, the
-    way a user would give them to gymray (restored afterwards)."""
-    server = start_s3_server(tmp_path_factory.mktemp("seaweedfs"))
-    saved = {k: os.environ.get(k) for k in server.env()}
-    os.environ.update(server.env())
-    try:
-        server.filesystem().create_dir(BUCKET)
-        yield server
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop(grace=3.0)
-
-
 def cli_env(server: S3Server) -> dict:
     env = {**os.environ, **server.env()}
     env.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
@@ -561,7 +543,7 @@ def test_stale_local_temp_dirs_are_removed_and_live_ones_kept(tmp_path):
     for n in names.values():
         (tmp_path / n).mkdir()
         (tmp_path / n / "train.jsonl").write_bytes(b"x")
-    old = time.time() - 2 * storage.STALE_SECONDS
+    old = time.time() - 2 * STALE_SECONDS
     for p in (tmp_path / names["other_old"], tmp_path / names["other_old"] / "train.jsonl"):
         os.utime(p, (old, old))
     st = Staging(str(tmp_path / "ds"))

@@ -7,12 +7,47 @@ Ties never become pairs, and neither do identical completions.
 
 from __future__ import annotations
 
-import orjson
+from typing import Literal
 
-from gymray.config import ChatSettings, DPOSettings
-from gymray.recipes.common import GroupedRecipe, GroupResult, Key, Member, conversation_problem
+import numpy as np
+import orjson
+from pydantic import Field
+
+from gymray.chat import ChatSettings
+from gymray.recipes.base import (
+    Entrypoint,
+    GroupResult,
+    Key,
+    Member,
+    Outcome,
+    Recipe,
+    Section,
+    conversation_problem,
+    register,
+)
 from gymray.recipes.sft import complete_conversation
 from gymray.rollouts import hash64
+
+
+class DPOSettings(Section):
+    strategy: Literal["same_prompt", "stratified"] = Field(
+        "same_prompt",
+        description="same_prompt: pairs whose reward gap >= min_gap; stratified: chosen "
+        "reward >= high_threshold, rejected <= low_threshold",
+    )
+    min_gap: float = Field(0.2, ge=0.0, description="in the environment's own reward units")
+    pairing: Literal["best_vs_worst", "all"] = Field(
+        "best_vs_worst", description="one pair a task (widest gap), or all qualifying pairs"
+    )
+    max_pairs_per_task: int = Field(4, ge=1, description="with pairing=all: widest gaps first")
+    high_threshold: float = Field(0.7, description="stratified: lowest chosen reward")
+    low_threshold: float = Field(0.4, description="stratified: highest rejected reward")
+    format: Literal["preference", "binary"] = Field(
+        "preference",
+        description="preference ({context, completions}: tool calls and multi-turn kept) or "
+        "binary ({prompt, chosen, rejected} strings: single assistant text only)",
+    )
+    drop_truncated: bool = Field(False, description="drop responses cut by max_output_tokens")
 
 
 def _candidate(
@@ -43,14 +78,24 @@ def _single_text(completion: list[dict]) -> bool:
     )
 
 
-class DPORecipe(GroupedRecipe):
+@register
+class DPO(Recipe):
     """Pairs within a task. A rollout's key is the hash of its context (prompt
     and tools: one task index can carry different prompts, and pairs are made
     within one context only) and of its completion (identical completions
     never pair); the pairing itself needs nothing else but the rewards."""
 
-    def __init__(self, dpo: DPOSettings, chat: ChatSettings):
-        self.dpo, self.chat = dpo, chat
+    name = "dpo"
+    help = "preference pairs for DPO (NeMo RL examples/run_dpo.py)"
+    settings = DPOSettings
+    entrypoints = {
+        "preference": Entrypoint("examples/run_dpo.py", "examples/configs/dpo.yaml"),
+        "binary": Entrypoint("examples/run_dpo.py", "examples/configs/dpo.yaml"),
+    }
+
+    @property
+    def dpo(self) -> DPOSettings:
+        return self.section
 
     def candidate(self, m: Member) -> tuple[list[dict], list[dict]] | str:
         return _candidate(m, self.dpo, self.chat)
@@ -86,9 +131,73 @@ class DPORecipe(GroupedRecipe):
             raise RuntimeError(f"rollout changed between reads: {hi.source} / {lo.source}")
         return _record((hi, *chosen), (lo, *rejected), params["gap"], self.dpo)
 
-
-def dpo_pairs(members: list[Member], dpo: DPOSettings, chat: ChatSettings) -> GroupResult:
-    return DPORecipe(dpo, chat)(members)
+    def explain(self, outcome: Outcome) -> tuple[list[str], list[str]]:
+        dpo = self.dpo
+        per_task = outcome.per_task
+        c = outcome.counts
+        pairs = c["records"]["train"] + c["records"]["val"]
+        tasks = len(per_task)
+        several = per_task[per_task[:, 0] >= 2]  # columns: rollouts, reward sum, min, max
+        multi = len(several)
+        gaps = several[:, 3] - several[:, 2] if multi else np.zeros(1)
+        lines = [
+            "## Pairs",
+            "",
+            f"{pairs} pairs (strategy `{dpo.strategy}`, pairing `{dpo.pairing}`, format `{dpo.format}`) "
+            f"from {tasks} tasks, {multi} of them with two or more rollouts.",
+            f"Widest reward gap within a task: {gaps.max():.4g} (median {np.median(gaps):.4g}); "
+            f"`dpo.min_gap` = {dpo.min_gap} (in the environment's reward units).",
+        ]
+        hints = []
+        if pairs == 0:
+            filtered = c["filtered"]
+            if tasks and multi == 0:
+                hints.append(
+                    "every task has a single rollout: collect several per task (NeMo Gym num_repeats >= 2)"
+                )
+            if filtered.get("prompt_differs_within_task"):
+                hints.append(
+                    f"{filtered['prompt_differs_within_task']} rollouts share a task index with others but "
+                    "not their prompt (the environment draws a new initial state per rollout), and a pair "
+                    "needs one context: collect repeats of the same prompt, or use SFT/GRPO on these"
+                )
+            if filtered.get("tied_rewards"):
+                hints.append(
+                    f"{filtered['tied_rewards']} rollouts are in tasks whose rollouts all scored the same: nothing to prefer"
+                )
+            if dpo.strategy == "same_prompt" and filtered.get("gap_below_min_gap"):
+                hints.append(
+                    f"no task has a reward gap >= dpo.min_gap={dpo.min_gap}; the widest is {gaps.max():.4g}: try dpo.min_gap={gaps.max():.4g}"
+                )
+            if dpo.strategy == "stratified" and tasks:
+                hi = per_task[:, 3].max()
+                lo = per_task[:, 2].min()
+                if hi < dpo.high_threshold:
+                    hints.append(
+                        f"no reward reaches dpo.high_threshold={dpo.high_threshold}; the highest is {hi:.4g}"
+                    )
+                if lo > dpo.low_threshold:
+                    hints.append(
+                        f"no reward is <= dpo.low_threshold={dpo.low_threshold}; the lowest is {lo:.4g}"
+                    )
+                if hi >= dpo.high_threshold and lo <= dpo.low_threshold:
+                    hints.append(
+                        "high and low rewards never occur in the same task: try dpo.strategy=same_prompt"
+                    )
+            if filtered.get("identical_completions"):
+                hints.append(
+                    "rollouts of a task gave identical completions: sample with temperature > 0"
+                )
+            if filtered.get("not_single_assistant_text"):
+                hints.append(
+                    "dpo.format=binary needs single assistant text completions: use dpo.format=preference for tool calls and multi-turn"
+                )
+            lines += ["", "### Why no pairs", ""] + [
+                f"- {h}"
+                for h in hints
+                or ["no rollout was usable (see the filtered and rejected reasons above)"]
+            ]
+        return ["\n".join(lines)], [f"no DPO pairs: {h}" for h in hints]
 
 
 def _pair_group(group: list[Key], dpo: DPOSettings, result: GroupResult) -> None:

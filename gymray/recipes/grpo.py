@@ -8,9 +8,38 @@ keeps tasks whose pass rate lies in a range.
 
 from __future__ import annotations
 
-from gymray.config import GRPOSettings
-from gymray.recipes.common import GroupedRecipe, GroupResult, Key, Member
+from typing import Literal
+
+import orjson
+from pydantic import Field
+
+from gymray.histogram import histogram_lines, reward_summary
+from gymray.recipes.base import (
+    Entrypoint,
+    GroupResult,
+    Key,
+    Member,
+    Outcome,
+    Recipe,
+    Section,
+    register,
+)
 from gymray.rollouts import GROUND_TRUTH_FIELDS
+
+
+class GRPOSettings(Section):
+    format: Literal["auto", "nemo_gym", "math"] = Field(
+        "auto",
+        description="nemo_gym (NeMo Gym task rows for NemoGymDataset) or math ({input, "
+        "ground_truth} strings for ResponseDataset); auto: nemo_gym when rollouts carry agent_ref",
+    )
+    reward_threshold: float | None = Field(
+        0.0, description="rollouts below it do not count as sources of a task"
+    )
+    pass_rate: tuple[float, float] | None = Field(
+        None, description="[lo, hi]: keep tasks whose mean reward lies in the range"
+    )
+
 
 # Sampling settings in a recorded request are the collection run's; NeMo RL
 # replaces them with its own, so the task row carries only the prompt part.
@@ -52,13 +81,38 @@ def _task_row(m: Member, tasks: dict | None) -> dict | None:
     )
 
 
-class GRPORecipe(GroupedRecipe):
+@register
+class GRPO(Recipe):
     """One task row per task. A rollout's key says where its ground truth comes
     from (if it has one), whether that is a scalar, and whether its prompt is a
     single user text (``grpo.format=math`` needs both)."""
 
-    def __init__(self, grpo: GRPOSettings, fmt: str, tasks: dict | None = None):
-        self.grpo, self.fmt, self.tasks = grpo, fmt, tasks
+    name = "grpo"
+    help = "task prompts for GRPO (NeMo RL run_grpo.py, or run_grpo_nemo_gym.py for Gym tasks)"
+    settings = GRPOSettings
+    entrypoints = {
+        "nemo_gym": Entrypoint(
+            "examples/nemo_gym/run_grpo_nemo_gym.py",
+            "examples/nemo_gym/grpo_workplace_assistant_nemotron_nano_v2_9b.yaml",
+        ),
+        "math": Entrypoint("examples/run_grpo.py", "examples/configs/grpo_math_1B.yaml"),
+    }
+    needs_request = True
+
+    def __init__(self, settings, context):
+        super().__init__(settings, context)
+        self.grpo = self.section
+        self.fmt = self.format
+        self.tasks, self.bad_task_lines = load_tasks(context.tasks) if context.tasks else (None, 0)
+
+    def choose_format(self) -> str:
+        if self.section.format != "auto":
+            return self.section.format
+        return "nemo_gym" if _carries_agent_ref(self.context.sample()) else "math"
+
+    def note(self, record: dict) -> str | None:
+        source = record.get("meta", {}).get("ground_truth_source", "")
+        return None if source == "" else f"ground_truth:{source}"
 
     def summarize(self, m: Member):
         gt = ground_truth(m, self.tasks)
@@ -135,11 +189,53 @@ class GRPORecipe(GroupedRecipe):
             record["meta"]["task_index"] = r.task_index
         return record
 
-
-def grpo_prompts(
-    members: list[Member], grpo: GRPOSettings, fmt: str, tasks: dict | None = None
-) -> GroupResult:
-    return GRPORecipe(grpo, fmt, tasks)(members)
+    def explain(self, outcome: Outcome) -> tuple[list[str], list[str]]:
+        per_task = outcome.per_task
+        rates = per_task[:, 1] / per_task[:, 0]
+        c = outcome.counts
+        prompts = c["records"]["train"] + c["records"]["val"]
+        notes = outcome.notes
+        lines = [
+            "## Tasks",
+            "",
+            f"{prompts} task prompts from {len(per_task)} tasks (format `{outcome.format}`).",
+        ]
+        if self.grpo.pass_rate is not None:
+            lo, hi = self.grpo.pass_rate
+            inside = int(((rates >= lo) & (rates <= hi)).sum()) if rates.size else 0
+            lines.append(
+                f"`grpo.pass_rate` = [{lo}, {hi}]: {inside} tasks inside, {rates.size - inside} outside."
+            )
+        if rates.size:
+            summary = reward_summary(rates)
+            lines += [
+                "",
+                "Pass rate (mean reward of a task's rollouts) over tasks:",
+                "",
+                "```",
+                *histogram_lines(summary["histogram"]),
+                "```",
+            ]
+        gt = {k.split(":", 1)[1]: v for k, v in notes.items() if k.startswith("ground_truth:")}
+        if gt or outcome.format == "math":
+            lines += [
+                "",
+                "Ground truth found: "
+                + (
+                    ", ".join(f"{v} from the {k.replace('_', ' ')}" for k, v in sorted(gt.items()))
+                    or "none"
+                ),
+            ]
+        warnings = []
+        if prompts == 0 and c["filtered"].get("no_ground_truth"):
+            warnings.append(
+                "no ground truth in the rollouts: pass the task file with tasks=... (example.jsonl or *_materialized_inputs.jsonl)"
+            )
+        if prompts == 0 and c["filtered"].get("pass_rate_out_of_range") and rates.size:
+            warnings.append(
+                f"no task's pass rate lies in grpo.pass_rate; task pass rates range {rates.min():.3g}..{rates.max():.3g}"
+            )
+        return ["\n".join(lines)], warnings
 
 
 def _scalar(value) -> bool:
@@ -165,3 +261,36 @@ def _gym_record(m: Member, tasks: dict | None) -> dict:
         if name in r.extras:
             record[name] = r.extras[name]
     return record
+
+
+def _carries_agent_ref(lines) -> bool:
+    """``grpo.format=auto``: NeMo Gym task rows when the rollouts name their agent."""
+    for raw in lines:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and "response" in obj:
+            return isinstance(obj.get("agent_ref"), dict)
+    return False
+
+
+def load_tasks(files: list[tuple[str, bytes]]) -> tuple[dict, int]:
+    """Task rows keyed by ``(_ng_task_index, _ng_rollout_index)``: a materialized
+    inputs file has both; a plain task file's row number is the task index."""
+    rows: dict = {}
+    bad = 0
+    for _uri, data in files:
+        for n, raw in enumerate(x for x in data.split(b"\n") if x.strip()):
+            try:
+                row = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                bad += 1
+                continue
+            if not isinstance(row, dict):
+                bad += 1
+                continue
+            ti = row.get("_ng_task_index", n)
+            rows[(ti, row.get("_ng_rollout_index"))] = row
+            rows.setdefault((ti, None), row)
+    return rows, bad

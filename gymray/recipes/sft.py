@@ -1,21 +1,48 @@
 """SFT: one rollout -> one transcript record, or a filter reason.
 
-Pure functions over canonical rollouts (no Ray).
+``openai`` records (``{messages, tools}``) keep tool calls, tool results and
+multi-turn conversations; ``simple`` records (``{input, output}``) hold a
+single-turn text exchange. With ``sft.best_of_n`` only the best rollout of each
+task is kept (a grouped recipe).
 """
 
 from __future__ import annotations
 
-from gymray.chat import trim_to_complete, unanswered_tool_calls
-from gymray.config import ChatSettings, SFTSettings
-from gymray.recipes.common import (
-    GroupedRecipe,
+from typing import Literal
+
+from pydantic import Field
+
+from gymray.chat import ChatSettings, trim_to_complete, unanswered_tool_calls
+from gymray.recipes.base import (
+    Entrypoint,
     GroupResult,
     Key,
     Member,
+    Outcome,
+    Recipe,
+    Section,
     conversation_problem,
     meta_of,
+    register,
 )
-from gymray.rollouts import Rollout
+from gymray.rollouts import Checked, Rollout
+
+
+class SFTSettings(Section):
+    format: Literal["openai", "simple"] = Field(
+        "openai",
+        description="openai ({messages, tools}: tool calls and multi-turn kept) or simple "
+        "({input, output}: single-turn text only)",
+    )
+    reward_threshold: float | None = Field(
+        0.95, description="keep rollouts with reward >= this (null: all)"
+    )
+    drop_truncated: bool = Field(True, description="drop responses cut by max_output_tokens")
+    best_of_n: bool = Field(False, description="keep only the best rollout of each task")
+    dedup: bool = Field(True, description="drop exact duplicate records (provenance aside)")
+    min_examples: int = Field(
+        100, description="warn when fewer training records than this are written"
+    )
 
 
 def sft_record(
@@ -81,16 +108,39 @@ def simple_pair(messages: list[dict]) -> tuple[str, str] | None:
     return "\n\n".join(m["content"] for m in head if m["content"]), last["content"]
 
 
-class BestOfN(GroupedRecipe):
-    """Best-of-n: of a task's rollouts that pass the filters, keep the highest
-    reward (ties: the earliest in input order). A rollout's key is its filter
-    reason, or null when it would make a record."""
+@register
+class SFT(Recipe):
+    """Per rollout; with ``sft.best_of_n``, of a task's rollouts that pass the
+    filters, the highest reward (ties: the earliest in input order). A rollout's
+    key is then its filter reason, or null when it would make a record."""
 
-    def __init__(self, sft: SFTSettings, chat: ChatSettings):
-        self.sft, self.chat = sft, chat
+    name = "sft"
+    help = "supervised fine-tuning transcripts (NeMo RL examples/run_sft.py)"
+    settings = SFTSettings
+    entrypoints = {
+        "openai": Entrypoint("examples/run_sft.py", "examples/configs/sft.yaml"),
+        "simple": Entrypoint("examples/run_sft.py", "examples/configs/sft.yaml"),
+    }
+
+    @property
+    def grouped(self) -> bool:
+        return self.section.best_of_n
+
+    @property
+    def dedup(self) -> bool:
+        return self.section.dedup
+
+    def prefilter(self, checked: Checked) -> str | None:
+        threshold = self.section.reward_threshold
+        if threshold is not None and checked.reward < threshold:
+            return "below_reward_threshold"
+        return None
+
+    def record(self, r: Rollout, source: tuple[str, int]) -> tuple[dict | None, str | None]:
+        return sft_record(r, source, self.section, self.chat)
 
     def summarize(self, m: Member):
-        return sft_record(m.rollout, m.source, self.sft, self.chat)[1]
+        return sft_record(m.rollout, m.source, self.section, self.chat)[1]
 
     def decide(self, keys: list[Key]) -> GroupResult:
         result = GroupResult()
@@ -110,11 +160,16 @@ class BestOfN(GroupedRecipe):
 
     def build(self, members: list[Member], params: dict) -> dict:
         (m,) = members
-        record, reason = sft_record(m.rollout, m.source, self.sft, self.chat)
+        record, reason = sft_record(m.rollout, m.source, self.section, self.chat)
         if record is None:
             raise RuntimeError(f"rollout changed between reads: {m.source}: {reason}")
         return record
 
-
-def sft_best_of_n(members: list[Member], sft: SFTSettings, chat: ChatSettings) -> GroupResult:
-    return BestOfN(sft, chat)(members)
+    def explain(self, outcome: Outcome) -> tuple[list[str], list[str]]:
+        train = outcome.counts["records"]["train"]
+        if train < self.section.min_examples:
+            return [], [
+                f"only {train} training records (fewer than sft.min_examples="
+                f"{self.section.min_examples}): SFT on so few examples rarely helps"
+            ]
+        return [], []

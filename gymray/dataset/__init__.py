@@ -1,0 +1,1 @@
+"""A dataset directory: assembled from the workers' parts, counted, reported, committed."""

@@ -1,0 +1,290 @@
+"""From parts to a dataset: the decisions no single block can make, then byte copies.
+
+Workers wrote each block's parts (:mod:`gymray.engine.write`). What needs the
+whole run is decided here, on the parts' stats alone:
+
+- **duplicates** (recipes that drop them): of records with the same content
+  (provenance aside), the first in the dataset's order is kept; the others go,
+  and their lines are listed in ``filtered.jsonl`` as ``duplicate``, where they are;
+- **val**: when no task fell in val by hash but there are >= 2 tasks, the task
+  nearest the split boundary moves from train to val.
+
+Then ``train.jsonl``, ``val.jsonl``, ``filtered.jsonl`` and ``rejects.jsonl`` are
+assembled from the parts by byte ranges (``copy_file_range`` on shared file
+systems, in parallel Ray tasks writing at their offsets; a streamed copy in one
+task on object stores): no record is parsed or passes through the driver again.
+Parquet parts that lost or moved records are rewritten by Ray tasks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+from pyarrow.fs import FileSelector
+
+from gymray.engine.write import PARTS, PROBE, SPLITS, PartStats, Target
+
+COPY_CHUNK = 256 << 20  # bytes of a destination file one copy task writes
+
+
+@dataclass
+class Piece:
+    src: str  # relative path in the staging dir
+    offset: int
+    length: int
+
+
+@dataclass
+class Plan:
+    """What the driver decided for the parts."""
+
+    dropped: dict[str, np.ndarray] = field(default_factory=dict)  # key -> record mask
+    moved: dict[str, np.ndarray] = field(default_factory=dict)  # key -> record mask
+    moved_task: bool = False
+    tools_differ: bool = False
+    tasks: int = 0  # distinct tasks of the records kept
+    records: dict = field(default_factory=lambda: {"train": 0, "val": 0})
+
+
+def decide(parts: list[PartStats], dedup: bool, val_fraction: float) -> Plan:
+    plan = Plan()
+    with_records = [p for p in parts if len(p.records.get("nbytes", ()))]
+    if not with_records:
+        return plan
+    cat = {
+        k: np.concatenate([p.records[k] for p in with_records])
+        for k in ("is_val", "split_u", "task_hash", "tools_hash", "content_hash")
+    }
+    n = len(cat["is_val"])
+    keep = np.ones(n, bool)
+    if dedup:
+        _, first = np.unique(cat["content_hash"], return_index=True)
+        keep[:] = False
+        keep[first] = True
+    is_val = cat["is_val"].astype(bool)
+    move = np.zeros(n, bool)
+    plan.tasks = len(np.unique(cat["task_hash"][keep]))
+    train = keep & ~is_val
+    if val_fraction > 0 and not (keep & is_val).any() and plan.tasks >= 2 and train.any():
+        target = cat["split_u"][train].min()
+        move = train & (cat["split_u"] == target)
+        plan.moved_task = True
+    plan.tools_differ = len(np.unique(cat["tools_hash"][keep])) > 1
+    plan.records = {
+        "train": int((keep & ~is_val & ~move).sum()),
+        "val": int((keep & (is_val | move)).sum()),
+    }
+    at = 0
+    for p in with_records:
+        m = len(p.records["nbytes"])
+        if not keep[at : at + m].all():
+            plan.dropped[p.key] = ~keep[at : at + m]
+        if move[at : at + m].any():
+            plan.moved[p.key] = move[at : at + m]
+        at += m
+    return plan
+
+
+def _ranges(pieces: list[Piece]) -> list[Piece]:
+    """Merge adjacent ranges of the same file into one."""
+    out: list[Piece] = []
+    for p in pieces:
+        if p.length <= 0:
+            continue
+        last = out[-1] if out else None
+        if last and last.src == p.src and last.offset + last.length == p.offset:
+            last.length += p.length
+        else:
+            out.append(Piece(p.src, p.offset, p.length))
+    return out
+
+
+def listings(parts: list[PartStats], plan: Plan) -> dict[str, list[Piece]]:
+    """The byte ranges each assembled file is made of, in order."""
+    files: dict[str, list[Piece]] = {
+        "train.jsonl": [], "val.jsonl": [], "filtered.jsonl": [], "rejects.jsonl": []
+    }  # fmt: skip
+    for p in parts:
+        rel = lambda kind, key=p.key: f"{PARTS}/{key}.{kind}.jsonl"  # noqa: E731
+        rec = p.records
+        m = len(rec.get("nbytes", ()))
+        dropped = plan.dropped.get(p.key, np.zeros(m, bool))
+        moved = plan.moved.get(p.key, np.zeros(m, bool))
+        if m:
+            is_val = rec["is_val"].astype(bool)
+            offsets = {}
+            for split, mask in (("train", ~is_val), ("val", is_val)):
+                sizes = np.where(mask, rec["nbytes"], 0)
+                offsets[split] = np.cumsum(sizes) - sizes
+            for j in range(m):
+                if dropped[j]:
+                    continue
+                split = "val" if is_val[j] else "train"
+                dest = "val.jsonl" if (is_val[j] or moved[j]) else "train.jsonl"
+                files[dest].append(Piece(rel(split), int(offsets[split][j]), int(rec["nbytes"][j])))
+        size = p.sizes.get("filtered", 0)
+        at = 0
+        if dropped.any():
+            dup_offsets = np.cumsum(rec["dup_nbytes"]) - rec["dup_nbytes"]
+            for j in np.flatnonzero(dropped):
+                cut = int(rec["filtered_at"][j])
+                files["filtered.jsonl"].append(Piece(rel("filtered"), at, cut - at))
+                files["filtered.jsonl"].append(
+                    Piece(rel("dup"), int(dup_offsets[j]), int(rec["dup_nbytes"][j]))
+                )
+                at = cut
+        files["filtered.jsonl"].append(Piece(rel("filtered"), at, size - at))
+        files["rejects.jsonl"].append(Piece(rel("rejects"), 0, p.sizes.get("rejects", 0)))
+    return {name: _ranges(pieces) for name, pieces in files.items()}
+
+
+def assemble(target: Target, files: dict[str, list[Piece]], remote: bool) -> None:
+    """Write each file from its pieces, in Ray tasks."""
+    refs = []
+    for name, pieces in files.items():
+        total = sum(p.length for p in pieces)
+        if remote:
+            refs.append(_stream_copy.remote(target, name, pieces))
+            continue
+        dest = os.path.join(target.path, name)
+        with open(dest, "wb") as f:
+            f.truncate(total)
+        chunk: list[Piece] = []
+        chunk_at = at = 0
+        for p in pieces:
+            chunk.append(p)
+            at += p.length
+            if at - chunk_at >= COPY_CHUNK:
+                refs.append(_copy_at.remote(target.path, name, chunk, chunk_at))
+                chunk, chunk_at = [], at
+        if chunk:
+            refs.append(_copy_at.remote(target.path, name, chunk, chunk_at))
+    ray.get(refs)
+
+
+@ray.remote(num_cpus=0.5)
+def _copy_at(base: str, name: str, pieces: list[Piece], dest_offset: int) -> None:
+    """Copy pieces into a local/NFS file at their offsets: in the kernel where it can."""
+    dst = os.open(os.path.join(base, name), os.O_WRONLY)
+    try:
+        at = dest_offset
+        for p in pieces:
+            src = os.open(os.path.join(base, p.src), os.O_RDONLY)
+            try:
+                _copy_range(src, dst, p.offset, at, p.length)
+            finally:
+                os.close(src)
+            at += p.length
+    finally:
+        os.close(dst)
+
+
+def _copy_range(src: int, dst: int, src_at: int, dst_at: int, length: int) -> None:
+    done = 0
+    while done < length:
+        try:
+            n = os.copy_file_range(src, dst, length - done, src_at + done, dst_at + done)
+        except OSError:  # no kernel copy between these file systems: read and write
+            data = os.pread(src, min(length - done, 8 << 20), src_at + done)
+            n = os.pwrite(dst, data, dst_at + done)
+        if n == 0:
+            raise OSError(f"short copy: {length - done} bytes left")
+        done += n
+
+
+@ray.remote(num_cpus=0.5)
+def _stream_copy(target: Target, name: str, pieces: list[Piece]) -> None:
+    """Object stores: one object written from ranges of the part objects."""
+    fs = target.fs()
+    opened = {}
+    try:
+        with fs.open_output_stream(target.join(name)) as out:
+            for p in pieces:
+                src = opened.get(p.src) or opened.setdefault(
+                    p.src, fs.open_input_file(target.join(p.src))
+                )
+                done = 0
+                while done < p.length:
+                    data = src.read_at(min(p.length - done, 16 << 20), p.offset + done)
+                    out.write(data)
+                    done += len(data)
+    finally:
+        for f in opened.values():
+            f.close()
+
+
+def fix_parquet(target: Target, parts: list[PartStats], plan: Plan) -> None:
+    """Rewrite the Parquet parts that lost duplicates or moved records to val."""
+    todo = [
+        (p.key, p.records["is_val"], plan.dropped.get(p.key), plan.moved.get(p.key))
+        for p in parts
+        if p.key in plan.dropped or p.key in plan.moved
+    ]
+    ray.get([_fix_part.remote(target, *args) for args in todo])
+
+
+@ray.remote(num_cpus=0.5)
+def _fix_part(target: Target, key: str, is_val, dropped, moved) -> None:
+    fs = target.fs()
+    is_val = is_val.astype(bool)
+    n = len(is_val)
+    dropped = np.zeros(n, bool) if dropped is None else dropped
+    moved = np.zeros(n, bool) if moved is None else moved
+    paths = {s: target.join(f"parquet/{s}/{key}.parquet") for s in SPLITS}
+    tables = {}
+    for s in SPLITS:
+        rows = int((is_val if s == "val" else ~is_val).sum())
+        if rows:
+            with fs.open_input_file(paths[s]) as f:
+                tables[s] = pq.read_table(f)
+    # the part's records in their order (train rows first, then val rows, in one
+    # table), then split anew
+    n_train = int((~is_val).sum())
+    where = np.empty(n, np.int64)
+    where[~is_val] = np.arange(n_train)
+    where[is_val] = n_train + np.arange(int(is_val.sum()))
+    both = pa.concat_tables([tables[s] for s in SPLITS if s in tables])
+    new = {"train": ~is_val & ~moved & ~dropped, "val": (is_val | moved) & ~dropped}
+    for s in SPLITS:
+        if s in tables:
+            fs.delete_file(paths[s])
+        if new[s].any():
+            with fs.open_output_stream(paths[s]) as f:
+                pq.write_table(both.take(pa.array(where[new[s]])), f, compression="zstd")
+
+
+def parquet_files(target: Target) -> dict[str, list[str]]:
+    """The Parquet files of each split (relative paths, in the dataset's order); a
+    split without any gets one empty file with the format's schema."""
+    fs = target.fs()
+    out = {}
+    for s in SPLITS:
+        infos = fs.get_file_info(FileSelector(target.join(f"parquet/{s}"), allow_not_found=True))
+        out[s] = sorted(f"parquet/{s}/{i.base_name}" for i in infos if i.is_file)
+    return out
+
+
+def write_empty_parquet(target: Target, split: str, schema: pa.Schema) -> str:
+    rel = f"parquet/{split}/empty.parquet"
+    fs = target.fs()
+    with fs.open_output_stream(target.join(rel)) as f:
+        pq.write_table(schema.empty_table(), f)
+    return rel
+
+
+def prepare_dirs(target: Target) -> None:
+    """The directories workers write into, and the file that proves they see them."""
+    fs = target.fs()
+    for d in (PARTS, "parquet/train", "parquet/val"):
+        fs.create_dir(target.join(d), recursive=True)
+    with fs.open_output_stream(target.join(PROBE)) as f:
+        f.write(b"gymray: workers check that they see this file before they write\n")
+
+
+def remove_parts(target: Target) -> None:
+    target.fs().delete_dir(target.join(PARTS))

@@ -1,0 +1,107 @@
+"""``manifest.json``: what a dataset is made of, and whether a rerun can reuse it.
+
+The fingerprint is a hash of the inputs (URI, size, mtime), the task files and the
+settings that change records; the same fingerprint in an output means the same
+dataset, so a rerun reuses it instead of writing it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import sys
+from typing import Any
+
+import orjson
+import pyarrow
+import ray
+
+import gymray
+from gymray.errors import StorageError
+from gymray.storage import MANIFEST, InputFile, join, output_state, read_manifest
+
+log = logging.getLogger("gymray")
+
+
+def fingerprint(settings: Any, inputs: list[InputFile], tasks: list[InputFile]) -> str:
+    body = {
+        "inputs": [f.key() for f in inputs],
+        "tasks": [f.key() for f in tasks],
+        "settings": settings.fingerprint_settings(),
+        "gymray": gymray.__version__,
+    }
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def reusable(settings: Any, fp: str) -> dict | None:
+    """The manifest to reuse, or None to (re)build; refuses to clobber by accident."""
+    existing = read_manifest(settings.output, settings.storage)
+    if existing is not None:
+        if existing.get("fingerprint") == fp and not settings.overwrite:
+            return existing
+        if not settings.overwrite:
+            if not existing.get("fingerprint"):
+                raise StorageError(
+                    f"{settings.output} holds a {MANIFEST} gymray cannot read; "
+                    "set overwrite=true to replace it, or choose another output"
+                )
+            raise StorageError(
+                f"{settings.output} holds a dataset built from other inputs or settings "
+                f"(fingerprint {existing.get('fingerprint')} != {fp}); "
+                "set overwrite=true to replace it, or choose another output"
+            )
+        return None
+    # Local and object stores alike: a prefix without a manifest is not a dataset,
+    # but only gymray's own unfinished writes are replaced without overwrite=true.
+    state = output_state(settings.output, settings.storage)
+    if state == "other" and not settings.overwrite:
+        raise StorageError(
+            f"{settings.output} exists and is not a gymray dataset (no {MANIFEST}); "
+            "choose another output or set overwrite=true"
+        )
+    if state == "unfinished":
+        log.info(
+            "%s holds the leftovers of an unfinished gymray run (no %s): replacing them",
+            settings.output,
+            MANIFEST,
+        )
+    return None
+
+
+def paths(manifest: dict) -> dict:
+    """Absolute paths (or URIs) of a dataset's files."""
+    out = manifest["output"]
+    files = manifest["files"]
+    p = {k: join(out, v) for k, v in files.items() if isinstance(v, str)}
+    p["manifest"] = join(out, MANIFEST)
+    p["parquet"] = {s: [join(out, f) for f in fs] for s, fs in files["parquet"].items()}
+    return p
+
+
+def described(files: list[InputFile]) -> list[dict]:
+    return [{"uri": f.uri, "size": f.size, "mtime_ns": f.mtime_ns} for f in files]
+
+
+def versions() -> dict:
+    return {
+        "gymray": gymray.__version__,
+        "ray": ray.__version__,
+        "pyarrow": pyarrow.__version__,
+        "omegaconf": _version("omegaconf"),
+        "python": platform.python_version(),
+    }
+
+
+def _version(mod: str) -> str:
+    module = sys.modules.get(mod)
+    return getattr(module, "__version__", "unknown") if module else "unknown"
+
+
+def recorded_settings(settings: Any) -> dict:
+    """Settings as recorded: secret values never leave the process."""
+    d = settings.model_dump(mode="json")
+    job = d.get("job") or {}
+    if isinstance(job.get("env_vars"), dict):
+        job["env_vars"] = {k: "<redacted>" for k in job["env_vars"]}
+    return d

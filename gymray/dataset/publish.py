@@ -1,0 +1,113 @@
+"""After the workers: decide, assemble, count, report, commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gymray import formats
+from gymray.dataset import assemble, stats
+from gymray.dataset.manifest import described, recorded_settings, versions
+from gymray.dataset.report import render
+from gymray.engine.graph import RunResult
+from gymray.engine.write import Target
+from gymray.errors import GymrayError
+from gymray.histogram import reward_summary
+from gymray.recipes.base import Outcome, Recipe
+from gymray.storage import InputFile, Staging, join
+
+EXAMPLES = 3
+EXAMPLE_BYTES = 1 << 20
+
+
+def publish(
+    staging: Staging,
+    target: Target,
+    result: RunResult,
+    recipe: Recipe,
+    settings: Any,
+    inputs: list[InputFile],
+    tasks: list[InputFile],
+    fingerprint: str,
+    output: str,
+) -> dict:
+    """Turn the parts under ``target`` into the dataset and commit it; return its manifest."""
+    parts = result.parts
+    fmt = formats.get(recipe.format)
+    plan = assemble.decide(parts, recipe.dedup, settings.split.val_fraction)
+    assemble.assemble(target, assemble.listings(parts, plan), staging.remote)
+    assemble.fix_parquet(target, parts, plan)
+    parquet = assemble.parquet_files(target)
+    for split, files in parquet.items():
+        if not files:
+            files.append(assemble.write_empty_parquet(target, split, fmt.parquet_schema()))
+    assemble.remove_parts(target)
+
+    run = stats.merge(parts, plan)
+    counts = run.counts
+    if not counts.reconciles():
+        raise GymrayError(f"internal error: counts do not reconcile: {counts.as_dict()}")
+    per_file = stats.file_counts(run.per_file, [f.uri for f in inputs])
+    outcome = Outcome(
+        counts.as_dict(), recipe.format, run.per_task, dict(sorted(run.notes.items()))
+    )
+    sections, recipe_warnings = recipe.explain(outcome)
+    warnings = list(recipe_warnings)
+    warnings += stats.dead_file_warnings(per_file)
+    if plan.moved_task:
+        warnings.append(
+            "no task fell in val by hash; the task nearest the split boundary was moved to val"
+        )
+    val = "val.jsonl" if counts.records["val"] else None
+    stat_block = {"notes": dict(sorted(run.notes.items()))}
+    if result.shuffle:
+        stat_block["shuffle"] = result.shuffle
+    manifest = {
+        "algo": settings.algo,
+        "format": recipe.format,
+        "output": output,
+        "fingerprint": fingerprint,
+        "inputs": described(inputs),
+        "tasks_files": described(tasks),
+        "settings": recorded_settings(settings),
+        "counts": counts.as_dict(),
+        "tasks": plan.tasks,
+        "tools_differ": plan.tools_differ,
+        "files": {
+            "train": "train.jsonl",
+            "val": val,
+            "parquet": parquet,
+            "rejects": "rejects.jsonl",
+            "filtered": "filtered.jsonl",
+            "report": "report.md",
+        },
+        "reward": reward_summary(run.rewards),
+        "stats": stat_block,
+        "per_file": per_file,
+        "warnings": warnings,
+        "versions": versions(),
+        "nemo_rl": fmt.data_config(
+            join(output, "train.jsonl"),
+            join(output, val) if val else None,
+            {"tools_differ": plan.tools_differ},
+        ),
+    }
+    examples = _first_records(target, EXAMPLES)
+    with staging.open("report.md") as f:
+        f.write(render(manifest, examples, warnings, sections).encode())
+    staging.commit(manifest)
+    return manifest
+
+
+def _first_records(target: Target, n: int) -> list[dict]:
+    """The first records of the dataset, for the report (a bounded read)."""
+    out: list[dict] = []
+    fs = target.fs()
+    for name in ("train.jsonl", "val.jsonl"):
+        with fs.open_input_file(target.join(name)) as f:
+            head = f.read(EXAMPLE_BYTES)
+        for line in head.split(b"\n")[:-1]:
+            if len(out) < n:
+                out.append(orjson.loads(line))
+    return out

@@ -1,0 +1,167 @@
+"""The run's numbers, merged from the parts' stats and the driver's decisions.
+
+Everything here is small: counts per reason, per input file and per environment;
+per-task reward aggregates (grouped recipes); the rewards of the lines that have
+one; record lengths. ``input_lines == used + sum(filtered) + sum(rejected)``
+always holds, and is checked.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gymray.dataset.assemble import Plan
+from gymray.engine.write import PartStats
+
+
+@dataclass
+class Counts:
+    input_lines: int = 0
+    used: int = 0
+    filtered: collections.Counter = field(default_factory=collections.Counter)
+    rejected: collections.Counter = field(default_factory=collections.Counter)
+    records: dict = field(default_factory=lambda: {"train": 0, "val": 0})
+
+    def as_dict(self) -> dict:
+        return {
+            "input_lines": self.input_lines,
+            "used": self.used,
+            "filtered": dict(sorted(self.filtered.items())),
+            "rejected": dict(sorted(self.rejected.items())),
+            "records": dict(self.records),
+        }
+
+    def reconciles(self) -> bool:
+        return self.input_lines == self.used + sum(self.filtered.values()) + sum(
+            self.rejected.values()
+        )
+
+
+@dataclass
+class RunStats:
+    counts: Counts
+    per_file: dict[int, collections.Counter]
+    per_env: dict[str, collections.Counter]
+    per_task: np.ndarray  # (n_tasks, 4): rollouts, reward sum, min, max
+    rewards: np.ndarray
+    reward_envs: np.ndarray  # env of each reward
+    notes: collections.Counter
+    chars: dict  # split -> array of the kept records' trained characters
+    chars_envs: dict  # split -> array of their environments
+
+
+def merge(parts: list[PartStats], plan: Plan) -> RunStats:
+    counts = Counts()
+    per_file: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+    per_env: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    notes: collections.Counter = collections.Counter()
+    chars: dict[str, list] = {"train": [], "val": []}
+    chars_envs: dict[str, list] = {"train": [], "val": []}
+    for p in parts:
+        counts.input_lines += p.lines
+        counts.used += p.used
+        counts.filtered.update(p.filtered)
+        counts.rejected.update(p.rejected)
+        notes.update(p.notes)
+        for fid, c in p.per_file.items():
+            per_file[fid].update(c)
+        for env, c in p.per_env.items():
+            per_env[env].update(c)
+        rec = p.records
+        m = len(rec.get("nbytes", ()))
+        if not m:
+            continue
+        dropped = plan.dropped.get(p.key, np.zeros(m, bool))
+        moved = plan.moved.get(p.key, np.zeros(m, bool))
+        is_val = rec["is_val"].astype(bool)
+        for j in np.flatnonzero(dropped):
+            # a duplicate's line was used: now it is filtered as a duplicate
+            env, fid = rec["env"][j], int(rec["file_id"][j])
+            split = "val" if is_val[j] else "train"
+            counts.used -= 1
+            counts.filtered["duplicate"] += 1
+            per_file[fid].update({"used": -1, "filtered": 1})
+            per_env[env].update(
+                {"used": -1, "filtered": 1, "filtered:duplicate": 1, f"records:{split}": -1}
+            )
+        for j in np.flatnonzero(moved):
+            per_env[rec["env"][j]].update({"records:train": -1, "records:val": 1})
+        for split, mask in (
+            ("val", (is_val | moved) & ~dropped),
+            ("train", ~is_val & ~moved & ~dropped),
+        ):
+            chars[split].append(rec["chars"][mask])
+            chars_envs[split] += [rec["env"][j] for j in np.flatnonzero(mask)]
+    counts.records = dict(plan.records)
+    return RunStats(
+        counts=counts,
+        per_file=dict(per_file),
+        per_env={k: _positive(v) for k, v in per_env.items()},
+        per_task=_per_task(parts),
+        rewards=np.concatenate([p.rewards for p in parts]) if parts else np.zeros(0),
+        reward_envs=np.array([e for p in parts for e in p.reward_envs], dtype=object),
+        notes=notes,
+        chars={s: np.concatenate(v) if v else np.zeros(0, np.int64) for s, v in chars.items()},
+        chars_envs={s: np.array(v, dtype=object) for s, v in chars_envs.items()},
+    )
+
+
+def _positive(c: collections.Counter) -> dict:
+    return {k: v for k, v in sorted(c.items()) if v}
+
+
+def _per_task(parts: list[PartStats]) -> np.ndarray:
+    """Per-task (rollouts, reward sum, min, max) over the parts: a task sorted
+    into consecutive parts has its rows merged."""
+    with_tasks = [p for p in parts if p.tasks is not None and len(p.tasks)]
+    if not with_tasks:
+        return np.zeros((0, 4))
+    hashes = np.concatenate([p.task_hashes for p in with_tasks])
+    stats = np.concatenate([p.tasks for p in with_tasks])
+    starts = np.flatnonzero(np.concatenate([[True], hashes[1:] != hashes[:-1]]))
+    return np.column_stack(
+        [
+            np.add.reduceat(stats[:, 0], starts),
+            np.add.reduceat(stats[:, 1], starts),
+            np.minimum.reduceat(stats[:, 2], starts),
+            np.maximum.reduceat(stats[:, 3], starts),
+        ]
+    )
+
+
+def file_counts(per_file: dict, files: list[str]) -> dict[str, dict]:
+    """Per input file: used, filtered, rejected, lines, and its most common reject."""
+    out = {}
+    for fid in sorted(per_file):
+        pf = per_file[fid]
+        c = {k: pf[k] for k in ("used", "filtered", "rejected")}
+        c["lines"] = sum(c.values())
+        reasons = {k.split(":", 1)[1]: v for k, v in pf.items() if k.startswith("rejected:")}
+        if reasons:
+            c["top_reject"] = max(sorted(reasons), key=reasons.get)
+        out[files[fid]] = c
+    return out
+
+
+def dead_file_warnings(per_file: dict) -> list[str]:
+    """One warning per reason for input files of which every line was rejected."""
+    dead: dict[str, list[str]] = {}
+    for uri, fc in per_file.items():
+        if fc["lines"] and fc["rejected"] == fc["lines"]:
+            dead.setdefault(fc.get("top_reject", "?"), []).append(uri)
+    out = []
+    for reason, uris in sorted(dead.items()):
+        shown = ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
+        hint = (
+            " (task files such as example.jsonl have no response: pass rollouts files only, "
+            "e.g. a glob '**/*rollouts*.jsonl')"
+            if reason == "missing_response"
+            else ""
+        )
+        out.append(
+            f"every line of {len(uris)} file(s) was rejected, mostly {reason}: {shown}{hint}"
+        )
+    return out

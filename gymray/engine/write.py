@@ -1,0 +1,300 @@
+"""Writing in the workers: each block of outcome rows becomes its own parts.
+
+A worker that has a block of outcome rows (sorted in the dataset's final order)
+writes them where they will live, named by the block's first sort key so that
+the parts' names sort in the dataset's order whatever worker wrote them:
+
+- ``_parts/<key>.train.jsonl`` / ``.val.jsonl``: the records, one JSONL line each;
+- ``parquet/<split>/<key>.parquet``: the same records, the format's fixed schema;
+- ``_parts/<key>.rejects.jsonl`` / ``.filtered.jsonl``: what was not used, and why;
+- ``_parts/<key>.dup.jsonl`` (recipes that drop duplicates): for each record, the
+  filtered line it gets should it turn out to duplicate an earlier one.
+
+The worker returns a :class:`PartStats` (counts, and a few numbers per record and
+per line): the driver decides from those alone what no single block can (which
+records duplicate others, whether a task must move to val) and never sees record
+bytes. See :mod:`gymray.dataset.assemble` for what happens next.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import pickle
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from gymray import formats
+from gymray.errors import StorageError
+from gymray.storage import filesystem
+
+PARTS = "_parts"
+PROBE = f"{PARTS}/.visible"
+SPLITS = ("train", "val")
+AGGREGATES = ("count", "sum", "min", "max")
+STATUS_TABLE = pa.schema([("key", pa.string()), ("stats", pa.large_binary())])
+
+
+@dataclass
+class Target:
+    """Where parts go: the staging directory of the dataset being written."""
+
+    output: str  # the output URI (for its file system and credentials)
+    path: str  # the staging directory inside that file system
+    storage: Any = None
+
+    def fs(self):
+        return filesystem(self.output, self.storage)[0]
+
+    def join(self, rel: str) -> str:
+        return f"{self.path.rstrip('/')}/{rel}"
+
+
+@dataclass
+class PartStats:
+    """What the driver learns of one part: counts, and small arrays."""
+
+    key: str
+    lines: int = 0
+    used: int = 0
+    filtered: collections.Counter = field(default_factory=collections.Counter)
+    rejected: collections.Counter = field(default_factory=collections.Counter)
+    per_file: dict = field(default_factory=dict)  # file_id -> Counter
+    per_env: dict = field(default_factory=dict)  # env -> Counter (statuses, records)
+    notes: collections.Counter = field(default_factory=collections.Counter)
+    rewards: np.ndarray = None  # rewards of the lines that have one
+    reward_envs: list = field(default_factory=list)  # env of each reward
+    task_hashes: np.ndarray = None  # grouped recipes: the tasks of the part, sorted
+    tasks: np.ndarray = None  # (n, 4) per task: rollouts, reward sum, min, max
+    records: dict = field(default_factory=dict)  # name -> array, one entry per record
+    sizes: dict = field(default_factory=dict)  # part file kind -> bytes written
+    parquet: dict = field(default_factory=dict)  # split -> rows written
+
+
+def part_key(row: dict, task_sorted: bool) -> str:
+    """Fixed-width hex of a row's sort key, so that part names sort like their rows."""
+    head = f"{(row['task_hash'] or 0) + (1 << 63):016x}" if task_sorted else ""
+    return f"{head}{row['file_id']:08x}{row['line']:016x}{row['sub']:08x}"
+
+
+_VISIBLE: set[str] = set()
+
+
+def check_visible(target: Target, fs) -> None:
+    """The staging directory must be the one the driver made: a worker on a node
+    that does not share the output's storage would write where nobody reads."""
+    if target.path in _VISIBLE:
+        return
+    info = fs.get_file_info(target.join(PROBE))
+    if info.type.name == "NotFound":
+        raise StorageError(
+            f"output {target.output} is not visible from Ray node {socket.gethostname()}: "
+            "gymray's workers write the dataset, so output must be on storage every Ray "
+            "node can reach (a shared NFS/Lustre path, s3:// or gs://)"
+        )
+    _VISIBLE.add(target.path)
+
+
+def write_block(
+    batch: pa.Table | Iterator[pa.Table],
+    target: Target,
+    fmt_name: str,
+    files: list[str],
+    val_fraction: float,
+    dedup: bool,
+    task_sorted: bool,
+) -> pa.Table:
+    """Write one block of outcome rows (a table, or its consecutive stretches) as
+    parts; return the part's stats as one row."""
+    tables = iter([batch]) if isinstance(batch, pa.Table) else batch
+    first = next((t for t in tables if t.num_rows), None)
+    if first is None:
+        return STATUS_TABLE.empty_table()
+    fs = target.fs()
+    check_visible(target, fs)
+    head = first.slice(0, 1).select(["task_hash", "file_id", "line", "sub"]).to_pylist()[0]
+    part = _Part(fs, target, part_key(head, task_sorted), formats.get(fmt_name), files, dedup)
+    try:
+        for table in itertools.chain([first], tables):
+            part.add(table, val_fraction, task_sorted)
+    finally:
+        part.close()
+    stats = part.finish()
+    return pa.table(
+        {"key": [stats.key], "stats": [pickle.dumps(stats, protocol=5)]}, schema=STATUS_TABLE
+    )
+
+
+class _PartWriter:
+    """Opens a part file the first time something is written to it."""
+
+    def __init__(self, fs, target: Target, key: str, fmt: formats.Format):
+        self.fs, self.target, self.key, self.fmt = fs, target, key, fmt
+        self.streams: dict[str, Any] = {}
+        self.sizes: dict[str, int] = collections.Counter()
+        self.parquet: dict[str, pq.ParquetWriter] = {}
+        self.rows: dict[str, int] = collections.Counter()
+
+    def write(self, kind: str, data: bytes) -> None:
+        if not data:
+            return
+        stream = self.streams.get(kind)
+        if stream is None:
+            path = self.target.join(f"{PARTS}/{self.key}.{kind}.jsonl")
+            stream = self.streams[kind] = self.fs.open_output_stream(path, buffer_size=1 << 20)
+        stream.write(data)
+        self.sizes[kind] += len(data)
+
+    def write_parquet(self, split: str, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        writer = self.parquet.get(split)
+        if writer is None:
+            path = self.target.join(f"parquet/{split}/{self.key}.parquet")
+            stream = self.streams[f"parquet:{split}"] = self.fs.open_output_stream(path)
+            writer = self.parquet[split] = pq.ParquetWriter(
+                stream, self.fmt.parquet_schema(), compression="zstd"
+            )
+        writer.write_table(table)
+        self.rows[split] += table.num_rows
+
+    def close(self) -> None:
+        for writer in self.parquet.values():
+            writer.close()
+        for stream in self.streams.values():
+            if not stream.closed:
+                stream.close()
+
+
+class _Part:
+    """One part being written: its files, and the stats the driver will get."""
+
+    def __init__(self, fs, target: Target, key: str, fmt: formats.Format, files, dedup: bool):
+        self.writer = _PartWriter(fs, target, key, fmt)
+        self.stats = PartStats(key)
+        self.files, self.dedup = files, dedup
+        self.rec: dict[str, list] = collections.defaultdict(list)
+        self.per_file: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.per_env: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.rewards: list[np.ndarray] = []
+        self.tasks: list[tuple[np.ndarray, np.ndarray]] = []
+        self.filtered_bytes = 0  # of the filtered listing so far: where a duplicate's line goes
+
+    def add(self, batch: pa.Table, val_fraction: float, task_sorted: bool) -> None:
+        stats, writer, files, rec = self.stats, self.writer, self.files, self.rec
+        per_file, per_env = self.per_file, self.per_env
+        col = {n: batch.column(n).to_pylist() for n in (
+            "file_id", "line", "status", "reason", "record", "split_u", "content_hash",
+            "tools_hash", "task_key", "task_hash", "env", "chars", "note",
+        )}  # fmt: skip
+        rewards = batch.column("reward").to_numpy(zero_copy_only=False)
+        rows: dict[str, list[int]] = {"train": [], "val": []}
+        rejected_rows, filtered, reward_rows = [], [], []
+        for i, st in enumerate(col["status"]):
+            if col["note"][i] is not None:
+                stats.notes[col["note"][i]] += 1
+            env = col["env"][i]
+            if col["record"][i] is not None:
+                split = "val" if col["split_u"][i] < val_fraction else "train"
+                rows[split].append(i)
+                for name, value in (
+                    ("is_val", split == "val"), ("split_u", col["split_u"][i]),
+                    ("task_hash", col["task_hash"][i]), ("tools_hash", col["tools_hash"][i]),
+                    ("content_hash", col["content_hash"][i]), ("nbytes", len(col["record"][i])),
+                    ("chars", col["chars"][i]), ("file_id", col["file_id"][i]),
+                    ("filtered_at", self.filtered_bytes),
+                    ("env", env),
+                ):  # fmt: skip
+                    rec[name].append(value)
+                if self.dedup:
+                    dup = _listing_line(files, col, i, "duplicate")
+                    writer.write("dup", dup)
+                    rec["dup_nbytes"].append(len(dup))
+                per_env[env][f"records:{split}"] += 1
+            if st is None:
+                continue
+            stats.lines += 1
+            per_file[col["file_id"][i]][st] += 1
+            per_env[env][st] += 1
+            if not np.isnan(rewards[i]):
+                reward_rows.append(i)
+            if st == "used":
+                stats.used += 1
+            elif st == "filtered":
+                reason = col["reason"][i]
+                stats.filtered[reason] += 1
+                per_env[env][f"filtered:{reason}"] += 1
+                filtered.append(_listing_line(files, col, i, reason))
+                self.filtered_bytes += len(filtered[-1])
+            elif st == "rejected":
+                reason = col["reason"][i]
+                stats.rejected[reason] += 1
+                per_file[col["file_id"][i]][f"rejected:{reason}"] += 1
+                per_env[env][f"rejected:{reason}"] += 1
+                rejected_rows.append(i)
+        self.rewards.append(rewards[reward_rows].astype(np.float64))
+        stats.reward_envs += [col["env"][i] for i in reward_rows]
+        if task_sorted:
+            self.tasks.append(_task_stats(batch))
+        names = [f.name for f in writer.fmt.parquet_schema()]
+        for split in SPLITS:
+            idx = rows[split]
+            if idx:
+                writer.write(split, b"".join(col["record"][i] for i in idx))
+                part = batch.take(pa.array(idx, pa.int64())).select([f"rec.{n}" for n in names])
+                writer.write_parquet(split, part.rename_columns(names))
+        writer.write("filtered", b"".join(filtered))
+        if rejected_rows:
+            writer.write("rejects", _reject_lines(batch, rejected_rows, files))
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def finish(self) -> PartStats:
+        stats = self.stats
+        stats.per_file, stats.per_env = dict(self.per_file), dict(self.per_env)
+        stats.rewards = np.concatenate(self.rewards) if self.rewards else np.zeros(0)
+        stats.records = {k: v if k == "env" else np.array(v) for k, v in self.rec.items()}
+        if self.tasks:
+            stats.task_hashes = np.concatenate([h for h, _ in self.tasks])
+            stats.tasks = np.concatenate([t for _, t in self.tasks])
+        stats.sizes, stats.parquet = dict(self.writer.sizes), dict(self.writer.rows)
+        return stats
+
+
+def _listing_line(files: list[str], col: dict, i: int, reason: str) -> bytes:
+    """A line of filtered.jsonl: where a used-or-not line is, and why it was not used."""
+    return orjson.dumps({"file": files[col["file_id"][i]], "line": col["line"][i],
+                         "reason": reason, "task": col["task_key"][i]}) + b"\n"  # fmt: skip
+
+
+def _reject_lines(t: pa.Table, rows: list[int], files: list[str]) -> bytes:
+    cols = ["file_id", "line", "reason", "field", "detail", "raw_length", "raw"]
+    out = []
+    for r in t.take(pa.array(rows, type=pa.int64())).select(cols).to_pylist():
+        file = files[r.pop("file_id")]
+        out.append(orjson.dumps({"file": file, **r}) + b"\n")
+    return b"".join(out)
+
+
+def _task_stats(t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Per task of a task-sorted block: its hash, and (rollouts, reward sum, min, max)."""
+    rows = t.filter(pc.and_(pc.is_valid(t.column("status")), pc.is_valid(t.column("reward"))))
+    if not rows.num_rows:
+        return np.zeros(0, np.int64), np.zeros((0, 4))
+    g = (
+        rows.select(["task_hash", "reward"])
+        .group_by("task_hash")
+        .aggregate([("reward", "count"), ("reward", "sum"), ("reward", "min"), ("reward", "max")])
+        .sort_by("task_hash")
+    )
+    stats = [g.column(f"reward_{f}").to_numpy().astype(np.float64) for f in AGGREGATES]
+    return g.column("task_hash").to_numpy(), np.column_stack(stats)

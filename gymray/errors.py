@@ -1,0 +1,86 @@
+"""gymray's error types and exit codes: the one place they are defined.
+
+Every failure a user can meet is one of these, with a message that says what was
+wrong, where and what to do; the command line prints it as one ``gymray: error:``
+line and exits with its code.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the training job FAILED
+EXIT_USAGE = 2  # a setting, an input or an output the user must fix
+EXIT_STOPPED = 3  # the job was STOPPED, or gymray was interrupted (SIGINT/SIGTERM)
+EXIT_AUTH = 4  # missing or wrong Ray auth token
+EXIT_UNREACHABLE = 5  # the Ray cluster or its job API does not answer
+EXIT_TIMEOUT = 6  # gave up waiting (job.timeout_s); the job keeps running
+EXIT_EMPTY = 7  # the dataset has no training records (allow_empty=true to accept)
+EXIT_IO = 8  # the storage failed: disk full, permission denied, lost connection
+EXIT_INTERNAL = 9  # a bug in gymray (or in what it runs on): the log has the traceback
+
+EXIT_CODES = {
+    EXIT_OK: "succeeded (a job SUCCEEDED, was submitted with --no-wait, or a dry run)",
+    EXIT_FAILED: "the training job FAILED",
+    EXIT_USAGE: "usage or settings error: the message names the setting or path to fix",
+    EXIT_STOPPED: "the training job was STOPPED, or gymray was interrupted",
+    EXIT_AUTH: "the Ray job API refused the auth token (or none was found)",
+    EXIT_UNREACHABLE: "the Ray cluster or its job API cannot be reached",
+    EXIT_TIMEOUT: "timed out waiting for the job (job.timeout_s); it keeps running",
+    EXIT_EMPTY: "no training records were written (set allow_empty=true to accept that)",
+    EXIT_IO: "reading or writing storage failed (disk full, permissions, network)",
+    EXIT_INTERNAL: "unexpected internal error; the traceback is in the log file named",
+}
+
+
+class GymrayError(Exception):
+    """An error with a one-line message for the user and an exit code."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(GymrayError, ValueError):
+    """A setting is wrong; the message says which and what to do."""
+
+
+class StorageError(GymrayError, RuntimeError):
+    """A path cannot be used (not found, not a dataset, refused); the message says which and why."""
+
+
+class StorageIOError(StorageError):
+    """Reading or writing storage failed underneath (disk full, permissions, network)."""
+
+    exit_code = EXIT_IO
+
+
+class EmptyDatasetError(GymrayError):
+    """A prepare wrote no training records, or a launch was asked for such a dataset."""
+
+    exit_code = EXIT_EMPTY
+
+
+class ClusterError(GymrayError):
+    """The Ray cluster cannot be reached or used."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class JobError(GymrayError, RuntimeError):
+    """A job problem reported as one line and an exit code."""
+
+
+class AuthError(JobError):
+    exit_code = EXIT_AUTH
+
+
+class UnreachableError(JobError):
+    exit_code = EXIT_UNREACHABLE
+
+
+class ResourceError(JobError):
+    exit_code = EXIT_USAGE
+
+
+class Interrupted(GymrayError):
+    """SIGINT or SIGTERM arrived; what was being done has been stopped and cleaned up."""
+
+    exit_code = EXIT_STOPPED

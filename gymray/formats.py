@@ -1,0 +1,186 @@
+"""Output formats: one table entry per record format NeMo RL reads.
+
+An entry says what a record holds (its fields and their Parquet types) and which
+NeMo RL dataset block reads it. JSONL holds each record exactly as NeMo RL reads
+it; Parquet holds the same records with a fixed schema, where nested values
+(messages, tools, meta, ...) are JSON-encoded strings and scalars keep their type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+_ARROW = {"string": pa.string(), "float": pa.float64(), "json": pa.string()}
+
+
+@dataclass(frozen=True)
+class Format:
+    """A record format: its fields (name -> ``string`` | ``float`` | ``json``) and the
+    NeMo RL ``data.train`` / ``data.validation`` block that reads a file of it."""
+
+    name: str
+    fields: dict[str, str]
+    block: Callable[[str, dict], dict]  # (data_path, facts) -> dataset block
+    description: str
+    default: dict | None = None  # NeMo RL `data.default`, when the format needs one
+    config: dict = field(default_factory=dict)  # other NeMo RL config the format needs
+    # nemo_gym: fields beyond the fixed ones are the task's, kept in one JSON column
+    rest_column: str | None = None
+
+    def parquet_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(n, _ARROW[k]) for n, k in self.fields.items()])
+
+    def data_config(self, train: str, val: str | None, facts: dict) -> dict[str, Any]:
+        """The partial NeMo RL config that points NeMo RL at the written files.
+
+        Paths should be absolute: NeMo RL runs from its checkout root. ``data.validation``
+        is None when there is no val file (gymray's config writer makes both blocks
+        replace the base config's blocks whole)."""
+        data: dict[str, Any] = {
+            "train": self.block(train, facts),
+            "validation": self.block(val, facts) if val else None,
+        }
+        if self.default:
+            data["default"] = dict(self.default)
+        return {"data": data, **self.config}
+
+    def trained_chars(self, encoded: dict[str, bytes]) -> int:
+        """Characters of what NeMo RL tokenizes for one sample of this record (its
+        fields' JSON, provenance aside): the basis of the length estimates."""
+        return sum(len(v) for k, v in encoded.items() if k != "meta")
+
+    def column_value(self, name: str, record: dict, encoded: dict[str, bytes]) -> Any:
+        """The Parquet value of one field (JSON fields as their encoded text)."""
+        if name == self.rest_column:
+            fixed = set(self.fields)
+            return orjson.dumps({k: v for k, v in record.items() if k not in fixed})
+        if self.fields[name] == "json":
+            return encoded.get(name)
+        return record.get(name)
+
+
+def _openai(path: str, facts: dict) -> dict:
+    return {
+        "dataset_name": "openai_format",
+        "data_path": path,
+        "chat_key": "messages",
+        "tool_key": "tools",
+        # Without it, rows whose tool schemas differ get None for missing arguments.
+        "use_preserving_dataset": bool(facts.get("tools_differ")),
+    }
+
+
+def _response(output_key: str) -> Callable[[str, dict], dict]:
+    def block(path: str, facts: dict) -> dict:
+        return {
+            "dataset_name": "ResponseDataset",
+            "data_path": path,
+            "input_key": "input",
+            "output_key": output_key,
+        }
+
+    return block
+
+
+def _preference(path: str, facts: dict) -> dict:
+    return {"dataset_name": "PreferenceDataset", "data_path": path}
+
+
+def _binary(path: str, facts: dict) -> dict:
+    return {
+        "dataset_name": "BinaryPreferenceDataset",
+        "data_path": path,
+        "prompt_key": "prompt",
+        "chosen_key": "chosen",
+        "rejected_key": "rejected",
+    }
+
+
+def _nemo_gym(path: str, facts: dict) -> dict:
+    return {"data_path": path}  # dataset_name, env_name and processor: data.default
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "openai",
+            {"messages": "json", "tools": "json", "meta": "json"},
+            _openai,
+            "{messages, tools}: NeMo RL openai_format (tool calls and multi-turn kept)",
+        ),
+        Format(
+            "simple",
+            {"input": "string", "output": "string", "meta": "json"},
+            _response("output"),
+            "{input, output} strings: NeMo RL ResponseDataset (single-turn text only)",
+        ),
+        Format(
+            "preference",
+            {"context": "json", "completions": "json", "meta": "json"},
+            _preference,
+            "{context, completions: [{rank, completion}] x2}: NeMo RL PreferenceDataset",
+        ),
+        Format(
+            "binary",
+            {
+                "prompt": "json",
+                "chosen": "string",
+                "rejected": "string",
+                "chosen_reward": "float",
+                "rejected_reward": "float",
+                "reward_gap": "float",
+                "meta": "json",
+            },
+            _binary,
+            "{prompt, chosen, rejected} strings: NeMo RL BinaryPreferenceDataset",
+        ),
+        Format(
+            "nemo_gym",
+            {
+                "responses_create_params": "json",
+                "agent_ref": "json",
+                "task_fields": "json",
+                "meta": "json",
+            },
+            _nemo_gym,
+            "NeMo Gym task rows for NemoGymDataset (Gym verifies online)",
+            default={
+                "dataset_name": "NemoGymDataset",
+                "env_name": "nemo_gym",
+                "processor": "nemo_gym_data_processor",
+            },
+            config={"env": {"should_use_nemo_gym": True}},
+            rest_column="task_fields",
+        ),
+        Format(
+            "math",
+            {"input": "string", "ground_truth": "string", "meta": "json"},
+            _response("ground_truth"),
+            "{input, ground_truth} strings: NeMo RL ResponseDataset + math verifier",
+        ),
+    )
+}
+
+
+def get(name: str) -> Format:
+    return FORMATS[name]
+
+
+def encode(record: dict) -> tuple[bytes, dict[str, bytes]]:
+    """(JSONL line, each field's JSON): every value is serialized once, and the
+    line is byte-for-byte what ``orjson.dumps(record)`` writes."""
+    fields = {k: orjson.dumps(v) for k, v in record.items()}
+    line = b"{" + b",".join(orjson.dumps(k) + b":" + v for k, v in fields.items()) + b"}\n"
+    return line, fields
+
+
+def content_hashes(fields: dict[str, bytes]) -> tuple[bytes, bytes]:
+    """(tool schemas, content without provenance): what the hashes for
+    ``use_preserving_dataset`` and exact-duplicate removal are taken over."""
+    return fields.get("tools", b"[]"), b"\x00".join(v for k, v in fields.items() if k != "meta")

@@ -1,0 +1,31 @@
+"""Storage: file systems (local, NFS, s3://, gs://), input listing, atomic commit, materializing."""
+
+from gymray.errors import StorageError
+from gymray.storage.commit import (
+    MANIFEST,
+    WRITING_MARKER,
+    Staging,
+    output_state,
+    read_bytes,
+    read_manifest,
+)
+from gymray.storage.fs import filesystem, is_remote, join
+from gymray.storage.inputs import InputFile, expand_inputs, open_input
+from gymray.storage.materialize import local_dataset_path
+
+__all__ = [
+    "MANIFEST",
+    "WRITING_MARKER",
+    "InputFile",
+    "Staging",
+    "StorageError",
+    "expand_inputs",
+    "filesystem",
+    "is_remote",
+    "join",
+    "local_dataset_path",
+    "open_input",
+    "output_state",
+    "read_bytes",
+    "read_manifest",
+]

@@ -1,0 +1,182 @@
+"""Input listing: files, directories and globs to rollout files; opening them."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from gymray.errors import StorageError
+from gymray.rollouts import is_sidecar
+from gymray.storage.fs import filesystem, is_remote
+
+ROLLOUT_SUFFIXES = (".jsonl", ".jsonl.gz")
+GZIP_MAGIC = b"\x1f\x8b"
+GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class InputFile:
+    uri: str  # as the user would write it (scheme kept for object stores)
+    path: str  # path inside ``fs``
+    size: int
+    mtime_ns: int
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    def key(self) -> list:
+        return [self.uri, self.size, self.mtime_ns]
+
+
+# --------------------------------------------------------------------------- inputs
+def _segment_regex(seg: str) -> str:
+    """One path segment of a glob: ``*`` and ``?`` never cross ``/``, ``[..]`` /
+    ``[!..]`` are character classes, and (as in a shell) a wildcard at the start
+    of a segment does not match a hidden name."""
+    out = ["(?!\\.)"] if seg[:1] in ("*", "?", "[") else []
+    i = 0
+    while i < len(seg):
+        c = seg[i]
+        if c == "*":
+            while i + 1 < len(seg) and seg[i + 1] == "*":
+                i += 1
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = i + 1
+            if j < len(seg) and seg[j] in "!^":
+                j += 1
+            if j < len(seg) and seg[j] == "]":  # a leading ']' is a literal member
+                j += 1
+            while j < len(seg) and seg[j] != "]":
+                j += 1
+            if j >= len(seg):  # no closing bracket: a literal '['
+                out.append("\\[")
+            else:
+                body = seg[i + 1 : j]
+                neg = body[:1] in ("!", "^")
+                body = body[1:] if neg else body
+                body = body.replace("\\", "\\\\").replace("^", "\\^")
+                out.append(f"[{'^/' if neg else ''}{body}]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    """A compiled regex for a ``/``-separated glob with ``*``, ``?``, ``[..]`` and
+    ``**`` (a whole segment: zero or more directories)."""
+    segs = pattern.split("/")
+    out = []
+    for i, seg in enumerate(segs):
+        last = i == len(segs) - 1
+        if seg == "**":
+            # Not hidden directories (.git, gymray's own .tmp dirs), like a shell.
+            out.append(r"(?!\.)[^/]+(?:/(?!\.)[^/]+)*" if last else r"(?:(?!\.)[^/]+/)*")
+        else:
+            out.append(_segment_regex(seg) + ("" if last else "/"))
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def _has_glob(path: str) -> bool:
+    return any(c in path for c in GLOB_CHARS)
+
+
+def _is_rollout_name(name: str) -> bool:
+    return name.endswith(ROLLOUT_SUFFIXES) and not is_sidecar(name)
+
+
+def _list(fs: pafs.FileSystem, base: str, rel_pattern: str) -> list[pafs.FileInfo]:
+    """Rollout files under ``base`` whose path relative to it matches ``rel_pattern``
+    (a glob; ``base`` itself is taken literally, glob characters and all)."""
+    segs = rel_pattern.split("/")
+    recursive = len(segs) > 1 or "**" in segs
+    regex = glob_regex(rel_pattern)
+    start = len(base.rstrip("/")) + 1
+    sel = pafs.FileSelector(base, recursive=recursive, allow_not_found=True)
+    return [
+        i
+        for i in fs.get_file_info(sel)
+        if i.type == pafs.FileType.File
+        and regex.match(i.path[start:])
+        and _is_rollout_name(i.base_name)
+    ]
+
+
+def _glob(fs: pafs.FileSystem, pattern: str, uri: str) -> list[pafs.FileInfo]:
+    segs = pattern.split("/")
+    first = next(i for i, s in enumerate(segs) if _has_glob(s))
+    if first == 0 and is_remote(uri):
+        raise StorageError(f"{uri}: a glob in the bucket name is not supported")
+    base = "/".join(segs[:first]) or "/"
+    return _list(fs, base, "/".join(segs[first:]))
+
+
+def expand_inputs(patterns: list[str], storage: Any = None) -> list[InputFile]:
+    """Files, directories (recursive) and globs -> rollout files, sorted by URI.
+
+    Directories and globs take ``*.jsonl`` and ``*.jsonl.gz`` and skip the sidecar
+    files NeMo Gym writes beside rollouts and hidden files; a file named
+    explicitly is taken as is. Globs: ``*``, ``?``, ``[..]`` within a path
+    segment, ``**`` for any number of directories, on local paths and object
+    stores alike (``s3://b/r/*.jsonl``, ``s3://b/r/**/*.jsonl``).
+    """
+    found: dict[str, InputFile] = {}
+    for pattern in patterns:
+        fs, path = filesystem(pattern, storage)
+        prefix = pattern.split("://", 1)[0] + "://" if is_remote(pattern) else ""
+        try:
+            info = fs.get_file_info(path)
+            if info.type == pafs.FileType.File:
+                matched = [info]
+            elif info.type == pafs.FileType.Directory:
+                matched = _list(fs, path, "**")
+            elif _has_glob(path):
+                matched = _glob(fs, path, pattern)
+            else:
+                raise StorageError(f"input not found: {pattern}")
+        except OSError as e:
+            raise StorageError(f"cannot list input {pattern}: {e}") from None
+        if not matched:
+            raise StorageError(
+                f"input {pattern} matches no rollout files (*.jsonl, *.jsonl.gz; "
+                "NeMo Gym sidecar files and hidden files are skipped)"
+            )
+        for i in matched:
+            uri = f"{prefix}{i.path}"
+            mtime = i.mtime_ns if i.mtime_ns is not None else 0
+            found[uri] = InputFile(uri=uri, path=i.path, size=i.size or 0, mtime_ns=mtime)
+    return [found[k] for k in sorted(found)]
+
+
+def open_input(f: InputFile, storage: Any = None):
+    """A byte stream of a rollout file (gunzipped for ``*.gz``)."""
+    fs, path = filesystem(f.uri, storage)
+    try:
+        if not path.endswith(".gz"):
+            return fs.open_input_stream(path, compression=None, buffer_size=1 << 20)
+        with fs.open_input_stream(path, compression="gzip") as probe:
+            head = probe.read(2)
+        stream = fs.open_input_stream(path, compression="gzip", buffer_size=1 << 20)
+        if head == GZIP_MAGIC:
+            # Still gzip after one gunzip: the server added a gzip layer of its own
+            # (SeaweedFS does this for *.gz objects, so do some gzip-ing proxies; the
+            # AWS SDK does not strip it). A JSONL file never starts with these bytes.
+            stream = pa.CompressedInputStream(stream, "gzip")
+        return stream
+    except OSError as e:
+        hint = (
+            " (Ray workers read inputs with the credentials in their own environment)"
+            if is_remote(f.uri)
+            else ""
+        )
+        raise StorageError(f"cannot read input {f.uri}: {e}{hint}") from None
