@@ -1,4 +1,4 @@
-"""Shared test fixtures: the real NeMo Gym fixtures in ../shared, one local Ray per session."""
+"""Session fixtures: one local Ray, one S3 server (helpers are in support.py)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,7 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("GYMRAY_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures" / "nemo_gym"
-S3_BUCKET = "gymray-test"
-
-
-def fixture(rel: str) -> Path:
-    path = FIXTURES / rel
-    if not path.is_file():
-        pytest.skip(f"shared fixture missing: {path}")
-    return path
-
-
-def rollout_files() -> list[Path]:
-    from gymray.rollouts import is_sidecar
-
-    return sorted(p for p in FIXTURES.rglob("*rollouts*.jsonl") if not is_sidecar(p.name))
+from support import S3_BUCKET
 
 
 @pytest.fixture(scope="session")
@@ -73,14 +57,3 @@ def ray_session(request):
     ctx.enable_progress_bars = False
     yield ray
 
-
-def recipe_spec(settings, inputs):
-    """The per-block spec a run of ``settings`` over ``inputs`` ships to its workers."""
-    from gymray import recipes
-    from gymray.engine.blocks import Spec
-    from gymray.recipes.base import Context
-    from gymray.rollouts import file_environment
-
-    files = [f.uri for f in inputs]
-    recipe = recipes.get(settings.algo)(settings, Context(files))
-    return Spec(recipe, files, [file_environment(u) for u in files])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from conftest import fixture
+from support import fixture
 
 from gymray.chat import (
     ConversionError,
@@ -218,7 +218,7 @@ def test_trim_cuts_a_trajectory_cut_mid_call():
 
 def test_every_fixture_conversation_is_well_formed():
     """On every real file: roles are chat roles, tool results follow their calls."""
-    from conftest import rollout_files
+    from support import rollout_files
 
     seen = 0
     for path in rollout_files():

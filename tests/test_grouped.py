@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import REPO, fixture, recipe_spec
+from support import REPO, fixture, recipe_spec
 
 import gymray
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import FIXTURES  # noqa: E402
+from support import FIXTURES  # noqa: E402
 from nemo_rl_standin import make_checkout, write_dataset  # noqa: E402
 
 from gymray import cli, errors, jobs  # noqa: E402

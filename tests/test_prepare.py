@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from conftest import FIXTURES, REPO, fixture
+from support import FIXTURES, REPO, fixture
 
 import gymray
 from gymray.config import ConfigError, load_settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 
 import pytest
-from conftest import fixture, rollout_files
+from support import fixture, rollout_files
 
 from gymray.rollouts import Reject, Rollout, is_sidecar, parse_line, prompt_hash_key
 

@@ -23,7 +23,7 @@ import orjson
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from conftest import S3_BUCKET, fixture
+from support import S3_BUCKET, fixture
 from s3_server import ACCESS_KEY, SECRET_KEY, S3Server
 
 import gymray

@@ -1,0 +1,61 @@
+"""Helpers the tests share: where the fixtures are, reading JSONL, building specs.
+
+The real NeMo Gym fixtures live in ``../shared/fixtures/nemo_gym`` beside the
+repo. Tests on them run whenever that folder exists; CI sets
+``GYMRAY_REQUIRE_SHARED=1``, where its absence is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("GYMRAY_SHARED", REPO.parent / "shared"))
+FIXTURES = SHARED / "fixtures" / "nemo_gym"
+S3_BUCKET = "gymray-test"
+
+
+def fixture(rel: str) -> Path:
+    """A real NeMo Gym fixture file; skips (fails in CI) when ../shared is absent."""
+    path = FIXTURES / rel
+    if not path.is_file():
+        require_shared()
+        pytest.fail(f"shared fixture missing: {path}")
+    return path
+
+
+def require_shared() -> None:
+    """Skip a test on the real fixtures when ../shared is not there, unless CI says
+    it must be (GYMRAY_REQUIRE_SHARED=1): then its absence fails the test."""
+    if FIXTURES.is_dir():
+        return
+    if os.environ.get("GYMRAY_REQUIRE_SHARED") == "1":
+        pytest.fail(f"the shared fixtures are missing: {FIXTURES} (GYMRAY_REQUIRE_SHARED=1)")
+    pytest.skip(f"no shared fixtures at {FIXTURES}")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(x) for x in Path(path).read_bytes().split(b"\n") if x]
+
+
+def rollout_files() -> list[Path]:
+    from gymray.rollouts import is_sidecar
+
+    require_shared()
+    return sorted(p for p in FIXTURES.rglob("*rollouts*.jsonl") if not is_sidecar(p.name))
+
+
+def recipe_spec(settings, inputs):
+    """The per-block spec a run of ``settings`` over ``inputs`` ships to its workers."""
+    from gymray import recipes
+    from gymray.engine.blocks import Spec
+    from gymray.recipes.base import Context
+    from gymray.rollouts import file_environment
+
+    files = [f.uri for f in inputs]
+    recipe = recipes.get(settings.algo)(settings, Context(files))
+    return Spec(recipe, files, [file_environment(u) for u in files])
