@@ -201,7 +201,14 @@ def submit(
     )
     settings = with_job(base, job, nemo_rl)
     manifest = _training_manifest(prepared.output, prepared.manifest, settings)
-    return submit_training(settings.algo, manifest, settings.job, settings.nemo_rl, dry_run=dry_run)
+    return submit_training(
+        settings.algo,
+        manifest,
+        settings.job,
+        settings.nemo_rl,
+        dry_run=dry_run,
+        allow_empty=settings.allow_empty,
+    )
 
 
 def _training_manifest(output: str, manifest: dict, settings: SettingsBase) -> dict:

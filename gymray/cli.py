@@ -22,6 +22,7 @@ import orjson
 from gymray import api
 from gymray.config import load_settings
 from gymray.errors import (
+    EXIT_EMPTY,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_STOPPED,
@@ -85,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare_only:
         if args.json:
             print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        if not result.counts["records"]["train"] and not settings.allow_empty:
+            _say("error: no training records were written (report.md says why); "
+                 "set allow_empty=true to accept an empty dataset")  # fmt: skip
+            return EXIT_EMPTY
         return EXIT_OK
     try:
         handle = api.submit(result, dry_run=args.dry_run)
@@ -195,7 +200,7 @@ def _with(extra: Mapping[str, Any] | None, summary: dict) -> dict:
 
 def _print_dry_run(handle: JobHandle, out: IO[str]) -> None:
     s = handle.summary()
-    print("# dry run: nothing was written or submitted", file=out)
+    print("# dry run: the config files below were written; no job was submitted", file=out)
     print(f"# submission id: {s['submission_id']}", file=out)
     print(f"# entrypoint:    {s['entrypoint']}", file=out)
     print(f"# runtime_env:   {json.dumps(s['runtime_env'])}", file=out)
@@ -203,6 +208,7 @@ def _print_dry_run(handle: JobHandle, out: IO[str]) -> None:
     print(f"# metadata:      {json.dumps(s['metadata'])}", file=out)
     if handle.config is not None:
         print(f"# config file:   {handle.config.config_path}", file=out)
+        print(f"# base file:     {handle.config.base_path}", file=out)
         print(handle.redactor.text(handle.config.config_yaml), file=out, end="")
 
 

@@ -115,6 +115,11 @@ class JobSettings(Section):
     runs_dir: str | None = Field(
         None, description="where run configs, checkpoints and logs go (default <dataset>/runs)"
     )
+    nemo_gym_dir: str | None = Field(
+        None,
+        description="NeMo Gym checkout whose configs serve GRPO's agents (default: NeMo RL's "
+        "3rdparty/Gym-workspace/Gym)",
+    )
     env_vars: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="environment of the training job; values are secrets (redacted)",
@@ -171,6 +176,10 @@ class SettingsBase(Section):
     )
     output: str = Field("", description="dataset directory (default gymray-output/<algo>)")
     overwrite: bool = Field(False, description="replace a gymray dataset built with other settings")
+    allow_empty: bool = Field(
+        False,
+        description="accept a dataset with no training records: exit 0 and launch anyway",
+    )
     tasks: list[str] = Field(
         default_factory=list,
         description="NeMo Gym task files or *_materialized_inputs.jsonl (GRPO ground truth)",

@@ -31,6 +31,10 @@ class Format:
     config: dict = field(default_factory=dict)  # other NeMo RL config the format needs
     # nemo_gym: fields beyond the fixed ones are the task's, kept in one JSON column
     rest_column: str | None = None
+    # the fields NeMo RL tokenizes as one sample, and pairs of alternatives of which
+    # the longer counts (preference data: chosen or rejected, each after the context)
+    sample_fields: tuple[str, ...] = ()
+    alternatives: tuple[str, ...] = ()
 
     def parquet_schema(self) -> pa.Schema:
         return pa.schema([pa.field(n, _ARROW[k]) for n, k in self.fields.items()])
@@ -49,10 +53,17 @@ class Format:
             data["default"] = dict(self.default)
         return {"data": data, **self.config}
 
-    def trained_chars(self, encoded: dict[str, bytes]) -> int:
-        """Characters of what NeMo RL tokenizes for one sample of this record (its
-        fields' JSON, provenance aside): the basis of the length estimates."""
-        return sum(len(v) for k, v in encoded.items() if k != "meta")
+    def trained_chars(self, record: dict, encoded: dict[str, bytes]) -> int:
+        """Characters of the longest sample NeMo RL tokenizes from this record (the
+        JSON of its fields, close to a chat template's rendering): the basis of the
+        length estimates NeMo RL's ``max_input_seq_length`` is compared with."""
+        size = sum(len(encoded[k]) for k in self.sample_fields if k in encoded)
+        if self.alternatives == ("completions",):
+            comps = record.get("completions") or ()
+            size += max((len(orjson.dumps(c.get("completion"))) for c in comps), default=0)
+        elif self.alternatives:
+            size += max(len(encoded.get(k, b"")) for k in self.alternatives)
+        return size
 
     def column_value(self, name: str, record: dict, encoded: dict[str, bytes]) -> Any:
         """The Parquet value of one field (JSON fields as their encoded text)."""
@@ -113,18 +124,22 @@ FORMATS: dict[str, Format] = {
             {"messages": "json", "tools": "json", "meta": "json"},
             _openai,
             "{messages, tools}: NeMo RL openai_format (tool calls and multi-turn kept)",
+            sample_fields=("messages", "tools"),
         ),
         Format(
             "simple",
             {"input": "string", "output": "string", "meta": "json"},
             _response("output"),
             "{input, output} strings: NeMo RL ResponseDataset (single-turn text only)",
+            sample_fields=("input", "output"),
         ),
         Format(
             "preference",
             {"context": "json", "completions": "json", "meta": "json"},
             _preference,
             "{context, completions: [{rank, completion}] x2}: NeMo RL PreferenceDataset",
+            sample_fields=("context",),
+            alternatives=("completions",),
         ),
         Format(
             "binary",
@@ -139,6 +154,8 @@ FORMATS: dict[str, Format] = {
             },
             _binary,
             "{prompt, chosen, rejected} strings: NeMo RL BinaryPreferenceDataset",
+            sample_fields=("prompt",),
+            alternatives=("chosen", "rejected"),
         ),
         Format(
             "nemo_gym",
@@ -157,15 +174,22 @@ FORMATS: dict[str, Format] = {
             },
             config={"env": {"should_use_nemo_gym": True}},
             rest_column="task_fields",
+            sample_fields=("responses_create_params",),
         ),
         Format(
             "math",
             {"input": "string", "ground_truth": "string", "meta": "json"},
             _response("ground_truth"),
             "{input, ground_truth} strings: NeMo RL ResponseDataset + math verifier",
+            sample_fields=("input",),
         ),
     )
 }
+
+
+# What the length estimates assume of a tokenizer (English text and code with a
+# modern BPE vocabulary run 3-4.5 characters a token; JSON punctuation less).
+CHARS_PER_TOKEN = 3.5
 
 
 def get(name: str) -> Format:

@@ -59,3 +59,21 @@ def recipe_spec(settings, inputs):
     files = [f.uri for f in inputs]
     recipe = recipes.get(settings.algo)(settings, Context(files))
     return Spec(recipe, files, [file_environment(u) for u in files])
+
+
+def run_standin(checkout: Path, script: str, config: str, report: Path, *overrides: str):
+    """Run a stand-in NeMo RL entrypoint the way the job does (from the checkout root,
+    `--config` plus overrides); returns (process, report or None)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, script, "--config", str(config), *overrides],
+        cwd=checkout,
+        env={**os.environ, "STANDIN_REPORT": str(report)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    seen = orjson.loads(report.read_bytes()) if report.exists() else None
+    return proc, seen

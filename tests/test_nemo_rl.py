@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nemo_rl_standin import make_checkout, write_dataset  # noqa: E402
+from nemo_rl_standin import DATA_BLOCKS, make_checkout, write_dataset  # noqa: E402
 
 from gymray import formats, nemo_rl  # noqa: E402
 from gymray.errors import ConfigError  # noqa: E402
@@ -161,8 +161,9 @@ def test_without_val_file_the_hub_validation_block_is_nulled(checkout, tmp_path)
 def test_merging_the_data_block_naively_hits_the_validation_trap(checkout, tmp_path):
     # Guards the stand-in itself: without gymray's reset file, NeMo RL's key-by-key merge
     # keeps the hub `split: validation` and loading fails with KeyError 'validation'.
-    manifest = write_dataset(tmp_path / "ds", "sft", "openai")
-    naive = {"defaults": str(checkout / "examples/configs/sft.yaml"), **manifest["nemo_rl"]}
+    write_dataset(tmp_path / "ds", "sft", "openai")
+    train = {**DATA_BLOCKS["openai"], "data_path": str(tmp_path / "ds" / "train.jsonl")}
+    naive = {"defaults": str(checkout / "examples/configs/sft.yaml"), "data": {"train": train}}
     cfg = tmp_path / "naive.yaml"
     cfg.write_text(OmegaConf.to_yaml(OmegaConf.create(naive)))
     proc = subprocess.run(

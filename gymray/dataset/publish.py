@@ -85,6 +85,8 @@ def publish(
         "reward": reward_summary(run.rewards),
         "stats": stat_block,
         "per_file": per_file,
+        "environments": stats.environments(run, formats.CHARS_PER_TOKEN),
+        "lengths": stats.lengths(run, formats.CHARS_PER_TOKEN),
         "warnings": warnings,
         "versions": versions(),
         "nemo_rl": fmt.data_config(

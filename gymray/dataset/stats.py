@@ -89,6 +89,18 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
             )
         for j in np.flatnonzero(moved):
             per_env[rec["env"][j]].update({"records:train": -1, "records:val": 1})
+        kept = (
+            rec["notes"]
+            if not dropped.any()
+            else [rec["notes"][j] for j in np.flatnonzero(~dropped)]
+        )
+        kept_envs = (
+            rec["env"] if not dropped.any() else [rec["env"][j] for j in np.flatnonzero(~dropped)]
+        )
+        for (env, joined), n in collections.Counter(zip(kept_envs, kept, strict=True)).items():
+            for note in joined.split("\n") if joined else ():
+                notes[note] += n
+                per_env[env][f"note:{note}"] += n
         for split, mask in (
             ("val", (is_val | moved) & ~dropped),
             ("train", ~is_val & ~moved & ~dropped),
@@ -164,4 +176,58 @@ def dead_file_warnings(per_file: dict) -> list[str]:
         out.append(
             f"every line of {len(uris)} file(s) was rejected, mostly {reason}: {shown}{hint}"
         )
+    return out
+
+
+def _quantiles(values: np.ndarray, points: int = 1001) -> list[int]:
+    """The values themselves when few, else ``points`` evenly spaced quantiles:
+    enough to count, within 0.1% of the records, how many exceed any limit."""
+    if values.size <= points:
+        return sorted(int(v) for v in values)
+    return [int(v) for v in np.quantile(values, np.linspace(0, 1, points), method="nearest")]
+
+
+def lengths(run: RunStats, chars_per_token: float) -> dict:
+    """Record lengths per split (characters of what NeMo RL tokenizes), for the
+    report and for the check of a launch's sequence limits."""
+    out: dict = {"chars_per_token": chars_per_token}
+    for split, chars in run.chars.items():
+        out[split] = {"records": int(chars.size), "chars": _quantiles(chars)}
+    return out
+
+
+def environments(run: RunStats, chars_per_token: float) -> dict[str, dict]:
+    """Per environment: what became of its lines, its rewards, its records' lengths."""
+    out: dict[str, dict] = {}
+    rewards_by_env: dict[str, list] = {}
+    for env, r in zip(run.reward_envs.tolist(), run.rewards.tolist(), strict=True):
+        rewards_by_env.setdefault(env, []).append(r)
+    for env in sorted(run.per_env):
+        c = run.per_env[env]
+        e = {
+            "lines": sum(c.get(k, 0) for k in ("used", "filtered", "rejected")),
+            "used": c.get("used", 0),
+            "filtered": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("filtered:")},
+            "rejected": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("rejected:")},
+            "records": {"train": c.get("records:train", 0), "val": c.get("records:val", 0)},
+            "notes": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("note:")},
+        }
+        rewards = np.array(rewards_by_env.get(env, []), dtype=np.float64)
+        if rewards.size:
+            e["reward"] = {
+                "count": int(rewards.size),
+                "mean": float(rewards.mean()),
+                "std": float(rewards.std()),
+                "min": float(rewards.min()),
+                "max": float(rewards.max()),
+            }
+        chars = np.concatenate(
+            [run.chars[s][run.chars_envs[s] == env] for s in run.chars if run.chars[s].size]
+            or [np.zeros(0)]
+        )
+        if chars.size:
+            p50, p90 = np.percentile(chars, [50, 90])
+            e["chars"] = {"p50": int(p50), "p90": int(p90), "max": int(chars.max())}
+            e["tokens_est"] = {k: int(v / chars_per_token) for k, v in e["chars"].items()}
+        out[env] = e
     return out

@@ -9,7 +9,7 @@ rows or small keys, group by task after a hash shuffle, decide, build.
 
 from __future__ import annotations
 
-import os
+import posixpath
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,10 +45,13 @@ class Spec:
     files: list[str]  # input URIs as the user named them: what records and rejects cite
     envs: list[str]  # the environment label of each input file (when a rollout names none)
     storage: Any = None
+    # what stands for the agent in the task key of rollouts that name none: the
+    # file's path below the inputs' common folder (collection runs number their
+    # tasks from 0, and NeMo Gym names every environment's file example_rollouts.jsonl)
     names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.names = [os.path.basename(f) for f in self.files]
+        self.names = source_names(self.files)
 
     @property
     def seed(self) -> int:
@@ -64,6 +67,15 @@ class Spec:
 
     def env(self, agent: str | None, file_id: int) -> str:
         return agent or self.envs[file_id]
+
+
+def source_names(files: list[str]) -> list[str]:
+    """Each file's path below the common folder of all of them."""
+    paths = [f.split("://", 1)[-1] for f in files]
+    if not paths:
+        return []
+    root = posixpath.commonpath([posixpath.dirname(p) for p in paths])
+    return [posixpath.relpath(p, root) if root else p for p in paths]
 
 
 BASE_OUTCOME = [
@@ -84,7 +96,7 @@ BASE_OUTCOME = [
     ("tools_hash", pa.int64()),
     ("content_hash", pa.int64()),
     ("chars", pa.int64()),  # of what NeMo RL tokenizes for the record
-    ("note", pa.string()),  # a fact about a record for the stats, e.g. its ground truth's source
+    ("note", pa.string()),  # facts about a record for the stats, one a line
     ("record", pa.large_binary()),
 ]
 
@@ -144,13 +156,17 @@ class OutcomeBuilder:
             tools_json, content = formats.content_hashes(fields)
             c["tools_hash"][-1] = hash64(tools_json)
             c["content_hash"][-1] = hash64(content)
-            c["chars"][-1] = self.fmt.trained_chars(fields)
+            c["chars"][-1] = self.fmt.trained_chars(record, fields)
 
     def table(self) -> pa.Table:
         return pa.table(
             {f.name: pa.array(self.cols[f.name], type=f.type) for f in self.schema},
             schema=self.schema,
         )
+
+
+def _notes(spec: Spec, record: dict) -> str | None:
+    return "\n".join(spec.recipe.notes(record)) or None
 
 
 # --------------------------------------------------------------------------- per rollout
@@ -190,6 +206,7 @@ def process_lines(batch: pa.Table, spec: Spec) -> pa.Table:
         out.add(
             file_id, line, "used", reward=r.reward, task_key=r.task_key, env=env, record=record,
             split_u=unit_interval(r.task_key, spec.seed), task_hash=hash64(r.task_key),
+            note=_notes(spec, record),
         )  # fmt: skip
     return out.table()
 
@@ -311,13 +328,14 @@ def _emit_group(out: OutcomeBuilder, th: int, rows: list[tuple], result, spec: S
     ``rows`` are the members' ``(file_id, line, reward, task_key, env)``."""
     for k, (file_id, line, reward, task_key, env) in enumerate(rows):
         status, reason = result.status.get(k, ("filtered", "unused"))
+        note = "\n".join(result.notes) or None if k == 0 else None
         out.add(file_id, line, status, reason=reason, reward=reward, task_key=task_key,
-                task_hash=th, env=env)  # fmt: skip
+                task_hash=th, env=env, note=note)  # fmt: skip
     for sub, (record, anchor) in enumerate(result.records, start=1):
         file_id, line, _, task_key, env = rows[anchor]
         out.add(
             file_id, line, None, record=record, task_key=task_key, task_hash=th, env=env,
-            split_u=unit_interval(task_key, spec.seed), sub=sub, note=spec.recipe.note(record),
+            split_u=unit_interval(task_key, spec.seed), sub=sub, note=_notes(spec, record),
         )  # fmt: skip
 
 
@@ -448,7 +466,7 @@ def build_block(
                 out.add(
                     row["file_id"], row["line"], None, record=record, task_key=row["task_key"],
                     task_hash=row["task_hash"], env=row["env"], split_u=row["split_u"],
-                    sub=row["sub"], note=spec.recipe.note(record),
+                    sub=row["sub"], note=_notes(spec, record),
                 )  # fmt: skip
             yield _merge(statuses, has_plan, start_row, end_row, out.table())
             start_row = end_row

@@ -69,7 +69,7 @@ class PartStats:
     rejected: collections.Counter = field(default_factory=collections.Counter)
     per_file: dict = field(default_factory=dict)  # file_id -> Counter
     per_env: dict = field(default_factory=dict)  # env -> Counter (statuses, records)
-    notes: collections.Counter = field(default_factory=collections.Counter)
+    notes: collections.Counter = field(default_factory=collections.Counter)  # of lines
     rewards: np.ndarray = None  # rewards of the lines that have one
     reward_envs: list = field(default_factory=list)  # env of each reward
     task_hashes: np.ndarray = None  # grouped recipes: the tasks of the part, sorted
@@ -199,8 +199,6 @@ class _Part:
         rows: dict[str, list[int]] = {"train": [], "val": []}
         rejected_rows, filtered, reward_rows = [], [], []
         for i, st in enumerate(col["status"]):
-            if col["note"][i] is not None:
-                stats.notes[col["note"][i]] += 1
             env = col["env"][i]
             if col["record"][i] is not None:
                 split = "val" if col["split_u"][i] < val_fraction else "train"
@@ -211,7 +209,7 @@ class _Part:
                     ("content_hash", col["content_hash"][i]), ("nbytes", len(col["record"][i])),
                     ("chars", col["chars"][i]), ("file_id", col["file_id"][i]),
                     ("filtered_at", self.filtered_bytes),
-                    ("env", env),
+                    ("env", env), ("notes", col["note"][i]),
                 ):  # fmt: skip
                     rec[name].append(value)
                 if self.dedup:
@@ -221,6 +219,8 @@ class _Part:
                 per_env[env][f"records:{split}"] += 1
             if st is None:
                 continue
+            if col["record"][i] is None and col["note"][i]:  # a record's notes count with it
+                stats.notes.update(col["note"][i].split("\n"))
             stats.lines += 1
             per_file[col["file_id"][i]][st] += 1
             per_env[env][st] += 1
@@ -262,7 +262,9 @@ class _Part:
         stats = self.stats
         stats.per_file, stats.per_env = dict(self.per_file), dict(self.per_env)
         stats.rewards = np.concatenate(self.rewards) if self.rewards else np.zeros(0)
-        stats.records = {k: v if k == "env" else np.array(v) for k, v in self.rec.items()}
+        stats.records = {
+            k: v if k in ("env", "notes") else np.array(v) for k, v in self.rec.items()
+        }
         if self.tasks:
             stats.task_hashes = np.concatenate([h for h, _ in self.tasks])
             stats.tasks = np.concatenate([t for _, t in self.tasks])

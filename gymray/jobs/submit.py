@@ -94,13 +94,15 @@ def submit_training(
     *,
     dry_run: bool = False,
     templates_dir: str | Path | None = None,
+    allow_empty: bool = False,
 ) -> JobHandle:
     """Write NeMo RL's config for a prepared dataset and submit the training as a Ray Job.
 
     Attaches instead when a job with the same (deterministic) submission id exists. With
-    `dry_run`, builds everything and returns a handle describing it, writing and
-    submitting nothing. Raises ConfigError (bad settings or keys) or JobError (auth,
-    cluster, resources), each with an `exit_code` (ConfigError: 2).
+    `dry_run`, writes the exact config files it would launch with and returns a handle
+    describing the job, submitting nothing. Raises ConfigError (bad settings or keys),
+    EmptyDatasetError (no training records, unless `allow_empty`) or JobError (auth,
+    cluster, resources), each with an `exit_code`.
 
     >>> h = submit_training("dpo", manifest, JobSettings(nemo_rl_dir="/shared/nemo-rl"),
     ...                     {"policy": {"model_name": "Qwen/Qwen2.5-1.5B"}})  # doctest: +SKIP
@@ -108,7 +110,7 @@ def submit_training(
     'SUCCEEDED'
     """
     settings = _job_settings(job)
-    built = build_config(algo, manifest, settings, overrides, templates_dir)
+    built = build_config(algo, manifest, settings, overrides, templates_dir, allow_empty)
     env = settings.env()
     redactor = Redactor(env)
     submission_id = settings.submission_id or default_submission_id(built, settings, list(env))
@@ -149,6 +151,7 @@ def submit_training(
         redactor=redactor,
     )
     if dry_run:
+        write_config(built)
         return handle
 
     client = connect(settings.address)

@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gymray import formats
 from gymray.config import configs_dir
 from gymray.errors import ConfigError
+from gymray.nemo_rl import checks, gym
 from gymray.nemo_rl.loading import load_with_defaults
 from gymray.nemo_rl.overrides import check_override_keys, overrides_to_dict, parse_overrides
 from gymray.recipes import ALGOS, REGISTRY
@@ -47,6 +48,8 @@ from gymray.storage.fs import is_remote, join
 # Placeholders allowed in the templates (configs/nemo_rl/<algo>.yaml) and in user
 # override values; replaced by plain text substitution so NeMo RL's own `${...}`
 # interpolations pass through untouched.
+# Formats NeMo RL renders through the tokenizer's chat template.
+CHAT_RENDERED = ("openai", "preference", "binary")
 PLACEHOLDERS = ("{run_dir}", "{run_id}", "{output}", "{algo}")
 
 
@@ -105,15 +108,16 @@ def _join(base: str, rel: str) -> str:
     return rel if is_remote(rel) or os.path.isabs(rel) else join(base, rel)
 
 
-def entrypoint(algo: str, fmt: str):
-    """The NeMo RL script and base config that train ``fmt`` records of ``algo``."""
-    entries = REGISTRY[algo].entrypoints
-    if fmt not in entries:
+def entrypoint(algo: str, fmt: str, manifest: Mapping[str, Any] | None = None):
+    """The NeMo RL script and base config that train ``fmt`` records of ``algo``
+    (for a dataset: its recipe may pick another, e.g. a VLM entrypoint for images)."""
+    recipe = REGISTRY[algo]
+    if fmt not in recipe.entrypoints:
         raise ConfigError(
             f"record format {fmt!r} cannot be trained with {algo}: "
-            f"{algo} takes {' or '.join(entries)}"
+            f"{algo} takes {' or '.join(recipe.entrypoints)}"
         )
-    return entries[fmt]
+    return recipe.entrypoint(fmt, dict(manifest or {}))
 
 
 def templates_dir_default() -> Path:
@@ -188,81 +192,85 @@ def build_config(
     job: Any = None,
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     templates_dir: str | Path | None = None,
+    allow_empty: bool = False,
 ) -> BuiltConfig:
     """Build (without writing) the NeMo RL config and launch command for a dataset.
 
-    `manifest` is the dataset's manifest.json (algo, output, fingerprint, format, files,
-    tools_differ). `job` is a JobSettings (or a dict with the same names): nemo_rl_dir,
-    launcher, base_config, script, runs_dir. Raises ConfigError on anything the user must
-    fix, including a user key that NeMo RL's base config does not have (checked when the
-    checkout is readable here; otherwise `keys_checked` is False and a warning says so).
+    `manifest` is the dataset's manifest.json. `job` is a JobSettings (or a dict with
+    the same names): nemo_rl_dir, launcher, base_config, script, runs_dir,
+    nemo_gym_dir. Raises ConfigError on anything the user must fix: a user key NeMo
+    RL's base config does not have, a chat template that cannot render the records'
+    tool calls, Gym agents no config serves (checked when the checkouts are readable
+    here; otherwise `keys_checked` is False and a warning says so); and
+    EmptyDatasetError for a dataset without training records (unless `allow_empty`).
 
     >>> built = build_config("sft", manifest, {"nemo_rl_dir": "/shared/nemo-rl"},
     ...                      {"policy": {"model_name": "Qwen/Qwen2.5-1.5B"}})  # doctest: +SKIP
     >>> write_config(built)  # doctest: +SKIP
     """
-    if algo not in REGISTRY:
-        raise ConfigError(f"unknown algorithm {algo!r}: use one of {', '.join(ALGOS)}")
-    missing = [k for k in ("output", "fingerprint", "format", "files") if not manifest.get(k)]
-    if missing:
-        raise ConfigError(
-            f"dataset manifest lacks {', '.join(missing)}: prepare the dataset with gymray "
-            "first (python -m gymray.run <algo> input=... output=... --prepare-only)"
-        )
-    if manifest.get("algo") and manifest["algo"] != algo:
-        raise ConfigError(
-            f"dataset {manifest['output']} was prepared for {manifest['algo']}, not {algo}"
-        )
-    fmt = str(manifest["format"])
-    entry = entrypoint(algo, fmt)
-    output = str(manifest["output"])
-    fingerprint = str(manifest["fingerprint"])
-
-    nemo_rl_dir = _setting(job, "nemo_rl_dir")
-    if not nemo_rl_dir:
-        raise ConfigError(
-            "job.nemo_rl_dir is not set: pass job.nemo_rl_dir=<path of the NeMo RL "
-            "checkout on the cluster nodes>"
-        )
-    if not os.path.isabs(nemo_rl_dir):
-        raise ConfigError(
-            f"job.nemo_rl_dir={nemo_rl_dir!r} must be an absolute path: the job runs "
-            "elsewhere, from the cluster's own working directory"
-        )
-    nemo_rl_dir = os.path.normpath(nemo_rl_dir)
+    output, fingerprint, fmt = _check_manifest(algo, manifest)
+    checks.empty(dict(manifest), allow_empty)
+    entry = entrypoint(algo, fmt, manifest)
+    nemo_rl_dir = _nemo_rl_dir(job)
     script = _setting(job, "script") or entry.script
+    special = entry != REGISTRY[algo].entrypoints[fmt]  # e.g. the VLM entrypoint for images
+    if special and script != entry.script:
+        raise ConfigError(
+            f"job.script={script} cannot train this dataset: its records hold images, which "
+            f"need {entry.script} (leave job.script unset), or set chat.images=filter to "
+            "prepare a text-only dataset"
+        )
     base_config = _setting(job, "base_config") or entry.base_config
     base_abs = base_config if os.path.isabs(base_config) else os.path.join(nemo_rl_dir, base_config)
     launcher = _setting(job, "launcher") or "uv run python"
     split_launcher(launcher)
 
     files = manifest["files"]
-    if not files.get("train"):
-        raise ConfigError(f"dataset manifest of {output} names no train file")
     train_path = _join(output, files["train"])
     val_path = _join(output, files["val"]) if files.get("val") else None
     data = formats.get(fmt).data_config(
         train_path, val_path, {"tools_differ": bool(manifest.get("tools_differ"))}
     )
-
-    runs_dir = _setting(job, "runs_dir")
-    if not runs_dir:
-        if is_remote(output):
-            raise ConfigError(
-                f"dataset {output} is in an object store, which NeMo RL cannot read its "
-                "config from or write checkpoints to: set job.runs_dir=<shared directory "
-                "the cluster nodes can read and write>"
-            )
-        runs_dir = os.path.join(_local(output), "runs")
-    if is_remote(runs_dir) or not os.path.isabs(_local(runs_dir)):
-        raise ConfigError(f"job.runs_dir={runs_dir!r} must be an absolute shared path")
-    runs_dir = _local(runs_dir)
+    runs_dir = _runs_dir(job, output)
 
     template = load_template(algo, templates_dir)
     user = parse_overrides(overrides)
-    merged = OmegaConf.merge(data, template, overrides_to_dict(user))
+    user_tree = overrides_to_dict(user)
+    warnings: list[str] = []
+    base = None
+    if os.path.isdir(nemo_rl_dir):
+        if not os.path.isfile(os.path.join(nemo_rl_dir, script)):
+            raise ConfigError(
+                f"NeMo RL entrypoint {script} not found in job.nemo_rl_dir={nemo_rl_dir}: "
+                "is that a NeMo RL checkout (or set job.script)?"
+            )
+        base = load_with_defaults(base_abs)
+    else:
+        warnings.append(
+            f"NeMo RL checkout {nemo_rl_dir} is not readable here: nemo_rl.* keys, the chat "
+            "template and record lengths were not checked against its config"
+        )
+    gym_layer: dict = {}
+    if fmt == "nemo_gym":
+        gym_layer, gym_warnings = _gym_servers(manifest, base, user_tree, nemo_rl_dir, job)
+        warnings += gym_warnings
+    merged = OmegaConf.merge(data, template, gym_layer, user_tree)
     merged_plain = OmegaConf.to_container(merged)
     assert isinstance(merged_plain, dict)
+
+    new_keys: list[str] = []
+    full = None
+    if base is not None:
+        reset = OmegaConf.create({"data": {"train": None, "validation": None}})
+        ours = OmegaConf.merge(base, reset, data, template, gym_layer)
+        assert isinstance(ours, DictConfig)
+        new_keys = check_override_keys(user, ours, f"{base_config} (with its defaults)")
+        full = OmegaConf.merge(ours, user_tree)
+    if fmt in CHAT_RENDERED and not special:  # a VLM's processor brings its own template
+        warnings += checks.chat_template(
+            full if full is not None else merged, dict(manifest), nemo_rl_dir
+        )
+    warnings += checks.lengths(full, dict(manifest)) if full is not None else []
 
     run_key = {
         "algo": algo,
@@ -281,34 +289,12 @@ def build_config(
         merged_plain,
         {"{run_dir}": run_dir, "{run_id}": run_id, "{output}": output, "{algo}": algo},
     )
-
-    warnings: list[str] = []
-    keys_checked = False
-    new_keys: list[str] = []
-    if os.path.isdir(nemo_rl_dir):
-        if not os.path.isfile(os.path.join(nemo_rl_dir, script)):
-            raise ConfigError(
-                f"NeMo RL entrypoint {script} not found in job.nemo_rl_dir={nemo_rl_dir}: "
-                "is that a NeMo RL checkout (or set job.script)?"
-            )
-        base = load_with_defaults(base_abs)
-        reset = OmegaConf.create({"data": {"train": None, "validation": None}})
-        ours = OmegaConf.merge(base, reset, data, template)
-        assert isinstance(ours, DictConfig)
-        new_keys = check_override_keys(user, ours, f"{base_config} (with its defaults)")
-        keys_checked = True
-    else:
-        warnings.append(
-            f"NeMo RL checkout {nemo_rl_dir} is not readable here: nemo_rl.* keys were not "
-            "checked (NeMo RL will reject unknown keys when the job starts)"
-        )
-
     base_path = os.path.join(run_dir, BASE_FILE)
     config_path = os.path.join(run_dir, CONFIG_FILE)
+    command = entrypoint_command(nemo_rl_dir, launcher, script, config_path)
     header = (
         f"# Written by gymray for run {run_id} (dataset {output}, fingerprint "
-        f"{fingerprint}).\n# Launched as: "
-        f"{entrypoint_command(nemo_rl_dir, launcher, script, config_path)}\n"
+        f"{fingerprint}).\n# Launched as: {command}\n"
     )
     base_yaml = (
         f"# Written by gymray: NeMo RL's {base_config} with the data blocks gymray "
@@ -331,13 +317,94 @@ def build_config(
         nemo_rl_dir=nemo_rl_dir,
         script=script,
         base_config=base_config,
-        entrypoint=entrypoint_command(nemo_rl_dir, launcher, script, config_path),
+        entrypoint=command,
         dataset=output,
         fingerprint=fingerprint,
-        keys_checked=keys_checked,
+        keys_checked=base is not None,
         new_keys=new_keys,
         warnings=warnings,
     )
+
+
+def _check_manifest(algo: str, manifest: Mapping[str, Any]) -> tuple[str, str, str]:
+    if algo not in REGISTRY:
+        raise ConfigError(f"unknown algorithm {algo!r}: use one of {', '.join(ALGOS)}")
+    missing = [k for k in ("output", "fingerprint", "format", "files") if not manifest.get(k)]
+    if missing:
+        raise ConfigError(
+            f"dataset manifest lacks {', '.join(missing)}: prepare the dataset with gymray "
+            "first (python -m gymray.run <algo> input=... output=... --prepare-only)"
+        )
+    if manifest.get("algo") and manifest["algo"] != algo:
+        raise ConfigError(
+            f"dataset {manifest['output']} was prepared for {manifest['algo']}, not {algo}"
+        )
+    if not manifest["files"].get("train"):
+        raise ConfigError(f"dataset manifest of {manifest['output']} names no train file")
+    return str(manifest["output"]), str(manifest["fingerprint"]), str(manifest["format"])
+
+
+def _nemo_rl_dir(job: Any) -> str:
+    nemo_rl_dir = _setting(job, "nemo_rl_dir")
+    if not nemo_rl_dir:
+        raise ConfigError(
+            "job.nemo_rl_dir is not set: pass job.nemo_rl_dir=<path of the NeMo RL "
+            "checkout on the cluster nodes>"
+        )
+    if not os.path.isabs(nemo_rl_dir):
+        raise ConfigError(
+            f"job.nemo_rl_dir={nemo_rl_dir!r} must be an absolute path: the job runs "
+            "elsewhere, from the cluster's own working directory"
+        )
+    return os.path.normpath(nemo_rl_dir)
+
+
+def _runs_dir(job: Any, output: str) -> str:
+    runs_dir = _setting(job, "runs_dir")
+    if not runs_dir:
+        if is_remote(output):
+            raise ConfigError(
+                f"dataset {output} is in an object store, which NeMo RL cannot read its "
+                "config from or write checkpoints to: set job.runs_dir=<shared directory "
+                "the cluster nodes can read and write>"
+            )
+        runs_dir = os.path.join(_local(output), "runs")
+    if is_remote(runs_dir) or not os.path.isabs(_local(runs_dir)):
+        raise ConfigError(f"job.runs_dir={runs_dir!r} must be an absolute shared path")
+    return _local(runs_dir)
+
+
+def _gym_servers(manifest, base, user_tree: dict, nemo_rl_dir: str, job) -> tuple[dict, list[str]]:
+    """The Gym configs to start: the user's, checked to serve every agent of the data,
+    else derived from the Gym checkout by agent name."""
+    agents = gym.dataset_agents(dict(manifest))
+    if not agents:
+        return {}, [
+            "the dataset's manifest names no Gym agents (prepared by an older gymray?): "
+            "env.nemo_gym.config_paths was not derived from the data"
+        ]
+    root = gym.gym_dir(nemo_rl_dir, _setting(job, "nemo_gym_dir"))
+    given = ((user_tree.get("env") or {}).get("nemo_gym") or {}).get("config_paths")
+    if given is not None:
+        if not root.is_dir():
+            return {}, [f"NeMo Gym checkout {root} is not readable here: not checked that "
+                        "nemo_rl.env.nemo_gym.config_paths serves the dataset's agents"]  # fmt: skip
+        missing = gym.unserved(agents, list(given), root)
+        if missing:
+            raise ConfigError(
+                f"nemo_rl.env.nemo_gym.config_paths serves none of the agent(s) "
+                f"{', '.join(missing)} that the dataset's rows are routed to: add the Gym "
+                "configs declaring them (or leave config_paths unset for gymray to find them)"
+            )
+        return {}, []
+    base_paths = _config_list(base, "env.nemo_gym.config_paths") or [gym.DEFAULT_MODEL_CONFIG]
+    paths, warnings = gym.derive(agents, base_paths, root)
+    return {"env": {"nemo_gym": {"config_paths": paths}}}, warnings
+
+
+def _config_list(cfg: DictConfig | None, key: str) -> list[str]:
+    value = checks.select(cfg, key, default=None)
+    return [str(v) for v in value] if isinstance(value, ListConfig | list) else []
 
 
 def _atomic_write(path: str, text: str) -> None:

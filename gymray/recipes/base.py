@@ -103,6 +103,7 @@ class GroupResult:
     status: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     plans: list[tuple[int, list[int], dict]] = field(default_factory=list)
     records: list[tuple[dict, int]] = field(default_factory=list)  # (record, anchor member index)
+    notes: list[str] = field(default_factory=list)  # facts about the task, for the report
 
     def use(self, m: Member | Key) -> None:
         self.status[m.index] = ("used", None)
@@ -145,6 +146,11 @@ class Recipe:
     @classmethod
     def formats(cls) -> tuple[str, ...]:
         return tuple(cls.entrypoints)
+
+    @classmethod
+    def entrypoint(cls, fmt: str, manifest: dict) -> Entrypoint:
+        """The NeMo RL entrypoint that trains this dataset (``manifest``)."""
+        return cls.entrypoints[fmt]
 
     def choose_format(self) -> str:
         return self.section.format
@@ -192,9 +198,10 @@ class Recipe:
         return result
 
     # ------------------------------------------------------------ reporting
-    def note(self, record: dict) -> str | None:
-        """A fact about a record to count in the stats (e.g. its ground truth's source)."""
-        return None
+    def notes(self, record: dict) -> list[str]:
+        """Facts about a record to count in the stats, overall and per environment
+        (e.g. where its ground truth came from)."""
+        return []
 
     def explain(self, outcome: Outcome) -> tuple[list[str], list[str]]:
         """Report sections (markdown) and warnings about a run's outcome."""

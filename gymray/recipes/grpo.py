@@ -8,6 +8,8 @@ keeps tasks whose pass rate lies in a range.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from typing import Literal
 
 import orjson
@@ -24,7 +26,16 @@ from gymray.recipes.base import (
     Section,
     register,
 )
-from gymray.rollouts import GROUND_TRUTH_FIELDS
+from gymray.recipes.tasks import TaskTable
+from gymray.rollouts import GROUND_TRUTH_FIELDS, Rollout, file_environment
+
+# What the rollout produced, never part of the task row Gym is given again.
+PRODUCED = frozenset({"response", "reward"})
+AGENT_TYPE = "responses_api_agents"
+# Ground-truth fields a math verifier can take, when their value is a math answer.
+MATH_FIELDS = ("expected_answer", "answer", "ground_truth", "target", "label")
+_NUMBER = re.compile(r"[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][-+]?\d+)?%?")
+_MATH_MARKS = re.compile(r"[\\^$=]|\d|[+*/<>]|\b(sqrt|frac|pi|log|sin|cos)\b")
 
 
 class GRPOSettings(Section):
@@ -38,6 +49,16 @@ class GRPOSettings(Section):
     )
     pass_rate: tuple[float, float] | None = Field(
         None, description="[lo, hi]: keep tasks whose mean reward lies in the range"
+    )
+    agent_name: str | dict[str, str] | None = Field(
+        None,
+        description="nemo_gym: the Gym agent instance of rollouts without agent_ref: one "
+        "name, or {environment or path glob: name}",
+    )
+    force_math: bool = Field(
+        False,
+        description="math: send ground truths that do not look like math answers "
+        "(text, SQL, translations) to the math verifier anyway",
     )
 
 
@@ -63,29 +84,41 @@ SAMPLING_KEYS = frozenset(
 )
 
 
-def ground_truth(m: Member, tasks: dict[int, dict] | None) -> tuple[object, str] | None:
-    """(ground truth, where it came from): the rollout line first, then the tasks file."""
+def ground_truth(m: Member, tasks: TaskTable | None) -> tuple[str, object, str] | None:
+    """(field, value, where it came from): the rollout line first, then the task file."""
     for source, fields in (("rollout", m.rollout.extras), ("tasks_file", _task_row(m, tasks))):
         for name in GROUND_TRUTH_FIELDS:
             value = (fields or {}).get(name)
             if value not in (None, ""):
-                return value, source
+                return name, value, source
     return None
 
 
-def _task_row(m: Member, tasks: dict | None) -> dict | None:
-    if not tasks or m.rollout.task_index is None:
+def _task_row(m: Member, tasks: TaskTable | None) -> dict | None:
+    if tasks is None:
         return None
-    return tasks.get((m.rollout.task_index, m.rollout.rollout_index)) or tasks.get(
-        (m.rollout.task_index, None)
-    )
+    return tasks.row(m.file, m.rollout.task_index, m.rollout.rollout_index)
+
+
+def is_math_answer(field: str, value: object) -> bool:
+    """Whether a ground truth is something a math verifier (``\\boxed{}``) can check:
+    a number, an expression or a multiple-choice letter; not text, code or SQL."""
+    if field not in MATH_FIELDS or not _scalar(value):
+        return False
+    text = str(value).strip()
+    if not text or "\n" in text or len(text) > 60:
+        return False
+    if _NUMBER.fullmatch(text) or re.fullmatch(r"[A-J]", text):
+        return True
+    return bool(_MATH_MARKS.search(text)) and len(text.split()) <= 6
 
 
 @register
 class GRPO(Recipe):
     """One task row per task. A rollout's key says where its ground truth comes
-    from (if it has one), whether that is a scalar, and whether its prompt is a
-    single user text (``grpo.format=math`` needs both)."""
+    from, whether it is a math answer, whether the prompt is system text and one
+    user text (``grpo.format=math`` needs those), and whether its Gym agent is known
+    (``nemo_gym`` rows must name one)."""
 
     name = "grpo"
     help = "task prompts for GRPO (NeMo RL run_grpo.py, or run_grpo_nemo_gym.py for Gym tasks)"
@@ -103,24 +136,54 @@ class GRPO(Recipe):
         super().__init__(settings, context)
         self.grpo = self.section
         self.fmt = self.format
-        self.tasks, self.bad_task_lines = load_tasks(context.tasks) if context.tasks else (None, 0)
+        self.tasks = TaskTable(context.tasks, context.files) if context.tasks else None
 
     def choose_format(self) -> str:
         if self.section.format != "auto":
             return self.section.format
         return "nemo_gym" if _carries_agent_ref(self.context.sample()) else "math"
 
-    def note(self, record: dict) -> str | None:
-        source = record.get("meta", {}).get("ground_truth_source", "")
-        return None if source == "" else f"ground_truth:{source}"
+    def notes(self, record: dict) -> list[str]:
+        meta = record.get("meta", {})
+        out = []
+        if meta.get("ground_truth_source"):
+            out.append(f"ground_truth:{meta['ground_truth_source']}")
+        if self.fmt == "math" and meta.get("ground_truth_field"):
+            out.append(f"math_verifier:{meta['ground_truth_field']}")
+        if self.fmt == "nemo_gym":
+            out.append(f"agent:{record['agent_ref']['name']}")
+        return out
+
+    def agent_ref(self, m: Member) -> dict | None:
+        """The Gym agent that serves a rollout's task, with the type NeMo Gym's data
+        preparation sets: the rollout's own ``agent_ref``, else its task row's, else
+        ``grpo.agent_name``."""
+        for ref in (m.rollout.agent_ref, (_task_row(m, self.tasks) or {}).get("agent_ref")):
+            if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"]:
+                return {**ref, "type": ref.get("type") or AGENT_TYPE}
+        name = self._configured_agent(m.file)
+        return {"type": AGENT_TYPE, "name": name} if name else None
+
+    def _configured_agent(self, file: str) -> str | None:
+        setting = self.grpo.agent_name
+        if setting is None or isinstance(setting, str):
+            return setting
+        env = file_environment(file)
+        if env in setting:
+            return setting[env]
+        return next((v for k, v in setting.items() if fnmatch.fnmatch(file, k)), None)
 
     def summarize(self, m: Member):
         gt = ground_truth(m, self.tasks)
-        users = [x for x in m.rollout.prompt if x["role"] == "user"]
+        prompt = m.rollout.prompt
+        # [ground truth source, its value is a scalar, prompt fits the math path,
+        #  Gym agent known, ground truth is a math answer]
         return [
-            None if gt is None else gt[1],
-            gt is not None and _scalar(gt[0]),
-            len(users) == 1 and isinstance(users[0]["content"], str),
+            None if gt is None else gt[2],
+            gt is not None and _scalar(gt[1]),
+            _system_and_user_text(prompt) is not None,
+            self.agent_ref(m) is not None,
+            gt is not None and (self.grpo.force_math or is_math_answer(gt[0], gt[1])),
         ]
 
     def decide(self, keys: list[Key]) -> GroupResult:
@@ -148,12 +211,15 @@ class GRPO(Recipe):
                 "no_ground_truth" if with_gt is None
                 else "not_single_user_prompt" if not first.summary[2]
                 else "ground_truth_not_scalar" if not with_gt.summary[1]
+                else "ground_truth_not_math" if not with_gt.summary[4]
                 else None
             )  # fmt: skip
-            if reason is not None:
-                for k in kept:
-                    result.drop(k, reason)
-                return result
+        else:
+            reason = None if first.summary[3] else "no_agent_ref"
+        if reason is not None:
+            for k in kept:
+                result.drop(k, reason)
+            return result
         for k in kept:
             result.use(k)
         need = [first.index]
@@ -172,9 +238,12 @@ class GRPO(Recipe):
         first = members[0]
         gt = ground_truth(members[-1], self.tasks) if params["ground_truth_source"] else None
         if self.fmt == "math":
-            record = {"input": _single_user(first)["content"], "ground_truth": str(gt[0])}
+            record = {
+                "input": _system_and_user_text(first.rollout.prompt),
+                "ground_truth": str(gt[1]),
+            }
         else:
-            record = _gym_record(first, self.tasks)
+            record = self._gym_row(first)
         r = first.rollout
         record["meta"] = {
             "task": r.task_key,
@@ -183,11 +252,29 @@ class GRPO(Recipe):
             "rollouts": params["rollouts"],
             "ground_truth_source": params["ground_truth_source"],
         }
+        if gt is not None:
+            record["meta"]["ground_truth_field"] = gt[0]
         if r.agent is not None:
             record["meta"]["agent"] = r.agent
         if r.task_index is not None:
             record["meta"]["task_index"] = r.task_index
         return record
+
+    def _gym_row(self, m: Member) -> dict:
+        """The task as NeMo Gym gave it: its task file row when there is one, else
+        every top-level field of the rollout but what the rollout produced, with
+        the request's prompt part (NeMo RL sets the sampling parameters)."""
+        r = m.rollout
+        row = _task_row(m, self.tasks)
+        if row is not None:
+            record = {k: v for k, v in row.items() if not k.startswith("_ng_")}
+            record["agent_ref"] = self.agent_ref(m)
+            return record
+        return {
+            "responses_create_params": _prompt_part(r),
+            "agent_ref": self.agent_ref(m),
+            **{k: v for k, v in r.extras.items() if k not in PRODUCED and not k.startswith("_ng_")},
+        }
 
     def explain(self, outcome: Outcome) -> tuple[list[str], list[str]]:
         per_task = outcome.per_task
@@ -242,25 +329,19 @@ def _scalar(value) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
-def _single_user(m: Member) -> dict:
-    (user,) = [x for x in m.rollout.prompt if x["role"] == "user"]
-    return user
+def _system_and_user_text(prompt: list[dict]) -> str | None:
+    """The prompt as the one input text NeMo RL's math path takes: system texts,
+    then the single user text, a blank line apart; None for any other shape."""
+    *head, last = prompt or [{"role": None}]
+    if last["role"] != "user" or any(m["role"] != "system" for m in head):
+        return None
+    if any(not isinstance(m["content"], str) for m in prompt):
+        return None
+    return "\n\n".join(m["content"] for m in prompt if m["content"])
 
 
-def _gym_record(m: Member, tasks: dict | None) -> dict:
-    r = m.rollout
-    row = _task_row(m, tasks)
-    if row is not None:
-        # The task file's own row is what NeMo Gym verifies against: use it whole.
-        record = {k: v for k, v in row.items() if not k.startswith("_ng_")}
-        record.setdefault("agent_ref", r.agent_ref)
-        return record
-    request = {k: v for k, v in r.request.items() if v is not None and k not in SAMPLING_KEYS}
-    record = {"responses_create_params": request, "agent_ref": r.agent_ref}
-    for name in GROUND_TRUTH_FIELDS:
-        if name in r.extras:
-            record[name] = r.extras[name]
-    return record
+def _prompt_part(r: Rollout) -> dict:
+    return {k: v for k, v in r.request.items() if v is not None and k not in SAMPLING_KEYS}
 
 
 def _carries_agent_ref(lines) -> bool:
@@ -273,24 +354,3 @@ def _carries_agent_ref(lines) -> bool:
         if isinstance(obj, dict) and "response" in obj:
             return isinstance(obj.get("agent_ref"), dict)
     return False
-
-
-def load_tasks(files: list[tuple[str, bytes]]) -> tuple[dict, int]:
-    """Task rows keyed by ``(_ng_task_index, _ng_rollout_index)``: a materialized
-    inputs file has both; a plain task file's row number is the task index."""
-    rows: dict = {}
-    bad = 0
-    for _uri, data in files:
-        for n, raw in enumerate(x for x in data.split(b"\n") if x.strip()):
-            try:
-                row = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                bad += 1
-                continue
-            if not isinstance(row, dict):
-                bad += 1
-                continue
-            ti = row.get("_ng_task_index", n)
-            rows[(ti, row.get("_ng_rollout_index"))] = row
-            rows.setdefault((ti, None), row)
-    return rows, bad

@@ -60,11 +60,40 @@ def sft_record(
         return None, messages
     meta = meta_of(r, [source])
     if sft.format == "openai":
+        if r.has_image:
+            messages = [nemo_rl_images(m) for m in messages]
         return {"messages": messages, "tools": r.tools, "meta": meta}, None
     simple = simple_pair(messages)
     if simple is None:
         return None, "not_single_turn_text"
     return {"input": simple[0], "output": simple[1], "meta": meta}, None
+
+
+def nemo_rl_images(message: dict) -> dict:
+    """A message whose OpenAI ``image_url`` parts are written as NeMo RL's
+    ``{"type": "image", "image": <URL, data URI or path>}``: the only image parts
+    NeMo RL's SFT data path loads (it passes ``image_url`` parts on unloaded)."""
+    content = message["content"]
+    if not isinstance(content, list):
+        return message
+    parts = [
+        {"type": "image", "image": p["image_url"]["url"]} if p.get("type") == "image_url" else p
+        for p in content
+    ]
+    return {**message, "content": parts}
+
+
+def content_notes(messages: list[dict], tools: list[dict]) -> list[str]:
+    """What a record's conversation holds that a chat template must render."""
+    notes = []
+    if any(m.get("tool_calls") for m in messages):
+        notes.append("content:tool_calls")
+    if any(isinstance(m["content"], list) and any(p.get("type") == "image" for p in m["content"])
+           for m in messages):  # fmt: skip
+        notes.append("content:images")
+    if tools:
+        notes.append("content:tools")
+    return notes
 
 
 def complete_conversation(r: Rollout, chat: ChatSettings) -> list[dict] | str:
@@ -121,6 +150,19 @@ class SFT(Recipe):
         "openai": Entrypoint("examples/run_sft.py", "examples/configs/sft.yaml"),
         "simple": Entrypoint("examples/run_sft.py", "examples/configs/sft.yaml"),
     }
+    # Records with images need a vision-language model: NeMo RL's VLM SFT entrypoint
+    # (the same data path with the model's processor) and its base config.
+    vlm = Entrypoint("examples/run_vlm_sft.py", "examples/configs/sft_vlm_3B.yaml")
+
+    @classmethod
+    def entrypoint(cls, fmt: str, manifest: dict) -> Entrypoint:
+        notes = (manifest.get("stats") or {}).get("notes") or {}
+        return cls.vlm if notes.get("content:images") else cls.entrypoints[fmt]
+
+    def notes(self, record: dict) -> list[str]:
+        if "messages" not in record:
+            return []
+        return content_notes(record["messages"], record["tools"])
 
     @property
     def grouped(self) -> bool:

@@ -163,6 +163,63 @@ def image(task, k, rng):
     )
 
 
+# --------------------------------------------------------------------------- builders
+# Public: tests compose Gym-shaped rollouts from these (the shapes are NeMo Gym's,
+# as ``../shared/spec/nemo_gym_rollouts.md`` measures them).
+message = _msg
+function_call = _call
+function_call_output = _out
+reasoning = _reasoning
+
+
+def user(text, role="user"):
+    return {"type": "message", "role": role, "content": [{"type": "input_text", "text": text}]}
+
+
+def tool(name, description="", properties=None):
+    """A flat Responses API function tool."""
+    return {
+        "type": "function",
+        "name": name,
+        "description": description,
+        "parameters": {"type": "object", "properties": properties or {}},
+        "strict": False,
+    }
+
+
+def rollout(input, output, reward, *, tools=(), instructions=None, agent=None, task=None,
+            rollout_index=None, incomplete=None, **fields):  # fmt: skip
+    """One rollout line as ``ng_collect_rollouts`` writes it. ``agent``: the agent
+    instance name (``agent_ref``, omitted when None); ``task`` / ``rollout_index``:
+    ``_ng_task_index`` / ``_ng_rollout_index``; ``fields``: the task's and the
+    verifier's top-level fields (ground truth, judge output, ...)."""
+    request = {"input": input, "tools": list(tools), "temperature": 1.0, "max_output_tokens": 512}
+    if instructions is not None:
+        request["instructions"] = instructions
+    response = {"id": "resp", "object": "response", "output": output, "status": "completed",
+                "incomplete_details": None}  # fmt: skip
+    if incomplete:
+        response["status"] = None
+        response["incomplete_details"] = {"reason": incomplete}
+    row = {"responses_create_params": request, "response": response, "reward": reward}
+    if task is not None:
+        row["_ng_task_index"] = task
+    if rollout_index is not None:
+        row["_ng_rollout_index"] = rollout_index
+    if agent is not None:
+        row["agent_ref"] = {"type": "responses_api_agents", "name": agent}
+    row.update(fields)
+    return row
+
+
+def write_jsonl(path, rows) -> Path:
+    """Rows as a rollouts file (one JSON object a line, as orjson writes them)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return path
+
+
 def build() -> bytes:
     rng = random.Random(0)
     rows = []
