@@ -41,7 +41,7 @@ args=(--head --port="$RAY_PORT" --node-ip-address=127.0.0.1
 cat <<MSG
 
 Ray head on 127.0.0.1:$RAY_PORT, job API on http://127.0.0.1:$DASHBOARD_PORT (token auth on).
-  export RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT
+  export RAY_AUTH_MODE=token RAY_ADDRESS=127.0.0.1:$RAY_PORT   # the GCS address, not http://
   python -m gymray.run sft input=... output=... job.nemo_rl_dir=/path/to/nemo-rl
   cluster/start_local_worker.sh      # optional second node on this machine
 MSG
