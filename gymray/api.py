@@ -29,8 +29,10 @@ from gymray.jobs.submit import submit_training
 from gymray.recipes.base import Context
 from gymray.rollouts import file_environment
 from gymray.storage import (
+    InputFile,
     Staging,
     StorageError,
+    existing_file,
     expand_inputs,
     filesystem,
     is_remote,
@@ -108,7 +110,7 @@ def prepare(
             )
         settings = load_settings(algo, kwargs_overrides(overrides), config_files)
     inputs = expand_inputs(settings.input, settings.storage)
-    tasks = expand_inputs(settings.tasks, settings.storage) if settings.tasks else []
+    tasks, owners = _task_files(settings, inputs)
     fp = fingerprint(settings, inputs, tasks)
     existing = reusable(settings, fp)
     if existing is not None:
@@ -117,8 +119,25 @@ def prepare(
         existing["output"] = _resolved(settings.output)
         return PrepareResult(existing["output"], existing, True, paths(existing), settings)
     ensure_ray(settings.ray)
-    manifest = _build(settings, inputs, tasks, fp)
+    manifest = _build(settings, inputs, tasks, owners, fp)
     return PrepareResult(manifest["output"], manifest, False, paths(manifest), settings)
+
+
+def _task_files(settings: SettingsBase, inputs: list[InputFile]) -> tuple[list[InputFile], dict]:
+    """The ``tasks=`` files, or those the recipe finds beside the rollouts files
+    (with the rollouts file each belongs to)."""
+    if settings.tasks:
+        return expand_inputs(settings.tasks, settings.storage), {}
+    found, owners = [], {}
+    wanted = recipes.get(settings.algo).task_files(settings, [f.uri for f in inputs])
+    for rollouts, candidates in wanted.items():
+        for uri in candidates:
+            f = existing_file(uri, settings.storage)
+            if f is not None:
+                found.append(f)
+                owners[f.uri] = rollouts
+                break
+    return found, owners
 
 
 def kwargs_overrides(overrides: dict[str, Any]) -> dict:
@@ -134,13 +153,14 @@ def kwargs_overrides(overrides: dict[str, Any]) -> dict:
     return OmegaConf.to_container(OmegaConf.merge(*layers)) if layers else {}
 
 
-def _build(settings: SettingsBase, inputs: list, tasks: list, fp: str) -> dict:
+def _build(settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: str) -> dict:
     output = _resolved(settings.output)
     files = [f.uri for f in inputs]  # names in records, rejects and counts: the user's
     context = Context(
         files,
         sample=lambda: sample_lines(inputs, settings.storage),
         tasks=read_whole(tasks, settings.storage),
+        task_owners=owners,
     )
     recipe = recipes.get(settings.algo)(settings, context)
     spec = Spec(recipe, files, [file_environment(u) for u in files], settings.storage)

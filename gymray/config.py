@@ -150,6 +150,10 @@ class JobSettings(Section):
         "report",
         description="when this step's job already FAILED/STOPPED: report it, or submit a new attempt",
     )
+    check_gym_rows: bool = Field(
+        True,
+        description="refuse GRPO rows that lack fields their NeMo Gym request model requires",
+    )
     check_resources: bool = Field(
         True,
         description="refuse entrypoint resources larger than the cluster's (off for autoscaling)",

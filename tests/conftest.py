@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -56,4 +55,3 @@ def ray_session(request):
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray
-

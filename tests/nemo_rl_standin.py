@@ -64,14 +64,7 @@ STANDIN_SCRIPT = textwrap.dedent(
 
     SCRIPT = sys.argv[0].replace(os.sep, "/")
     # The model's own template: tool-aware ChatML, as tool-calling models ship.
-    MODEL_TEMPLATE = (
-        "{% if tools %}<|im_start|>system\\n# Tools\\n{{ tools | tojson }}<|im_end|>\\n{% endif %}"
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\\n"
-        "{% if m['content'] is string %}{{ m['content'] }}"
-        "{% elif m['content'] is not none %}{{ m['content'] | tojson }}{% endif %}"
-        "{% for tc in m.get('tool_calls') or [] %}<tool_call>{{ tc | tojson }}</tool_call>{% endfor %}"
-        "<|im_end|>\\n{% endfor %}"
-    )
+    MODEL_TEMPLATE = __MODEL_TEMPLATE__
     PASSTHROUGH = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
     # Gym resources servers' verify request models (resources_servers/<x>/app.py), required
     # fields beyond responses_create_params and response.
@@ -348,6 +341,16 @@ STANDIN_SCRIPT = textwrap.dedent(
         main()
     '''
 ).lstrip()
+# A tool-calling model's own chat template (ChatML with tools and tool calls).
+MODEL_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n# Tools\n{{ tools | tojson }}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}"
+    "{% elif m['content'] is not none %}{{ m['content'] | tojson }}{% endif %}"
+    "{% for tc in m.get('tool_calls') or [] %}<tool_call>{{ tc | tojson }}</tool_call>{% endfor %}"
+    "<|im_end|>\n{% endfor %}"
+)
+STANDIN_SCRIPT = STANDIN_SCRIPT.replace("__MODEL_TEMPLATE__", repr(MODEL_TEMPLATE))
 
 # NeMo RL's sft.yaml chat template, verbatim (examples/configs/sft.yaml:37).
 SQUAD_TEMPLATE = (
@@ -584,6 +587,62 @@ GYM_CONFIGS = {
         """,
 }
 
+# Gym's request models, in the shape of its code (nemo_gym/base_resources_server.py,
+# resources_servers/ifbench/app.py): what a row posted to the ifbench agent must carry.
+GYM_CONFIGS.update(
+    {
+        "nemo_gym/__init__.py": "",
+        "nemo_gym/base_resources_server.py": """
+            from pydantic import BaseModel
+
+
+            class BaseRunRequest(BaseModel):
+                responses_create_params: dict
+
+
+            class BaseVerifyRequest(BaseRunRequest):
+                response: dict
+
+
+            class SimpleResourcesServer:
+                async def verify(self, body: BaseVerifyRequest):
+                    return {"reward": 1.0}
+            """,
+        "responses_api_agents/simple_agent/app.py": """
+            from pydantic import ConfigDict
+
+            from nemo_gym.base_resources_server import BaseRunRequest
+
+
+            class SimpleAgentRunRequest(BaseRunRequest):
+                model_config = ConfigDict(extra="allow")
+
+
+            class SimpleAgent:
+                async def run(self, request, body: SimpleAgentRunRequest):
+                    return {}
+            """,
+        "resources_servers/ifbench/app.py": """
+            from typing import Dict, List, Literal
+
+            from nemo_gym.base_resources_server import BaseVerifyRequest, SimpleResourcesServer
+
+
+            class IFBenchVerifyRequest(BaseVerifyRequest):
+                id: int
+                instruction_id_list: List[str]
+                prompt: str
+                kwargs: List[Dict]
+                grading_mode: Literal["binary", "fraction"] = "fraction"
+
+
+            class IFBenchResourcesServer(SimpleResourcesServer):
+                async def verify(self, body: IFBenchVerifyRequest):
+                    return {"reward": 1.0}
+            """,
+    }
+)
+
 SCRIPTS = (
     "examples/run_sft.py",
     "examples/run_vlm_sft.py",
@@ -664,7 +723,10 @@ def _records(fmt: str, n: int, tag: str) -> list[dict]:
             out.append(
                 {
                     "responses_create_params": {"input": [{"role": "user", "content": q}]},
-                    "agent_ref": {"type": "responses_api_agents", "name": "math_with_judge_simple_agent"},
+                    "agent_ref": {
+                        "type": "responses_api_agents",
+                        "name": "math_with_judge_simple_agent",
+                    },
                     "question": q,
                     "expected_answer": str(2 * i),
                     "meta": meta,
@@ -679,8 +741,12 @@ DATA_BLOCKS = {  # what NeMo RL's dataset classes read (the contract's table)
     "openai": {"dataset_name": "openai_format", "chat_key": "messages", "tool_key": "tools"},
     "simple": {"dataset_name": "ResponseDataset", "input_key": "input", "output_key": "output"},
     "preference": {"dataset_name": "PreferenceDataset"},
-    "binary": {"dataset_name": "BinaryPreferenceDataset", "prompt_key": "prompt",
-               "chosen_key": "chosen", "rejected_key": "rejected"},  # fmt: skip
+    "binary": {
+        "dataset_name": "BinaryPreferenceDataset",
+        "prompt_key": "prompt",
+        "chosen_key": "chosen",
+        "rejected_key": "rejected",
+    },  # fmt: skip
     "math": {"dataset_name": "ResponseDataset", "input_key": "input", "output_key": "ground_truth"},
     "nemo_gym": {},
 }

@@ -13,6 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gymray.recipes.base import Member
+from gymray.rollouts import Rollout
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GYMRAY_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures" / "nemo_gym"
@@ -77,3 +80,28 @@ def run_standin(checkout: Path, script: str, config: str, report: Path, *overrid
     )
     seen = orjson.loads(report.read_bytes()) if report.exists() else None
     return proc, seen
+
+
+def member(i: int, reward: float, answer: str | None = None, prompt: str = "q", **extra) -> Member:
+    r = Rollout(
+        reward=reward,
+        task_key="agent:a#1",
+        agent="a",
+        task_index=1,
+        rollout_index=i,
+        prompt=[{"role": "user", "content": prompt}],
+        completion=[
+            {"role": "assistant", "content": answer if answer is not None else f"answer {i}"}
+        ],
+        tools=[],
+        has_image=False,
+        truncated=None,
+        request={"input": prompt, "temperature": 0.7, "tools": []},
+        extras=extra,
+        agent_ref={"type": "responses_api_agents", "name": "a"},
+    )
+    return Member(r, "f.jsonl", i + 1, i)
+
+
+def statuses(result, members):
+    return [result.status.get(m.index) for m in members]

@@ -83,8 +83,13 @@ def test_dpo_no_pairs_report_says_which_setting(repeats, tmp_path):
     )
     assert res.counts["records"] == {"train": 0, "val": 0}
     report = (tmp_path / "d" / "report.md").read_text()
-    assert "Why no pairs" in report and "try dpo.min_gap=2" in report
+    assert "Why no pairs" in report and "dpo.min_gap=2 would make pairs in 24 tasks" in report
     assert any("dpo.min_gap" in w for w in res.manifest["warnings"])
+    # the suggestion was re-decided: taking it makes exactly those pairs
+    again = gymray.prepare(
+        "dpo", input=str(repeats), output=str(tmp_path / "d2"), **{"dpo.min_gap": 2}
+    )
+    assert sum(again.counts["records"].values()) == 24
 
 
 def test_grpo_pass_rate_and_math(repeats, tmp_path):

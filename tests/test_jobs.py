@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from support import FIXTURES  # noqa: E402
 from nemo_rl_standin import make_checkout, write_dataset  # noqa: E402
+from support import FIXTURES  # noqa: E402
 
 from gymray import cli, errors, jobs  # noqa: E402
 from gymray.config import JobSettings  # noqa: E402
@@ -450,7 +451,7 @@ def test_bad_override_key_fails_before_anything_is_submitted(
     assert not (tmp_path / "ds" / "runs").exists()
 
 
-def test_dry_run_prints_config_and_job_and_submits_nothing(
+def test_dry_run_writes_and_prints_the_config_and_submits_nothing(
     client, client_env, checkout, tmp_path, capsys
 ):
     manifest = write_dataset(tmp_path / "ds", "grpo", "nemo_gym")
@@ -467,11 +468,13 @@ def test_dry_run_prints_config_and_job_and_submits_nothing(
     assert "model_name: q/w" in summary["config_yaml"]
     assert cli.follow(handle) == 0
     text = capsys.readouterr().out
-    assert "dry run: nothing was written or submitted" in text
-    assert handle.submission_id in text
+    assert "dry run: the config files below were written; no job was submitted" in text
+    assert handle.submission_id in text and handle.config_path in text
     assert job_ids(client) == before
-    assert not (tmp_path / "ds" / "runs").exists()
-    assert not (tmp_path / "ds" / "nemo_rl.yaml").exists()
+    # the exact files it would launch with, loadable the way NeMo RL loads them
+    written = OmegaConf.load(handle.config_path)
+    assert written.policy.model_name == "q/w" and written.defaults == handle.config.base_path
+    assert (tmp_path / "ds" / "nemo_rl.yaml").read_text() == handle.config.config_yaml
 
 
 def test_resources_the_cluster_can_never_give_are_refused(client, client_env, checkout, tmp_path):

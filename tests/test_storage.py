@@ -23,8 +23,8 @@ import orjson
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from support import S3_BUCKET, fixture
 from s3_server import ACCESS_KEY, SECRET_KEY, S3Server
+from support import S3_BUCKET, fixture
 
 import gymray
 from gymray import storage

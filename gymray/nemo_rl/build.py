@@ -396,10 +396,17 @@ def _gym_servers(manifest, base, user_tree: dict, nemo_rl_dir: str, job) -> tupl
                 f"{', '.join(missing)} that the dataset's rows are routed to: add the Gym "
                 "configs declaring them (or leave config_paths unset for gymray to find them)"
             )
-        return {}, []
+        return {}, _checked_rows(manifest, root, list(given), job)
     base_paths = _config_list(base, "env.nemo_gym.config_paths") or [gym.DEFAULT_MODEL_CONFIG]
     paths, warnings = gym.derive(agents, base_paths, root)
+    warnings += _checked_rows(manifest, root, paths, job)
     return {"env": {"nemo_gym": {"config_paths": paths}}}, warnings
+
+
+def _checked_rows(manifest, root: Path, config_paths: list[str], job) -> list[str]:
+    if not _setting(job, "check_gym_rows", True):
+        return []
+    return checks.gym_rows(dict(manifest), root, config_paths)
 
 
 def _config_list(cfg: DictConfig | None, key: str) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gymray import formats
 from gymray.errors import ConfigError, EmptyDatasetError
+from gymray.nemo_rl import gym_models
 
 TEMPLATE_KEY = "policy.tokenizer.chat_template"
 LENGTH_KEY = "data.max_input_seq_length"
@@ -147,6 +149,43 @@ def chat_template(cfg: DictConfig | None, manifest: dict, nemo_rl_dir: str) -> l
             "template) or a template that renders tool_calls and role: tool messages"
         )
     return []
+
+
+def gym_rows(manifest: dict, root: Path, config_paths: list[str] | None) -> list[str]:
+    """Refuse rows that lack fields their Gym agent's request models require (Gym would
+    answer them 422 mid-training); warnings for agents whose models cannot be read."""
+    notes = (manifest.get("stats") or {}).get("notes") or {}
+    rows = {k.split(":", 1)[1]: n for k, n in notes.items() if k.startswith("agent:")}
+    if not rows:
+        return []
+    if not any(k.startswith("row_key:") for k in notes):
+        return ["the dataset's manifest does not say which fields its rows have (prepared by "
+                "an older gymray?): rows not checked against Gym's request models"]  # fmt: skip
+    required = gym_models.required_fields(root, rows, config_paths)
+    problems, warnings = [], []
+    for agent, need in sorted(required.items()):
+        if need["unchecked"]:
+            warnings.append(
+                f"Gym agent {agent}: its rows' fields not checked ({need['unchecked']})"
+            )
+            continue
+        short = {f: rows[agent] - notes.get(f"row_key:{agent}:{f}", 0) for f in need["required"]}
+        missing = {f: n for f, n in short.items() if n > 0}
+        if missing:
+            fields = ", ".join(f"{f} ({n} rows)" for f, n in sorted(missing.items()))
+            problems.append(f"{agent} needs {fields} ({need['model']})")
+    if problems:
+        shown = "; ".join(problems[:4]) + (
+            f"; and {len(problems) - 4} more agents" if len(problems) > 4 else ""
+        )
+        raise ConfigError(
+            "rows lack fields their NeMo Gym request models require (Gym would reject them "
+            f"with 422 during training): {shown}. The rollouts dropped these "
+            "task fields: pass their task files with tasks=... (or keep the task file beside "
+            "the rollouts file), or leave these environments out; job.check_gym_rows=false "
+            "skips this check"
+        )
+    return warnings
 
 
 def lengths(cfg: DictConfig | None, manifest: dict) -> list[str]:

@@ -60,11 +60,13 @@ class Entrypoint:
 class Context:
     """What a recipe may need to know of its inputs before the run, read for it by
     the engine: ``sample()`` yields the first lines of the input files (for
-    format detection), ``tasks`` are the ``tasks=`` files as ``(uri, bytes)``."""
+    format detection), ``tasks`` are the task files as ``(uri, bytes)``: the
+    ``tasks=`` ones, or those found beside rollouts files (``task_owners``)."""
 
     files: list[str]
     sample: Callable[[], Iterator[bytes]] = field(default=lambda: iter(()))
     tasks: list[tuple[str, bytes]] = field(default_factory=list)
+    task_owners: dict[str, str] = field(default_factory=dict)  # found beside a rollouts file
 
 
 @dataclass
@@ -146,6 +148,12 @@ class Recipe:
     @classmethod
     def formats(cls) -> tuple[str, ...]:
         return tuple(cls.entrypoints)
+
+    @classmethod
+    def task_files(cls, settings: Any, rollout_files: list[str]) -> dict[str, list[str]]:
+        """Per rollouts file, task files beside it the recipe reads too, best first (the
+        first that exists is taken)."""
+        return {}
 
     @classmethod
     def entrypoint(cls, fmt: str, manifest: dict) -> Entrypoint:

@@ -184,7 +184,7 @@ class DPO(Recipe):
             if hi.reward > lo.reward and _differ(hi, lo, self.scores_final_message_only)
         ]
         if gaps:
-            gap = float(f"{max(gaps):.3g}")
+            gap = _round_down(max(gaps))
             relaxed = self.dpo.model_copy(update={"strategy": "same_prompt", "min_gap": gap})
             if self.dpo.min_gap > gap and self._pair(group, relaxed, GroupResult()):
                 notes.append(f"would_pair_at_min_gap:{gap!r}")
@@ -202,6 +202,15 @@ class DPO(Recipe):
 
     def explain(self, outcome: Outcome) -> tuple[list[str], list[str]]:
         return explain_pairs(self.name, self.dpo, outcome)
+
+
+def _round_down(x: float) -> float:
+    """``x`` to 3 significant digits, never above it (a suggested min_gap must pair)."""
+    value = float(f"{x:.3g}")
+    while value > x:
+        x -= abs(x) * 1e-3
+        value = float(f"{x:.3g}")
+    return value
 
 
 def _differ(a: Key, b: Key, final_only: bool) -> bool:

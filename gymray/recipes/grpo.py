@@ -26,7 +26,7 @@ from gymray.recipes.base import (
     Section,
     register,
 )
-from gymray.recipes.tasks import TaskTable
+from gymray.recipes.tasks import TaskTable, sidecar_task_files
 from gymray.rollouts import GROUND_TRUTH_FIELDS, Rollout, file_environment
 
 # What the rollout produced, never part of the task row Gym is given again.
@@ -54,6 +54,12 @@ class GRPOSettings(Section):
         None,
         description="nemo_gym: the Gym agent instance of rollouts without agent_ref: one "
         "name, or {environment or path glob: name}",
+    )
+    find_tasks: bool = Field(
+        True,
+        description="without tasks=: join each rollouts file to the task file NeMo Gym "
+        "leaves beside it (X_materialized_inputs.jsonl, or X.jsonl for X_rollouts.jsonl), "
+        "row by row where the prompts match",
     )
     force_math: bool = Field(
         False,
@@ -95,9 +101,24 @@ def ground_truth(m: Member, tasks: TaskTable | None) -> tuple[str, object, str] 
 
 
 def _task_row(m: Member, tasks: TaskTable | None) -> dict | None:
+    """The rollout's row of its task file, when it is that rollout's task: a row whose
+    prompt is not the rollout's is another task's (a file of another run), never joined."""
     if tasks is None:
         return None
-    return tasks.row(m.file, m.rollout.task_index, m.rollout.rollout_index)
+    row = tasks.row(m.file, m.rollout.task_index, m.rollout.rollout_index)
+    if row is None or not _same_prompt(row, m):
+        return None
+    return row
+
+
+def _same_prompt(row: dict, m: Member) -> bool:
+    request = row.get("responses_create_params")
+    if not isinstance(request, dict) or "input" not in request:
+        return True  # nothing to compare with
+    ours = m.rollout.request.get("input")
+    return orjson.dumps(request["input"], option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        ours, option=orjson.OPT_SORT_KEYS
+    )
 
 
 def is_math_answer(field: str, value: object) -> bool:
@@ -132,11 +153,20 @@ class GRPO(Recipe):
     }
     needs_request = True
 
+    @classmethod
+    def task_files(cls, settings, rollout_files: list[str]) -> dict[str, list[str]]:
+        """The task files beside the rollouts that a run joins when none are given."""
+        if settings.tasks or not settings.grpo.find_tasks:
+            return {}
+        return sidecar_task_files(rollout_files)
+
     def __init__(self, settings, context):
         super().__init__(settings, context)
         self.grpo = self.section
         self.fmt = self.format
-        self.tasks = TaskTable(context.tasks, context.files) if context.tasks else None
+        self.tasks = (
+            TaskTable(context.tasks, context.files, context.task_owners) if context.tasks else None
+        )
 
     def choose_format(self) -> str:
         if self.section.format != "auto":
@@ -151,7 +181,12 @@ class GRPO(Recipe):
         if self.fmt == "math" and meta.get("ground_truth_field"):
             out.append(f"math_verifier:{meta['ground_truth_field']}")
         if self.fmt == "nemo_gym":
-            out.append(f"agent:{record['agent_ref']['name']}")
+            agent = record["agent_ref"]["name"]
+            out.append(f"agent:{agent}")
+            # which fields every row of an agent has: checked against Gym's request
+            # models before a launch
+            out += [f"row_key:{agent}:{k}" for k in record if k != "meta"]
+        out.append(f"task_row:{meta.get('task_row', 'none')}")
         return out
 
     def agent_ref(self, m: Member) -> dict | None:
@@ -254,6 +289,7 @@ class GRPO(Recipe):
         }
         if gt is not None:
             record["meta"]["ground_truth_field"] = gt[0]
+        record["meta"]["task_row"] = "joined" if _task_row(first, self.tasks) else "none"
         if r.agent is not None:
             record["meta"]["agent"] = r.agent
         if r.task_index is not None:

@@ -26,19 +26,26 @@ MATERIALIZED = "_materialized_inputs.jsonl"
 class TaskTable:
     """Task rows by rollouts file: ``row(file, task_index, rollout_index)``."""
 
-    def __init__(self, tasks: list[tuple[str, bytes]], rollout_files: list[str]):
+    def __init__(
+        self,
+        tasks: list[tuple[str, bytes]],
+        rollout_files: list[str],
+        owners: dict[str, str] | None = None,
+    ):
         self.rows: dict[str, dict] = {}  # rollouts file -> {(task, rollout|None): row}
         self.bad_lines = 0
         owner_of: dict[str, str] = {}  # rollouts file -> the task file it joins
         for uri, data in tasks:
-            owners = _owners(uri, rollout_files)
-            if not owners:
+            owners_here = [owners[uri]] if owners and uri in owners else None
+            owners_here = owners_here or _owners(uri, rollout_files)
+            for_rollouts = owners_here
+            if not for_rollouts:
                 raise ConfigError(
                     f"tasks file {uri} belongs to none of the input rollouts files: name it "
                     f"<rollouts>{MATERIALIZED} beside <rollouts>.jsonl, or put it in the "
                     "same directory as its rollouts file"
                 )
-            for owner in owners:
+            for owner in for_rollouts:
                 if owner in owner_of:
                     raise ConfigError(
                         f"rollouts file {owner} has two task files, {owner_of[owner]} and "
@@ -91,3 +98,18 @@ def _owners(task_uri: str, rollout_files: list[str]) -> list[str]:
         own = posixpath.join(folder, name[: -len(MATERIALIZED)] + ".jsonl")
         return [f for f in rollout_files if f in (own, own + ".gz")]
     return [f for f in rollout_files if posixpath.dirname(f) == folder]
+
+
+def sidecar_task_files(rollout_files: list[str]) -> dict[str, list[str]]:
+    """The task files NeMo Gym may have left beside each rollouts file, best first:
+    ``X_materialized_inputs.jsonl`` for ``X.jsonl``, then ``X.jsonl`` for
+    ``X_rollouts.jsonl`` (the collection's input). The caller takes the first that exists."""
+    out = {}
+    for uri in rollout_files:
+        folder, name = posixpath.split(uri)
+        stem = name.removesuffix(".gz").removesuffix(".jsonl")
+        found = [posixpath.join(folder, stem + MATERIALIZED)]
+        if stem.endswith("_rollouts"):
+            found.append(posixpath.join(folder, stem.removesuffix("_rollouts") + ".jsonl"))
+        out[uri] = found
+    return out

@@ -10,13 +10,14 @@ from gymray.storage.commit import (
     read_manifest,
 )
 from gymray.storage.fs import filesystem, is_remote, join
-from gymray.storage.inputs import InputFile, expand_inputs, open_input
+from gymray.storage.inputs import InputFile, existing_file, expand_inputs, open_input
 from gymray.storage.materialize import local_dataset_path
 
 __all__ = [
     "MANIFEST",
     "WRITING_MARKER",
     "InputFile",
+    "existing_file",
     "Staging",
     "StorageError",
     "expand_inputs",

@@ -158,6 +158,19 @@ def expand_inputs(patterns: list[str], storage: Any = None) -> list[InputFile]:
     return [found[k] for k in sorted(found)]
 
 
+def existing_file(uri: str, storage: Any = None) -> InputFile | None:
+    """The file at ``uri`` if there is one (a sidecar gymray may read), else None."""
+    fs, path = filesystem(uri, storage)
+    try:
+        info = fs.get_file_info(path)
+    except OSError:
+        return None
+    if info.type != pafs.FileType.File:
+        return None
+    mtime = info.mtime_ns if info.mtime_ns is not None else 0
+    return InputFile(uri=uri, path=path, size=info.size or 0, mtime_ns=mtime)
+
+
 def open_input(f: InputFile, storage: Any = None):
     """A byte stream of a rollout file (gunzipped for ``*.gz``)."""
     fs, path = filesystem(f.uri, storage)

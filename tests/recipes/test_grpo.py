@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from support import read_jsonl
+from support import member, read_jsonl
 
 import gymray
 from gymray.config import Settings
@@ -47,7 +47,7 @@ def test_a_gym_row_is_the_task_as_gym_gave_it():
     """Every task field of the rollout is in the row (ifbench's verify request needs
     id, instruction_id_list, prompt and kwargs); what the rollout produced is not."""
     res = grpo(format="nemo_gym")(members(ifbench_rollouts()))
-    (row, _), = res.records
+    ((row, _),) = res.records
     for key, value in IFBENCH_TASK.items():
         assert row[key] == value
     assert "response" not in row and "reward" not in row
@@ -61,13 +61,13 @@ def test_a_gym_row_is_the_task_as_gym_gave_it():
 def test_agent_ref_is_completed_or_configured_or_the_task_is_filtered():
     rows = ifbench_rollouts(agent=None)
     half = [dict(r, agent_ref={"name": "ifbench_simple_agent"}) for r in rows]
-    (row, _), = grpo(format="nemo_gym")(members(half)).records
+    ((row, _),) = grpo(format="nemo_gym")(members(half)).records
     assert row["agent_ref"] == {"type": "responses_api_agents", "name": "ifbench_simple_agent"}
 
     res = grpo(format="nemo_gym")(members(rows))
     assert not res.records and set(res.status.values()) == {("filtered", "no_agent_ref")}
 
-    (row, _), = grpo(format="nemo_gym", agent_name="ifbench_simple_agent")(members(rows)).records
+    ((row, _),) = grpo(format="nemo_gym", agent_name="ifbench_simple_agent")(members(rows)).records
     assert row["agent_ref"]["name"] == "ifbench_simple_agent"
     # per environment (the label of .../<env>/data/<file>) or by path glob
     by_env = grpo(format="nemo_gym", agent_name={"env": "by_env_agent"})(members(rows))
@@ -86,7 +86,7 @@ def math_rows(answer, field="expected_answer", system=None, n=2):
 
 
 def test_math_rows_keep_the_system_text():
-    (row, _), = grpo(format="math")(members(math_rows("42", system="Answer in LaTeX."))).records
+    ((row, _),) = grpo(format="math")(members(math_rows("42", system="Answer in LaTeX."))).records
     assert row["input"] == "Answer in LaTeX.\n\nWhat is 6 x 7?"
     assert row["ground_truth"] == "42" and row["meta"]["ground_truth_field"] == "expected_answer"
 
@@ -175,3 +175,40 @@ def test_same_named_files_of_two_environments_are_not_one_task(tmp_path):
         "circle_click 0", "circle_click 1", "circle_count 0", "circle_count 1"
     ]  # fmt: skip
     assert all(r["meta"]["rollouts"] == 2 for r in rows)
+
+
+def grpo_prompts(members, section: dict, fmt: str, tasks: bytes | None = None):
+    context = Context([m.file for m in members], tasks=[("tasks.jsonl", tasks)] if tasks else [])
+    return GRPO(Settings(algo="grpo", grpo={**section, "format": fmt}), context)(members)
+
+
+def test_grpo_pass_rate_and_formats():
+    ms = [member(0, 1.0, expected_answer=42), member(1, 0.0), member(2, 0.0), member(3, 1.0)]
+    res = grpo_prompts(ms, {"pass_rate": (0.1, 0.9)}, "math")
+    rec = res.records[0][0]
+    assert rec["input"] == "q" and rec["ground_truth"] == "42"
+    assert rec["meta"]["pass_rate"] == 0.5 and rec["meta"]["ground_truth_source"] == "rollout"
+    assert len(rec["meta"]["source"]) == 4
+    assert grpo_prompts(ms, {"pass_rate": (0.6, 1.0)}, "math").status[0] == (
+        "filtered",
+        "pass_rate_out_of_range",
+    )
+    no_gt = [member(0, 1.0)]
+    assert grpo_prompts(no_gt, {}, "math").status[0] == ("filtered", "no_ground_truth")
+    gt = grpo_prompts(no_gt, {}, "math", b"{}\n" + b'{"expected_answer": "7"}\n')
+    assert (
+        gt.records[0][0]["ground_truth"] == "7"
+        and gt.records[0][0]["meta"]["ground_truth_source"] == "tasks_file"
+    )
+    gym = grpo_prompts(ms, {}, "nemo_gym").records[0][0]
+    assert gym["responses_create_params"] == {"input": "q", "tools": []}  # sampling params dropped
+    assert (
+        gym["agent_ref"] == {"type": "responses_api_agents", "name": "a"}
+        and gym["expected_answer"] == 42
+    )
+
+
+def test_grpo_reward_threshold_keeps_the_seed_behaviour():
+    ms = [member(0, -1.0), member(1, 0.0)]
+    res = grpo_prompts(ms, {}, "nemo_gym")
+    assert res.status == {0: ("filtered", "below_reward_threshold"), 1: ("used", None)}

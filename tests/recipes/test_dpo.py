@@ -1,53 +1,20 @@
-"""DPO pairing and GRPO task rules on hand-made groups (pure, no Ray)."""
+"""DPO pairing on hand-made groups (pure, no Ray)."""
 
 from __future__ import annotations
 
 import pytest
+from support import member, statuses
 
 from gymray.chat import ChatSettings
 from gymray.config import Settings
-from gymray.recipes.base import Context, Member
+from gymray.recipes.base import Context
 from gymray.recipes.dpo import DPO, DPOSettings
-from gymray.recipes.grpo import GRPO, GRPOSettings
-from gymray.recipes.sft import SFTSettings, sft_record
-from gymray.rollouts import Rollout
 
 CHAT = ChatSettings()
 
 
-def dpo_pairs(members, dpo: DPOSettings, chat: ChatSettings):
+def dpo_pairs(members, dpo: DPOSettings, chat: ChatSettings = CHAT):
     return DPO(Settings(algo="dpo", dpo=dpo, chat=chat), Context([]))(members)
-
-
-def grpo_prompts(members, grpo: GRPOSettings, fmt: str, tasks: dict | None = None):
-    recipe = GRPO(Settings(algo="grpo", grpo=grpo.model_copy(update={"format": fmt})), Context([]))
-    recipe.tasks = tasks
-    return recipe(members)
-
-
-def member(i: int, reward: float, answer: str | None = None, prompt: str = "q", **extra) -> Member:
-    r = Rollout(
-        reward=reward,
-        task_key="agent:a#1",
-        agent="a",
-        task_index=1,
-        rollout_index=i,
-        prompt=[{"role": "user", "content": prompt}],
-        completion=[
-            {"role": "assistant", "content": answer if answer is not None else f"answer {i}"}
-        ],
-        tools=[],
-        has_image=False,
-        truncated=None,
-        request={"input": prompt, "temperature": 0.7, "tools": []},
-        extras=extra,
-        agent_ref={"type": "responses_api_agents", "name": "a"},
-    )
-    return Member(r, "f.jsonl", i + 1, i)
-
-
-def statuses(result, members):
-    return [result.status.get(m.index) for m in members]
 
 
 def test_best_vs_worst_one_pair_per_task_widest_gap():
@@ -157,43 +124,55 @@ def test_binary_needs_single_text_and_gives_strings():
     ]
 
 
-def test_grpo_pass_rate_and_formats():
-    ms = [member(0, 1.0, expected_answer=42), member(1, 0.0), member(2, 0.0), member(3, 1.0)]
-    res = grpo_prompts(ms, GRPOSettings(pass_rate=(0.1, 0.9)), "math")
-    rec = res.records[0][0]
-    assert rec["input"] == "q" and rec["ground_truth"] == "42"
-    assert rec["meta"]["pass_rate"] == 0.5 and rec["meta"]["ground_truth_source"] == "rollout"
-    assert len(rec["meta"]["source"]) == 4
-    assert grpo_prompts(ms, GRPOSettings(pass_rate=(0.6, 1.0)), "math").status[0] == (
-        "filtered",
-        "pass_rate_out_of_range",
-    )
-    no_gt = [member(0, 1.0)]
-    assert grpo_prompts(no_gt, GRPOSettings(), "math").status[0] == ("filtered", "no_ground_truth")
-    gt = grpo_prompts(no_gt, GRPOSettings(), "math", {(1, None): {"expected_answer": "7"}})
-    assert (
-        gt.records[0][0]["ground_truth"] == "7"
-        and gt.records[0][0]["meta"]["ground_truth_source"] == "tasks_file"
-    )
-    gym = grpo_prompts(ms, GRPOSettings(), "nemo_gym").records[0][0]
-    assert gym["responses_create_params"] == {"input": "q", "tools": []}  # sampling params dropped
-    assert (
-        gym["agent_ref"] == {"type": "responses_api_agents", "name": "a"}
-        and gym["expected_answer"] == 42
-    )
+def with_tool_call(m, answer="done"):
+    m.rollout.completion = [
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "found it"},
+        {"role": "assistant", "content": answer},
+    ]  # fmt: skip
+    m.rollout.tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    return m
 
 
-def test_grpo_reward_threshold_keeps_the_seed_behaviour():
-    ms = [member(0, -1.0), member(1, 0.0)]
-    res = grpo_prompts(ms, GRPOSettings(), "nemo_gym")
-    assert res.status == {0: ("filtered", "below_reward_threshold"), 1: ("used", None)}
+def test_the_tools_a_rollout_could_call_are_in_the_context():
+    """NeMo RL's preference path renders no tool schemas: they go in the system message."""
+    ms = [with_tool_call(member(0, 1.0)), with_tool_call(member(1, 0.0), "gave up")]
+    rec = dpo_pairs(ms, DPOSettings()).records[0][0]
+    system = rec["context"][0]
+    assert system["role"] == "system" and '"name":"lookup"' in system["content"]
+    assert rec["context"][1:] == [{"role": "user", "content": "q"}]
+    ms[0].rollout.prompt = [{"role": "system", "content": "Be brief."}, *ms[0].rollout.prompt]
+    ms[1].rollout.prompt = list(ms[0].rollout.prompt)
+    rec = dpo_pairs(ms, DPOSettings()).records[0][0]
+    assert rec["context"][0]["content"].startswith("Be brief.\n\n# Tools")
+    off = dpo_pairs(ms, DPOSettings(tools_in_system=False)).records[0][0]
+    assert off["context"][0] == {"role": "system", "content": "Be brief."}
 
 
-def test_sft_threshold_and_truncation():
-    m = member(0, 0.9)
-    assert sft_record(m.rollout, m.source, SFTSettings(), CHAT) == (None, "below_reward_threshold")
-    m.rollout.truncated = "max_output_tokens"
-    assert sft_record(m.rollout, m.source, SFTSettings(reward_threshold=None), CHAT) == (
-        None,
-        "truncated",
-    )
+def test_pairs_whose_scored_messages_are_identical_are_not_made():
+    """DPO scores only the final message of each completion: two completions that
+    differ before it but end alike teach nothing."""
+    a = with_tool_call(member(0, 1.0), "same ending")
+    b = with_tool_call(member(1, 0.0), "same ending")
+    b.rollout.completion[1] = {"role": "tool", "tool_call_id": "c", "content": "other result"}
+    res = dpo_pairs([a, b], DPOSettings())
+    assert not res.records
+    assert statuses(res, [a, b]) == [("filtered", "identical_scored_messages")] * 2
+    # a reward model scores the whole sequence: the same pair is a valid RM pair
+    from gymray.recipes.rm import RM
+
+    rm = RM(Settings(algo="rm"), Context([]))([a, b])
+    assert len(rm.records) == 1
+
+
+def test_an_unpaired_task_says_which_min_gap_would_pair_it_found_by_deciding_again():
+    ms = [member(0, 1.0), member(1, 0.9), member(2, 0.95, answer="answer 1")]
+    res = dpo_pairs(ms, DPOSettings(min_gap=0.5))
+    assert not res.records
+    # 1.0 vs 0.9 differ (a gap of 0.0999..., in floats); 0.95 ends like member 1
+    (note,) = res.notes
+    name, value = note.split(":")
+    assert name == "would_pair_at_min_gap" and 0.099 <= float(value) <= 1.0 - 0.9
+    relaxed = dpo_pairs(ms, DPOSettings(min_gap=float(value)))
+    assert len(relaxed.records) == 1
