@@ -87,6 +87,7 @@ def publish(
         "per_file": per_file,
         "environments": stats.environments(run, formats.CHARS_PER_TOKEN),
         "lengths": stats.lengths(run, formats.CHARS_PER_TOKEN),
+        "record_values": stats.values(run, recipe.value_name),
         "warnings": warnings,
         "versions": versions(),
         "nemo_rl": fmt.data_config(

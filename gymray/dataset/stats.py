@@ -15,6 +15,7 @@ import numpy as np
 
 from gymray.dataset.assemble import Plan
 from gymray.engine.write import PartStats
+from gymray.histogram import reward_summary
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RunStats:
     notes: collections.Counter
     chars: dict  # split -> array of the kept records' trained characters
     chars_envs: dict  # split -> array of their environments
+    values: dict  # split -> array of the kept records' values (the recipe's number)
 
 
 def merge(parts: list[PartStats], plan: Plan) -> RunStats:
@@ -60,6 +62,7 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
     notes: collections.Counter = collections.Counter()
     chars: dict[str, list] = {"train": [], "val": []}
     chars_envs: dict[str, list] = {"train": [], "val": []}
+    values: dict[str, list] = {"train": [], "val": []}
     for p in parts:
         counts.input_lines += p.lines
         counts.used += p.used
@@ -106,6 +109,7 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
             ("train", ~is_val & ~moved & ~dropped),
         ):
             chars[split].append(rec["chars"][mask])
+            values[split].append(np.asarray(rec["value"], dtype=np.float64)[mask])
             chars_envs[split] += [rec["env"][j] for j in np.flatnonzero(mask)]
     counts.records = dict(plan.records)
     return RunStats(
@@ -118,6 +122,7 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
         notes=notes,
         chars={s: np.concatenate(v) if v else np.zeros(0, np.int64) for s, v in chars.items()},
         chars_envs={s: np.array(v, dtype=object) for s, v in chars_envs.items()},
+        values={s: np.concatenate(v) if v else np.zeros(0) for s, v in values.items()},
     )
 
 
@@ -196,9 +201,22 @@ def lengths(run: RunStats, chars_per_token: float) -> dict:
     return out
 
 
+def values(run: RunStats, name: str | None) -> dict | None:
+    """The distribution of the recipe's number over the kept records, per split."""
+    if name is None:
+        return None
+    out: dict = {"name": name}
+    for split, v in run.values.items():
+        v = v[~np.isnan(v)]
+        out[split] = reward_summary(v)
+    return out
+
+
 def environments(run: RunStats, chars_per_token: float) -> dict[str, dict]:
-    """Per environment: what became of its lines, its rewards, its records' lengths."""
+    """Per environment: what became of its lines, its rewards (and their histogram on
+    the run's common bins), its records' lengths."""
     out: dict[str, dict] = {}
+    edges = (reward_summary(run.rewards).get("histogram") or {}).get("edges")
     rewards_by_env: dict[str, list] = {}
     for env, r in zip(run.reward_envs.tolist(), run.rewards.tolist(), strict=True):
         rewards_by_env.setdefault(env, []).append(r)
@@ -220,6 +238,7 @@ def environments(run: RunStats, chars_per_token: float) -> dict[str, dict]:
                 "std": float(rewards.std()),
                 "min": float(rewards.min()),
                 "max": float(rewards.max()),
+                "histogram": [int(c) for c in np.histogram(rewards, bins=edges)[0]],
             }
         chars = np.concatenate(
             [run.chars[s][run.chars_envs[s] == env] for s in run.chars if run.chars[s].size]

@@ -96,6 +96,7 @@ BASE_OUTCOME = [
     ("tools_hash", pa.int64()),
     ("content_hash", pa.int64()),
     ("chars", pa.int64()),  # of what NeMo RL tokenizes for the record
+    ("value", pa.float64()),  # the recipe's number of a record (reward, gap, pass rate)
     ("note", pa.string()),  # facts about a record for the stats, one a line
     ("record", pa.large_binary()),
 ]
@@ -109,8 +110,8 @@ def outcome_schema(fmt: formats.Format) -> pa.Schema:
 class OutcomeBuilder:
     """Collects outcome rows column-wise and turns them into an Arrow table."""
 
-    def __init__(self, fmt: formats.Format):
-        self.fmt = fmt
+    def __init__(self, fmt: formats.Format, value=lambda record: None):
+        self.fmt, self.value = fmt, value
         self.schema = outcome_schema(fmt)
         self.rec_fields = list(fmt.fields)
         self.cols: dict[str, list] = {f.name: [] for f in self.schema}
@@ -140,7 +141,7 @@ class OutcomeBuilder:
             "file_id": file_id, "line": line, "sub": sub, "task_hash": task_hash, "status": status,
             "reason": reason, "field": field, "detail": detail, "raw": text, "raw_length": length,
             "reward": reward, "task_key": task_key, "env": env, "split_u": split_u,
-            "tools_hash": None, "content_hash": None, "chars": None, "note": note,
+            "tools_hash": None, "content_hash": None, "chars": None, "value": None, "note": note,
         }  # fmt: skip
         for name, value in scalars.items():
             c[name].append(value)
@@ -157,6 +158,7 @@ class OutcomeBuilder:
             c["tools_hash"][-1] = hash64(tools_json)
             c["content_hash"][-1] = hash64(content)
             c["chars"][-1] = self.fmt.trained_chars(record, fields)
+            c["value"][-1] = self.value(record)
 
     def table(self) -> pa.Table:
         return pa.table(
@@ -173,7 +175,7 @@ def _notes(spec: Spec, record: dict) -> str | None:
 def process_lines(batch: pa.Table, spec: Spec) -> pa.Table:
     """Parse a block of lines and apply a per-rollout recipe."""
     recipe = spec.recipe
-    out = OutcomeBuilder(spec.format)
+    out = OutcomeBuilder(spec.format, spec.recipe.value)
     for file_id, line, raw in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),
@@ -285,7 +287,7 @@ def _parsed_table(batch: pa.Table, spec: Spec, schema: pa.Schema, fields) -> pa.
 
 def group_block(batch: pa.Table, spec: Spec) -> pa.Table:
     """Apply a grouped recipe to every task group of a block (a block holds whole groups)."""
-    out = OutcomeBuilder(spec.format)
+    out = OutcomeBuilder(spec.format, spec.recipe.value)
     file_ids = batch.column("file_id").to_pylist()
     lines = batch.column("line").to_pylist()
     hashes = batch.column("task_hash").to_pylist()
@@ -386,7 +388,7 @@ def decision_schema(fmt: formats.Format) -> pa.Schema:
 def decide_block(batch: pa.Table, spec: Spec) -> pa.Table:
     """Decide every task group of a block of keys: a status row per rollout, and
     a plan row per record (the record is built after the sort, by ``build_block``)."""
-    out = OutcomeBuilder(spec.format)
+    out = OutcomeBuilder(spec.format, spec.recipe.value)
     rejects_only = {name for name, _ in REJECT_COLUMNS}  # read by _groups
     c = {n: batch.column(n).to_pylist() for n in KEYS_SCHEMA.names if n not in rejects_only}
     file_ids, lines = c["file_id"], c["line"]
@@ -451,7 +453,7 @@ def build_block(
                 key=lambda ref: (ref[0], ref[2]),
             )
             raws = {ref: reader.read(*ref) for ref in wanted}
-            out = OutcomeBuilder(spec.format)
+            out = OutcomeBuilder(spec.format, spec.recipe.value)
             for row, refs, params in todo:
                 members = [
                     Member(

@@ -193,7 +193,7 @@ class _Part:
         per_file, per_env = self.per_file, self.per_env
         col = {n: batch.column(n).to_pylist() for n in (
             "file_id", "line", "status", "reason", "record", "split_u", "content_hash",
-            "tools_hash", "task_key", "task_hash", "env", "chars", "note",
+            "tools_hash", "task_key", "task_hash", "env", "chars", "value", "note",
         )}  # fmt: skip
         rewards = batch.column("reward").to_numpy(zero_copy_only=False)
         rows: dict[str, list[int]] = {"train": [], "val": []}
@@ -207,7 +207,8 @@ class _Part:
                     ("is_val", split == "val"), ("split_u", col["split_u"][i]),
                     ("task_hash", col["task_hash"][i]), ("tools_hash", col["tools_hash"][i]),
                     ("content_hash", col["content_hash"][i]), ("nbytes", len(col["record"][i])),
-                    ("chars", col["chars"][i]), ("file_id", col["file_id"][i]),
+                    ("chars", col["chars"][i]), ("value", col["value"][i]),
+                    ("file_id", col["file_id"][i]),
                     ("filtered_at", self.filtered_bytes),
                     ("env", env), ("notes", col["note"][i]),
                 ):  # fmt: skip

@@ -206,6 +206,12 @@ class Recipe:
         return result
 
     # ------------------------------------------------------------ reporting
+    # The number the report shows the distribution of, per record (None: none).
+    value_name: ClassVar[str | None] = None
+
+    def value(self, record: dict) -> float | None:
+        return None
+
     def notes(self, record: dict) -> list[str]:
         """Facts about a record to count in the stats, overall and per environment
         (e.g. where its ground truth came from)."""

@@ -197,6 +197,11 @@ class DPO(Recipe):
             raise RuntimeError(f"rollout changed between reads: {hi.source} / {lo.source}")
         return _record((hi, *chosen), (lo, *rejected), params["gap"], self.dpo)
 
+    value_name = "reward_gap"
+
+    def value(self, record: dict) -> float | None:
+        return record["meta"]["reward_gap"]
+
     def notes(self, record: dict) -> list[str]:
         return _content_notes(record)
 

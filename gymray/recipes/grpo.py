@@ -173,6 +173,11 @@ class GRPO(Recipe):
             return self.section.format
         return "nemo_gym" if _carries_agent_ref(self.context.sample()) else "math"
 
+    value_name = "pass_rate"
+
+    def value(self, record: dict) -> float | None:
+        return record["meta"]["pass_rate"]
+
     def notes(self, record: dict) -> list[str]:
         meta = record.get("meta", {})
         out = []

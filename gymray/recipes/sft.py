@@ -159,6 +159,11 @@ class SFT(Recipe):
         notes = (manifest.get("stats") or {}).get("notes") or {}
         return cls.vlm if notes.get("content:images") else cls.entrypoints[fmt]
 
+    value_name = "reward"
+
+    def value(self, record: dict) -> float | None:
+        return record["meta"]["reward"]
+
     def notes(self, record: dict) -> list[str]:
         if "messages" not in record:
             return []
