@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
-from gymray.api import PrepareResult, load, prepare, run, submit  # noqa: E402
+from gymray.api import load, prepare, run, submit  # noqa: E402
+from gymray.dataset.result import PrepareResult  # noqa: E402
 
 __all__ = ["PrepareResult", "__version__", "load", "prepare", "run", "submit"]

@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
-import ray.data
 from omegaconf import OmegaConf
 
 from gymray import recipes
 from gymray.config import SettingsBase, load_settings, with_job
-from gymray.dataset import assemble
 from gymray.dataset.manifest import fingerprint, paths, reusable
 from gymray.dataset.publish import publish
+from gymray.dataset.result import PrepareResult
 from gymray.engine.blocks import Spec
 from gymray.engine.graph import ensure_ray
 from gymray.engine.graph import run as run_graph
 from gymray.engine.read import read_whole, sample_lines
 from gymray.engine.write import Target
+from gymray.errors import ConfigError
+from gymray.jobs.client import connect, parent_submission_id
 from gymray.jobs.handle import JobHandle
 from gymray.jobs.submit import submit_training
+from gymray.nemo_rl import build
 from gymray.recipes.base import Context
 from gymray.rollouts import file_environment
 from gymray.storage import (
@@ -34,53 +35,12 @@ from gymray.storage import (
     StorageError,
     existing_file,
     expand_inputs,
-    filesystem,
     is_remote,
     local_dataset_path,
     read_manifest,
 )
 
 log = logging.getLogger("gymray")
-
-
-@dataclass
-class PrepareResult:
-    """A prepared dataset: where it is, its counts and manifest, and its settings.
-
-    ``dataset(split)`` gives the records as a Ray Dataset."""
-
-    output: str
-    manifest: dict
-    reused: bool
-    paths: dict = field(default_factory=dict)
-    settings: SettingsBase | None = field(default=None, repr=False)
-
-    @property
-    def counts(self) -> dict:
-        return self.manifest["counts"]
-
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
-
-    @property
-    def storage(self) -> Any:
-        return self.settings.storage if self.settings else None
-
-    def dataset(self, split: str = "train") -> ray.data.Dataset:
-        """The written records of ``split`` as a Ray Dataset (read from the Parquet files)."""
-        fs, base = filesystem(self.output, self.storage)
-        files = [f"{base}/{p}" for p in self.manifest["files"]["parquet"][split]]
-        return ray.data.read_parquet(files, filesystem=fs)
-
-    def summary(self) -> dict:
-        return {
-            "output": self.output,
-            "reused": self.reused,
-            "fingerprint": self.fingerprint,
-            "paths": self.paths,
-            "counts": self.counts,
-        }
 
 
 def prepare(
@@ -109,6 +69,7 @@ def prepare(
                 f"prepare() needs an algorithm ({', '.join(recipes.ALGOS)}) or settings"
             )
         settings = load_settings(algo, kwargs_overrides(overrides), config_files)
+    check_output_path(settings.output)
     inputs = expand_inputs(settings.input, settings.storage)
     tasks, owners = _task_files(settings, inputs)
     fp = fingerprint(settings, inputs, tasks)
@@ -117,9 +78,14 @@ def prepare(
         log.info("reusing %s: same inputs and settings (fingerprint %s)", settings.output, fp)
         # The dataset may have been moved since it was written: trust where it is now.
         existing["output"] = _resolved(settings.output)
+        for warning in existing.get("warnings", []):
+            log.warning("%s", warning)
         return PrepareResult(existing["output"], existing, True, paths(existing), settings)
     ensure_ray(settings.ray)
+    log.info("preparing %s records into %s", settings.algo, _resolved(settings.output))
     manifest = _build(settings, inputs, tasks, owners, fp)
+    for warning in manifest.get("warnings", []):
+        log.warning("%s", warning)
     return PrepareResult(manifest["output"], manifest, False, paths(manifest), settings)
 
 
@@ -167,7 +133,7 @@ def _build(settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: 
     staging = Staging(output, settings.storage, overwrite=settings.overwrite)
     try:
         target = Target(output, staging.path, settings.storage)
-        assemble.prepare_dirs(target)
+        target.prepare()
         result = run_graph(spec, inputs, target, settings)
         return publish(staging, target, result, recipe, settings, inputs, tasks, fp, output)
     except BaseException:
@@ -176,7 +142,57 @@ def _build(settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: 
 
 
 def _resolved(output: str) -> str:
-    return output if is_remote(output) else os.path.abspath(output)
+    return output if is_remote(output) else os.path.abspath(os.path.expanduser(output))
+
+
+def check_output_path(output: str) -> None:
+    """Refuse an output Ray would delete or that means another place than the user
+    thinks: under ``ray job submit`` a relative path resolves against the job's
+    working directory, which Ray removes when the job ends."""
+    if is_remote(output):
+        return
+    resolved = _resolved(output)
+    if "/runtime_resources/working_dir_files/" in resolved or "/ray/session_" in resolved:
+        raise ConfigError(
+            f"output {resolved} is inside Ray's per-job working directory, which Ray "
+            "deletes: give an absolute path on shared storage (output=/shared/ds/...)"
+        )
+    if parent_submission_id() and not os.path.isabs(os.path.expanduser(output)):
+        raise ConfigError(
+            f"output={output} is relative, and this runs as Ray Job "
+            f"{parent_submission_id()}: it would land in the job's working directory "
+            f"({resolved}), which Ray may delete. Give an absolute path on shared storage "
+            "(output=/shared/ds/...)"
+        )
+
+
+def check_launch(settings: SettingsBase, dry_run: bool = False) -> None:
+    """Everything a launch needs that can be checked before the prepare: the NeMo RL
+    checkout and its scripts, the run directory, the launcher, the environment to pass,
+    and (unless a dry run) the job API and its token."""
+    recipe = recipes.get(settings.algo)
+    job = settings.job
+    nemo_rl_dir = build.checkout_dir(job)
+    if os.path.isdir(nemo_rl_dir):
+        scripts = (
+            {e.script for e in recipe.entrypoints.values()} if not job.script else {job.script}
+        )
+        missing = [s for s in sorted(scripts) if not os.path.isfile(os.path.join(nemo_rl_dir, s))]
+        if missing and len(missing) == len(scripts):
+            raise ConfigError(
+                f"NeMo RL entrypoint {missing[0]} not found in job.nemo_rl_dir={nemo_rl_dir}: "
+                "is that a NeMo RL checkout (or set job.script)?"
+            )
+    build.run_root(job, _resolved(settings.output))
+    build.split_launcher(job.launcher)
+    job.env()  # every job.pass_env variable must be set here
+    if is_remote(settings.output) and not settings.storage.materialize_to:
+        raise ConfigError(
+            f"output {settings.output} is in an object store and NeMo RL reads local paths: "
+            "set storage.materialize_to=<shared directory> (or output=/shared/...)"
+        )
+    if not dry_run:
+        connect(job.address)
 
 
 def load(path: str, storage: Any = None) -> PrepareResult:
@@ -191,9 +207,10 @@ def load(path: str, storage: Any = None) -> PrepareResult:
     if not manifest:
         raise StorageError(f"{path} is not a gymray dataset (no readable manifest.json)")
     manifest["output"] = _resolved(path)
-    settings = load_settings(manifest["algo"], {"output": manifest["output"]})
+    extra = {"output": manifest["output"]}
     if storage is not None:
-        settings.storage = storage
+        extra["storage"] = storage if isinstance(storage, dict) else storage.model_dump()
+    settings = load_settings(manifest["algo"], extra)
     return PrepareResult(manifest["output"], manifest, True, paths(manifest), settings)
 
 

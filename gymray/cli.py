@@ -1,109 +1,295 @@
-"""The command line: ``python -m gymray.run <algo> [key=value ...]`` and the job verbs.
+"""The command line: ``python -m gymray.run <algo> [key=value ...]`` and the other verbs.
 
     python -m gymray.run sft input=rollouts/ output=/shared/ds/sft --prepare-only
     python -m gymray.run dpo input=s3://b/r/ output=/shared/ds/dpo job.nemo_rl_dir=/shared/nemo-rl
+    python -m gymray.run inspect /shared/ds/dpo
     python -m gymray.run status|logs|stop SUBMISSION_ID
 
-A skin over :mod:`gymray.api`: it parses, calls the API, prints, and turns the
-outcome into an exit code (:mod:`gymray.errors`).
+A skin over :mod:`gymray.api`: it parses, calls the API, prints, and turns every
+outcome into an exit code (:mod:`gymray.errors`). Every failure ends in one
+``gymray: error:`` line saying what, where and what to do; the traceback goes to a
+log file that line names. ``--json`` prints one JSON object of one shape for
+every verb and outcome, errors included.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any
 
-import orjson
+from omegaconf import OmegaConf
 
+import gymray
 from gymray import api
-from gymray.config import load_settings
+from gymray.config import help_rows, load_settings
 from gymray.errors import (
+    EXIT_CODES,
     EXIT_EMPTY,
     EXIT_FAILED,
+    EXIT_INTERNAL,
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_TIMEOUT,
     EXIT_USAGE,
     GymrayError,
     Interrupted,
+    classify,
 )
+from gymray.inspect import render_dataset
 from gymray.jobs.handle import STATUS_EXIT, JobHandle, attach
-from gymray.jobs.submit import stop_and_wait, stop_on_signals
-from gymray.recipes import ALGOS
+from gymray.jobs.submit import stop_and_wait
+from gymray.recipes import ALGOS, REGISTRY
 
 JOB_VERBS = ("status", "logs", "stop")
+DATASET_VERBS = ("inspect", "show")
+VERBS = (*ALGOS, *DATASET_VERBS, *JOB_VERBS)
+log = logging.getLogger("gymray")
 
 USAGE = f"""\
 usage: python -m gymray.run {{{",".join(ALGOS)}}} [key=value ...] [--config FILE]... [--prepare-only]
-                            [--dry-run] [--no-wait] [--json]
-       python -m gymray.run {{status,logs,stop}} SUBMISSION_ID [--address URL] [--json]
+                            [--dry-run] [--no-wait] [--json] [--print-settings] [--help]
+       python -m gymray.run {{inspect,show}} DATASET_DIR [--examples N] [--json]
+       python -m gymray.run {{status,logs,stop}} SUBMISSION_ID [--address URL] [--follow] [--json]
+       python -m gymray.run --version
 
-settings are OmegaConf dotlist keys, e.g. input=rollouts/ output=/shared/ds/sft
-sft.format=simple sft.reward_threshold=0.8 split.val_fraction=0.1 nemo_rl.policy.model_name=...
+key=value settings are OmegaConf dotlist keys, in NeMo RL's grammar: key=value sets,
+++key=value sets or adds, ~key removes (back to the default; for nemo_rl.* keys, from
+NeMo RL's config). --config files may start with `defaults: other.yaml`.
 precedence: defaults < configs/<algo>.yaml < --config files < key=value
+`python -m gymray.run <algo> --help` lists every setting with its default.
 """
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gymray.run", usage=USAGE, add_help=True)
-    p.add_argument("algo", choices=ALGOS)
-    p.add_argument("overrides", nargs="*", help="key=value settings")
-    p.add_argument("--config", action="append", default=[], help="YAML settings file (repeatable)")
-    p.add_argument("--prepare-only", action="store_true", help="write the dataset and stop")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="prepare, print the NeMo RL config and job, submit nothing",
-    )
-    p.add_argument(
-        "--no-wait", action="store_true", help="return after submitting the training job"
-    )
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
-    return p
-
-
+# --------------------------------------------------------------------------- entry
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in JOB_VERBS:
-        return job_verb(argv[0], argv[1:])
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return EXIT_OK if argv else EXIT_USAGE
-    args = _parser().parse_intermixed_args(argv)
-    logging.basicConfig(level=logging.INFO, format="gymray: %(message)s", stream=sys.stderr)
-    try:
-        settings = load_settings(args.algo, args.overrides, args.config)
-        result = api.prepare(settings=settings)
-    except GymrayError as e:
-        _say(f"error: {e}")
-        return e.exit_code
-    summary = {"algo": args.algo, **result.summary()}
-    _print_prepare(result)
-    if args.prepare_only:
-        if args.json:
-            print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
-        if not result.counts["records"]["train"] and not settings.allow_empty:
-            _say("error: no training records were written (report.md says why); "
-                 "set allow_empty=true to accept an empty dataset")  # fmt: skip
-            return EXIT_EMPTY
+    if not argv:
+        print(USAGE, file=sys.stderr)
+        return EXIT_USAGE
+    verb, rest = argv[0], argv[1:]
+    if verb in ("-h", "--help"):
+        print(USAGE + _exit_codes())
         return EXIT_OK
-    try:
-        handle = api.submit(result, dry_run=args.dry_run)
-    except GymrayError as e:
-        _say(f"error: {e}")
-        return e.exit_code
-    return follow(
-        handle, wait=not args.no_wait and not args.dry_run, json_output=args.json,
-        extra={"prepare": summary},
-    )  # fmt: skip
+    if verb == "--version":
+        print(f"gymray {gymray.__version__}")
+        return EXIT_OK
+    json_output = "--json" in rest
+    if verb in JOB_VERBS:
+        return guarded(lambda: job_verb(verb, rest), verb, None, json_output)
+    if verb in DATASET_VERBS:
+        return guarded(lambda: inspect_verb(verb, rest), verb, None, json_output)
+    if verb in ALGOS:
+        return guarded(lambda: algo_verb(verb, rest), "prepare", verb, json_output)
+    close = difflib.get_close_matches(verb, VERBS, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    _say(f"error: unknown command '{verb}'{hint} (choose one of {', '.join(VERBS)})")
+    return EXIT_USAGE
 
 
 def _say(msg: str) -> None:
     print(f"gymray: {msg}", file=sys.stderr, flush=True)
+
+
+def _exit_codes() -> str:
+    return "\nexit codes:\n" + "".join(f"  {c}  {text}\n" for c, text in EXIT_CODES.items())
+
+
+# --------------------------------------------------------------------------- errors
+def log_path() -> Path:
+    """Where this run's log (and any traceback) goes: GYMRAY_LOG_DIR, else the temp dir."""
+    base = Path(os.environ.get("GYMRAY_LOG_DIR") or Path(tempfile.gettempdir()) / "gymray-logs")
+    return base / f"gymray-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def _file_log() -> Path | None:
+    """Send the gymray logger and tracebacks to a log file of this run."""
+    path = log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return path
+
+
+class _Lines(logging.Formatter):
+    """``gymray: message`` (``gymray: warning: message`` for warnings), as the CLI says it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        return f"gymray: {level}{record.getMessage()}"
+
+
+def _stderr_log() -> None:
+    if not any(getattr(h, "_gymray", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_Lines())
+        handler._gymray = True
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.INFO)
+
+
+def guarded(fn: Callable[[], int], command: str, algo: str | None, json_output: bool) -> int:
+    """Run a verb; whatever it raises ends as one line (and one JSON object) and a code."""
+    _stderr_log()
+    logfile = _file_log()
+    try:
+        with _signals_raise():
+            return fn()
+    except BaseException as e:  # every failure, whatever raised it
+        error = classify(e)
+        if logfile is not None:  # the traceback goes to the log file only
+            with open(logfile, "a", encoding="utf-8") as f:
+                f.write("".join(traceback.format_exception(e)))
+        where = f" (details in {logfile})" if logfile is not None and not error.expected else ""
+        _say(f"error: {error.message}{where}")
+        if json_output:
+            emit(command, algo, error.exit_code, error={
+                "type": error.kind, "message": error.message, "exit_code": error.exit_code,
+                "log": str(logfile) if logfile else None,
+            })  # fmt: skip
+        return error.exit_code
+
+
+@contextmanager
+def _signals_raise():
+    """SIGTERM (what `ray job stop` and Slurm send) and SIGINT stop the run at once,
+    cleaning up on the way out, with exit code 3."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(f"{signal.Signals(signum).name} received: stopped")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------- json
+def emit(command: str, algo: str | None, exit_code: int, **parts: Any) -> None:
+    """The one --json shape: every verb, success or not."""
+    out = {
+        "gymray": gymray.__version__,
+        "command": command,
+        "algo": algo,
+        "ok": exit_code == EXIT_OK,
+        "exit_code": exit_code,
+        "error": None,
+        "dataset": None,
+        "job": None,
+        **parts,
+    }
+    print(json.dumps(out, indent=2, default=str), flush=True)
+
+
+def dataset_json(result: api.PrepareResult) -> dict:
+    files = result.manifest["files"]
+    paths = dict(result.paths)
+    paths.setdefault("val", None)  # always present, null when the dataset has no val split
+    return {
+        "output": result.output,
+        "reused": result.reused,
+        "fingerprint": result.fingerprint,
+        "format": result.manifest.get("format"),
+        "paths": paths,
+        "files": files,
+        "counts": result.counts,
+        "warnings": result.manifest.get("warnings", []),
+    }
+
+
+# --------------------------------------------------------------------------- prepare
+def _parser(algo: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m gymray.run {algo}", add_help=False)
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--config", action="append", default=[])
+    p.add_argument("--prepare-only", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--no-wait", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--print-settings", "--cfg", action="store_true", dest="print_settings")
+    p.add_argument("-h", "--help", action="store_true")
+    return p
+
+
+def settings_help(algo: str) -> str:
+    """Every setting of ``algo``, its default and meaning (from the settings models)."""
+    lines = [f"usage: python -m gymray.run {algo} [key=value ...] [flags]", "",
+             f"{algo}: {REGISTRY[algo].help}", "", "flags:",
+             "  --config FILE       a YAML settings file (repeatable; may use defaults:)",
+             "  --prepare-only      write the dataset and stop",
+             "  --dry-run           prepare, write and print the NeMo RL config, submit nothing",
+             "  --no-wait           return once the training job is submitted",
+             "  --json              one JSON object on stdout (errors too)",
+             "  --print-settings    print the merged settings and stop", "",
+             "settings (key=default: meaning):"]  # fmt: skip
+    for key, default, description in help_rows(algo):
+        lines.append(f"  {key}={default}")
+        if description:
+            lines.append(f"      {description}")
+    return "\n".join(lines) + "\n" + _exit_codes()
+
+
+def algo_verb(algo: str, argv: Sequence[str]) -> int:
+    try:
+        args, unknown = _parser(algo).parse_known_intermixed_args(list(argv))
+    except SystemExit:
+        raise GymrayError(f"cannot parse the arguments of {algo}: see --help") from None
+    if args.help:
+        print(settings_help(algo))
+        return EXIT_OK
+    flags = [u for u in unknown if u.startswith("--")]
+    if flags:
+        known = ["--config", "--prepare-only", "--dry-run", "--no-wait", "--json",
+                 "--print-settings", "--help"]  # fmt: skip
+        close = difflib.get_close_matches(flags[0], known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise GymrayError(f"unknown flag {flags[0]}{hint}")
+    settings = load_settings(algo, [*args.overrides, *unknown], args.config)
+    if args.print_settings:
+        print(OmegaConf.to_yaml(OmegaConf.create(settings.model_dump(mode="json"))), end="")
+        return EXIT_OK
+    if not args.prepare_only:
+        api.check_launch(settings, dry_run=args.dry_run)  # before the prepare
+    result = api.prepare(settings=settings)
+    _print_prepare(result)
+    empty = not result.counts["records"]["train"] and not settings.allow_empty
+    if args.prepare_only or empty:
+        code = EXIT_OK
+        if empty:
+            _say("error: no training records were written (report.md says why); "
+                 "set allow_empty=true to accept an empty dataset")  # fmt: skip
+            code = EXIT_EMPTY
+        if args.json:
+            emit("prepare", algo, code, dataset=dataset_json(result))
+        return code
+    handle = api.submit(result, dry_run=args.dry_run)
+    return follow(
+        handle, wait=not args.no_wait and not args.dry_run, json_output=args.json,
+        dataset=dataset_json(result), algo=algo,
+    )  # fmt: skip
 
 
 def _print_prepare(result: api.PrepareResult) -> None:
@@ -118,84 +304,69 @@ def _print_prepare(result: api.PrepareResult) -> None:
     )
     for reason, n in sorted(c["rejected"].items(), key=lambda kv: -kv[1]):
         _say(f"  rejected {n} x {reason} (see rejects.jsonl)")
-    for w in result.manifest.get("warnings", []):
-        _say(f"warning: {w}")
+    report = result.paths.get("report_html") or result.paths.get("report")
+    _say(f"report: {report}")
 
 
+# --------------------------------------------------------------------------- follow
 def follow(
     handle: JobHandle,
     *,
     wait: bool = True,
     json_output: bool = False,
     stream: IO[str] | None = None,
-    extra: Mapping[str, Any] | None = None,
+    dataset: dict | None = None,
+    algo: str | None = None,
 ) -> int:
     """Report a submitted job and, with `wait`, stream its logs until it ends.
 
-    Returns the exit code (module docstring). Human messages go to stderr prefixed
-    `gymray:`; logs go to stdout (to stderr with `json_output`, whose stdout is one JSON
-    summary; with `extra`, the summary is `{**extra, "job": <job summary>}`). SIGTERM or
+    Returns the exit code. Human messages go to stderr prefixed `gymray:`; logs go to
+    stdout (to stderr with `json_output`, whose stdout is one JSON object). SIGTERM or
     Ctrl-C while following stops the job.
     """
-    out = sys.stdout
     logs = stream or (sys.stderr if json_output else sys.stdout)
-    try:
-        for w in handle.warnings:
-            _say(w)
-        if handle.dry_run:
-            if json_output:
-                print(
-                    json.dumps(_with(extra, handle.summary(include_config=True)), indent=2),
-                    file=out,
-                )
-            else:
-                _print_dry_run(handle, out)
-            return EXIT_OK
-        if handle.attached:
-            status = handle.status()
-            if status in ("FAILED", "STOPPED"):
-                _say(
-                    f"job {handle.submission_id} already {status}; not training again. "
-                    "Rerun with job.on_failed=retry (or a new job.submission_id) to retry"
-                )
-                if json_output:
-                    print(json.dumps(_with(extra, handle.summary()), indent=2), file=out)
-                return STATUS_EXIT[status]
-        else:
-            _say(f"submitted job {handle.submission_id}")
-        if not wait:
-            if json_output:
-                print(json.dumps(_with(extra, handle.summary()), indent=2), file=out)
-            else:
-                print(handle.submission_id, file=out, flush=True)
-            return EXIT_OK
-        with stop_on_signals():
-            try:
-                status = handle.wait(follow_logs=True, stream=logs)
-            except Interrupted as sig:
-                _say(f"{sig}: stopping job {handle.submission_id}")
-                try:
-                    status = stop_and_wait(handle)
-                except Interrupted:
-                    _say(f"not waiting for job {handle.submission_id} to stop")
-                    return EXIT_STOPPED
-            except TimeoutError as e:
-                _say(f"{e}; it keeps running (gymray.run stop {handle.submission_id})")
-                if json_output:
-                    print(json.dumps(_with(extra, handle.summary()), indent=2), file=out)
-                return EXIT_TIMEOUT
-        code = STATUS_EXIT.get(status, EXIT_FAILED)
-        _say(f"job {handle.submission_id} {status}")
+    command = "dry-run" if handle.dry_run else "train"
+
+    def done(code: int, include_config: bool = False) -> int:
         if json_output:
-            print(json.dumps(_with(extra, handle.summary()), indent=2), file=out)
+            job = handle.summary(include_config=include_config)
+            emit(command, algo or handle.algo, code, dataset=dataset, job=job)
         return code
-    except GymrayError as e:
-        _say(f"error: {e}")
-        return getattr(e, "exit_code", EXIT_USAGE)
 
-
-def _with(extra: Mapping[str, Any] | None, summary: dict) -> dict:
-    return summary if extra is None else {**extra, "job": summary}
+    for w in handle.warnings:
+        _say(f"warning: {w}")
+    if handle.dry_run:
+        if not json_output:
+            _print_dry_run(handle, sys.stdout)
+        return done(EXIT_OK, include_config=True)
+    if handle.attached:
+        status = handle.status()
+        if status in ("FAILED", "STOPPED"):
+            _say(
+                f"job {handle.submission_id} already {status}; not training again. "
+                "Rerun with job.on_failed=retry (or a new job.submission_id) to retry"
+            )
+            return done(STATUS_EXIT[status])
+    else:
+        _say(f"submitted job {handle.submission_id}")
+    if not wait:
+        if not json_output:
+            print(handle.submission_id, flush=True)
+        return done(EXIT_OK)
+    try:
+        status = handle.wait(follow_logs=True, stream=logs)
+    except Interrupted as sig:
+        _say(f"{sig}: stopping job {handle.submission_id}")
+        try:
+            status = stop_and_wait(handle)
+        except Interrupted:
+            _say(f"not waiting for job {handle.submission_id} to stop")
+            return done(EXIT_STOPPED)
+    except TimeoutError as e:
+        _say(f"{e}; it keeps running (gymray.run stop {handle.submission_id})")
+        return done(EXIT_TIMEOUT)
+    _say(f"job {handle.submission_id} {status}")
+    return done(STATUS_EXIT.get(status, EXIT_FAILED))
 
 
 def _print_dry_run(handle: JobHandle, out: IO[str]) -> None:
@@ -212,17 +383,23 @@ def _print_dry_run(handle: JobHandle, out: IO[str]) -> None:
         print(handle.redactor.text(handle.config.config_yaml), file=out, end="")
 
 
-def _follow_existing(handle: JobHandle, json_output: bool) -> int:
-    # Following an existing job (not one we submitted): Ctrl-C only detaches.
+# --------------------------------------------------------------------------- other verbs
+def inspect_verb(verb: str, argv: Sequence[str]) -> int:
+    """`inspect DATASET_DIR`: counts, the per-environment table, a few records as conversations."""
+    p = argparse.ArgumentParser(prog=f"python -m gymray.run {verb}")
+    p.add_argument("dataset")
+    p.add_argument("--examples", type=int, default=2)
+    p.add_argument("--json", action="store_true")
     try:
-        status = handle.wait(follow_logs=True, stream=sys.stderr if json_output else sys.stdout)
-    except KeyboardInterrupt:
-        _say(f"detached; job {handle.submission_id} keeps running")
-        return EXIT_OK
-    if json_output:
-        print(json.dumps(handle.summary(), indent=2))
-    _say(f"job {handle.submission_id} {status}")
-    return STATUS_EXIT.get(status, EXIT_FAILED)
+        args = p.parse_args(list(argv))
+    except SystemExit as e:
+        return EXIT_USAGE if e.code else EXIT_OK
+    ds = api.load(args.dataset)
+    if args.json:
+        emit(verb, ds.manifest.get("algo"), EXIT_OK, dataset=dataset_json(ds))
+    else:
+        print(render_dataset(ds, examples=args.examples), end="")
+    return EXIT_OK
 
 
 def job_verb(verb: str, argv: Sequence[str]) -> int:
@@ -237,7 +414,8 @@ def job_verb(verb: str, argv: Sequence[str]) -> int:
     parser.add_argument("submission_id")
     parser.add_argument("--address", default=None, help="job API, e.g. http://head:8265")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
-    parser.add_argument("--follow", action="store_true", help="stream logs until the end")
+    if verb != "stop":
+        parser.add_argument("--follow", action="store_true", help="stream logs until the end")
     if verb not in JOB_VERBS:
         _say(f"error: unknown job verb {verb!r}: use status, logs or stop")
         return EXIT_USAGE
@@ -245,32 +423,45 @@ def job_verb(verb: str, argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
     except SystemExit as e:
         return EXIT_USAGE if e.code else EXIT_OK
-    try:
-        handle = attach(args.submission_id, args.address)
-        if args.follow and verb != "stop":
-            handle.attached = False
-            handle.warnings = []
-            return _follow_existing(handle, args.json)
-        if verb == "stop":
-            was_running = handle.stop()
-            status = stop_and_wait(handle) if was_running else handle.status()
-            _say(f"job {handle.submission_id} {status}")
-            if args.json:
-                print(json.dumps(handle.summary(), indent=2))
-            return EXIT_OK
-        if verb == "logs":
-            if args.json:
-                print(json.dumps({**handle.summary(), "logs": handle.logs()}, indent=2))
-            else:
-                sys.stdout.write(handle.logs())
-            return EXIT_OK
-        summary = handle.summary()
+    handle = attach(args.submission_id, args.address)
+    if getattr(args, "follow", False):
+        return _follow_existing(handle, args.json, verb)
+    if verb == "stop":
+        was_running = handle.stop()
+        status = stop_and_wait(handle) if was_running else handle.status()
+        _say(f"job {handle.submission_id} {status}")
         if args.json:
-            print(json.dumps(summary, indent=2))
+            emit(verb, handle.algo or None, EXIT_OK, job=handle.summary())
+        return EXIT_OK
+    if verb == "logs":
+        text = handle.logs()
+        if args.json:
+            emit(verb, handle.algo or None, EXIT_OK, job={**handle.summary(), "logs": text})
         else:
-            msg = f" ({summary['message']})" if summary.get("message") else ""
-            print(f"{handle.submission_id} {summary['status']}{msg}")
-        return STATUS_EXIT.get(summary["status"], EXIT_OK)
-    except GymrayError as e:
-        _say(f"error: {e}")
-        return e.exit_code
+            sys.stdout.write(text)
+        return EXIT_OK
+    summary = handle.summary()
+    code = STATUS_EXIT.get(summary["status"], EXIT_OK)
+    if args.json:
+        emit(verb, handle.algo or None, code, job=summary)
+    else:
+        msg = f" ({summary['message']})" if summary.get("message") else ""
+        print(f"{handle.submission_id} {summary['status']}{msg}")
+    return code
+
+
+def _follow_existing(handle: JobHandle, json_output: bool, verb: str) -> int:
+    # Following an existing job (not one we submitted): Ctrl-C only detaches.
+    try:
+        status = handle.wait(follow_logs=True, stream=sys.stderr if json_output else sys.stdout)
+    except (KeyboardInterrupt, Interrupted):
+        _say(f"detached; job {handle.submission_id} keeps running")
+        return EXIT_OK
+    code = STATUS_EXIT.get(status, EXIT_FAILED)
+    if json_output:
+        emit(verb, handle.algo or None, code, job=handle.summary())
+    _say(f"job {handle.submission_id} {status}")
+    return code
+
+
+__all__ = ["EXIT_INTERNAL", "follow", "job_verb", "main"]

@@ -11,6 +11,7 @@ recipe, so an algorithm added there is configurable here with no change.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model,
 
 from gymray.chat import ChatSettings
 from gymray.errors import ConfigError
+from gymray.nemo_rl.loading import load_with_defaults
 from gymray.recipes import ALGOS, REGISTRY
 from gymray.recipes.base import Section
 
@@ -51,7 +53,18 @@ class SplitSettings(Section):
 
 class RaySettings(Section):
     address: str | None = Field(
-        None, description="Ray to use; default: RAY_ADDRESS, else a local Ray started by gymray"
+        None,
+        description="Ray to use: a GCS address (head:6379), auto (the cluster ray start "
+        "runs on this machine) or local; default: RAY_ADDRESS, else a new local Ray",
+    )
+    retries: int = Field(
+        2,
+        ge=0,
+        description="runs the pipeline again this often when Ray loses a worker, actor "
+        "or node it cannot recover by itself (outputs are the same)",
+    )
+    connect_timeout_s: float = Field(
+        60.0, gt=0, description="give up connecting to a Ray cluster after this long (exit 5)"
     )
     num_cpus: int | None = Field(None, description="CPUs of a local Ray gymray starts")
     object_store_memory: int | None = Field(
@@ -120,13 +133,20 @@ class JobSettings(Section):
         description="NeMo Gym checkout whose configs serve GRPO's agents (default: NeMo RL's "
         "3rdparty/Gym-workspace/Gym)",
     )
+    env_file: str | None = Field(
+        None,
+        description="a KEY=VALUE file on the cluster the job exports before NeMo RL starts: "
+        "the way to pass secrets (values stay out of Ray's job metadata)",
+    )
     env_vars: dict[str, SecretStr] = Field(
         default_factory=dict,
-        description="environment of the training job; values are secrets (redacted)",
+        description="environment of the training job, in its runtime_env: Ray shows the "
+        "values to anyone who can list jobs (use env_file for secrets)",
     )
     pass_env: list[str] = Field(
         default_factory=list,
-        description="names of variables copied from gymray's own environment",
+        description="names of variables copied from gymray's environment into the job's "
+        "runtime_env (visible in Ray's job metadata, as env_vars)",
     )
     address: str | None = Field(
         None,
@@ -297,10 +317,49 @@ def with_job(settings: SettingsBase, job: dict | None, nemo_rl: dict | None) -> 
     )
 
 
+def parse_items(items: list[str]) -> tuple[list[str], list[str]]:
+    """Command-line settings in NeMo RL's (Hydra's) grammar -> (dotlist, removals).
+
+    ``key=v`` sets; ``++key=v`` and ``+key=v`` set or add (gymray's own keys always
+    exist, so both mean set; under ``nemo_rl.`` they mark a key NeMo RL's config lacks);
+    ``~key`` removes: back to the default for gymray's keys, out of NeMo RL's config
+    for ``nemo_rl.*`` keys."""
+    dotlist, removals = [], []
+    for item in items:
+        if item.startswith("~"):
+            if "=" in item:
+                raise ConfigError(f"'{item}': ~key removes a key and takes no value")
+            removals.append(item[1:])
+            continue
+        if "=" not in item:
+            raise ConfigError(f"expected key=value, ++key=value or ~key, got '{item}'")
+        force = item.startswith("+")
+        key, value = item.lstrip("+").split("=", 1)
+        if force and key.startswith("nemo_rl."):
+            key = "nemo_rl.++" + key[len("nemo_rl.") :]
+        dotlist.append(f"{key}={value}")
+    return dotlist, removals
+
+
+def _remove(tree: dict, key: str) -> None:
+    if key.startswith("nemo_rl."):
+        tree.setdefault("nemo_rl", {})["~" + key[len("nemo_rl.") :]] = None
+        return
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(leaf, None)
+
+
 def load_settings(
     algo: str, overrides: list[str] | dict | None = None, config_files: list[str] | None = None
 ) -> SettingsBase:
-    """Merge defaults, ``configs/<algo>.yaml``, config files and overrides; validate."""
+    """Merge defaults, ``configs/<algo>.yaml``, config files (each may start with NeMo
+    RL's ``defaults:``) and overrides; validate."""
     if algo not in REGISTRY:
         close = difflib.get_close_matches(algo, ALGOS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -312,22 +371,45 @@ def load_settings(
     for f in config_files or []:
         if not Path(f).is_file():
             raise ConfigError(f"config file not found: {f}")
-        layers.append(OmegaConf.load(f))
+        layers.append(load_with_defaults(f))
+    removals: list[str] = []
     if isinstance(overrides, dict):
         layers.append(OmegaConf.create(overrides))
     elif overrides:
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"expected key=value, got '{item}'")
+        dotlist, removals = parse_items(list(overrides))
         try:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
+            layers.append(OmegaConf.from_dotlist(dotlist))
         except Exception as e:  # omegaconf raises several grammar errors
             raise ConfigError(f"cannot parse overrides: {e}") from None
     merged = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True) if layers else {}
     merged = dict(merged or {})
     merged.pop("algo", None)
+    for key in removals:
+        _remove(merged, key)
     check_keys(merged, known_paths())
     try:
         return Settings(algo=algo, **merged)
     except ValidationError as e:
         raise _validation_error(e) from None
+
+
+def help_rows(algo: str) -> list[tuple[str, str, str]]:
+    """(key, effective default, meaning) of every setting of ``algo`` (its recipe's
+    section and the common ones), from the models and ``configs/<algo>.yaml``."""
+    current = load_settings(algo).model_dump(mode="json")
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], values: dict, prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            if not prefix and (name == "algo" or (name in REGISTRY and name != algo)):
+                continue
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, values.get(name) or {}, f"{prefix}{name}.")
+            else:
+                value = values.get(name)
+                shown = "null" if value is None else json.dumps(value)
+                rows.append((f"{prefix}{name}", shown, f.description or ""))
+
+    walk(Settings, current, "")
+    return rows

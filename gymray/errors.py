@@ -84,3 +84,68 @@ class Interrupted(GymrayError):
     """SIGINT or SIGTERM arrived; what was being done has been stopped and cleaned up."""
 
     exit_code = EXIT_STOPPED
+
+
+class Failure:
+    """What a failure means for the user: one line, an exit code, whether it was an
+    expected kind (a setting, a path, the cluster) or a bug (then the log matters)."""
+
+    def __init__(self, message: str, exit_code: int, kind: str, expected: bool):
+        self.message, self.exit_code, self.kind, self.expected = message, exit_code, kind, expected
+
+
+# Ray's own failures, by class name (errors.py imports no Ray: recipes use it).
+RAY_LOST = {"ActorDiedError", "NodeDiedError", "WorkerCrashedError", "ObjectLostError",
+            "OwnerDiedError", "ActorUnavailableError", "RaySystemError"}  # fmt: skip
+IO_ERRNOS = {28: "no space left on device", 122: "disk quota exceeded", 13: "permission denied",
+             30: "read-only file system", 5: "input/output error"}  # fmt: skip
+
+
+def causes(e: BaseException):
+    """``e`` and what it wraps: Ray task errors keep the worker's exception in ``cause``."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+
+
+def classify(e: BaseException) -> Failure:
+    """The user-facing meaning of any exception, whoever raised it (gymray, Ray, pyarrow, OS)."""
+    chain = list(causes(e))
+    for x in chain:
+        if isinstance(x, GymrayError):
+            return Failure(str(x), x.exit_code, type(x).__name__, True)
+    for x in chain:
+        if isinstance(x, KeyboardInterrupt):
+            return Failure("interrupted (SIGINT): stopped", EXIT_STOPPED, "Interrupted", True)
+    for x in chain:
+        if isinstance(x, OSError) and x.errno in IO_ERRNOS:
+            where = f" writing {x.filename}" if getattr(x, "filename", None) else ""
+            return Failure(
+                f"{IO_ERRNOS[x.errno]}{where}: free space or fix permissions, or choose another "
+                "output",
+                EXIT_IO,
+                "StorageIOError",
+                True,
+            )
+    for x in chain:
+        name = type(x).__name__
+        if name in RAY_LOST:
+            first = str(x).strip().splitlines()[0] if str(x).strip() else name
+            return Failure(
+                f"a Ray worker or node was lost and the run could not recover ({name}: "
+                f"{first[:200]}); rerun: the output is unchanged and nothing partial was published",
+                EXIT_INTERNAL,
+                name,
+                False,
+            )
+        if (
+            name in ("ConnectionError", "GetTimeoutError", "RpcError")
+            and "ray" in type(x).__module__
+        ):
+            return Failure(f"the Ray cluster stopped answering: {x}", EXIT_UNREACHABLE, name, True)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return Failure(
+        f"unexpected {type(e).__name__}: {first[:300]}", EXIT_INTERNAL, type(e).__name__, False
+    )

@@ -167,6 +167,62 @@ def test_grouping_across_nodes_and_blocks_matches_single_node(repeats, tmp_path)
     assert single_d.counts["records"]["train"] + single_d.counts["records"]["val"] == 24
 
 
+FAULTY = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys, threading, time, ray
+    from ray.cluster_utils import Cluster
+    import gymray
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=2, resources={"w1": 1})
+    doomed = cluster.add_node(num_cpus=2, resources={"w2": 1})
+    ray.init(address=cluster.address)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    fault, killed = sys.argv[4], []
+
+    def aggregators():
+        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        return [int(l.split()[0]) for l in ps.splitlines() if "HashShuffleAggregator" in l]
+
+    def strike():
+        # once, as soon as the shuffle's aggregators exist
+        while not killed:
+            pids = aggregators()
+            if pids:
+                if fault == "aggregator":
+                    os.kill(pids[0], signal.SIGKILL)
+                else:
+                    cluster.remove_node(doomed)
+                killed.append(pids[0])
+            time.sleep(0.02)
+
+    threading.Thread(target=strike, daemon=True).start()
+    for algo, out in (("dpo", sys.argv[2]), ("grpo", sys.argv[3])):
+        killed.clear() if algo == "grpo" and fault == "aggregator" else None
+        gymray.prepare(algo, input=sys.argv[1], output=out,
+                       **{"ray.block_bytes": 4096, "ray.partitions": 4})
+    print("struck", len(killed))
+    ray.shutdown()
+    cluster.shutdown()
+    """
+)
+
+
+@pytest.mark.parametrize("fault", ["aggregator", "node"])
+def test_a_lost_shuffle_worker_or_node_changes_nothing(repeats, tmp_path, fault):
+    """Killing a Ray Data shuffle aggregator, or removing a node, while DPO and GRPO
+    group: the run completes, and its outputs equal a clean run's byte for byte."""
+    clean_d = gymray.prepare("dpo", input=str(repeats), output=str(tmp_path / "cd"))
+    clean_g = gymray.prepare("grpo", input=str(repeats), output=str(tmp_path / "cg"))
+    args = [str(repeats), str(tmp_path / "fd"), str(tmp_path / "fg"), fault]
+    p = subprocess.run([sys.executable, "-c", FAULTY, *args], capture_output=True, text=True,
+                       cwd=REPO, timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "struck 1" in p.stdout or "struck 2" in p.stdout, p.stdout
+    for clean, faulty in ((clean_d, tmp_path / "fd"), (clean_g, tmp_path / "fg")):
+        for name in ("train.jsonl", "val.jsonl", "filtered.jsonl", "rejects.jsonl"):
+            assert (Path(clean.output) / name).read_bytes() == (faulty / name).read_bytes(), name
+
+
 @pytest.fixture(scope="module")
 def mixed(repeats, tmp_path_factory):
     """The repeats plus bad lines (rejects) and a file with real odd shapes."""

@@ -283,9 +283,11 @@ def test_failed_job_exit_codes_status_and_attach(client, client_env, checkout, t
     assert cli.job_verb("status", [handle.submission_id, "--address", client_env.address]) == 1
     assert f"{handle.submission_id} FAILED" in capsys.readouterr().out
     code = cli.job_verb("status", [handle.submission_id, "--address", client_env.address, "--json"])
-    summary = json.loads(capsys.readouterr().out)
-    assert code == 1 and summary["status"] == "FAILED" and summary["exit_code"] == 1
-    assert summary["metadata"]["gymray.algo"] == "sft"
+    out = json.loads(capsys.readouterr().out)
+    summary = out["job"]
+    assert code == 1 and out["exit_code"] == 1 and out["ok"] is False and out["error"] is None
+    assert summary["status"] == "FAILED" and summary["exit_code"] == 1
+    assert summary["metadata"]["gymray.algo"] == "sft" and out["command"] == "status"
     assert cli.job_verb("status", ["gymray-sft-nosuchjob", "--address", client_env.address]) == 2
     assert "no job gymray-sft-nosuchjob" in capsys.readouterr().err
 
@@ -394,6 +396,35 @@ def test_secret_env_values_never_appear_in_what_gymray_prints_or_writes(
     assert env_shown["RAY_OVERRIDE_JOB_RUNTIME_ENV"] == "1"
 
 
+def test_secrets_in_an_env_file_stay_out_of_rays_job_metadata(
+    client, client_env, checkout, tmp_path, capsys
+):
+    """job.env_vars travel in the runtime_env, which `ray job list` shows; job.env_file
+    is read by the job on the cluster: the job gets the value, Ray's records do not."""
+    secret = f"sk-{secrets.token_hex(12)}"
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text(f"GYMRAY_TEST_SECRET={secret}\n")
+    manifest = write_dataset(tmp_path / "ds", "sft", "simple")
+    report = tmp_path / "report.json"
+    job = settings(client_env, checkout, env_file=str(env_file))
+    overrides = {"++standin": {"print_env": "GYMRAY_TEST_SECRET", "report": str(report)}}
+    handle = jobs.submit_training("sft", manifest, job, overrides)
+    assert cli.follow(handle) == errors.EXIT_OK
+    seen = json.loads(report.read_text())
+    assert seen["env_sha256"]["GYMRAY_TEST_SECRET"] == hashlib.sha256(secret.encode()).hexdigest()
+    printed = capsys.readouterr()
+    assert "GYMRAY_TEST_SECRET=<redacted>" in printed.out  # relayed logs, redacted
+    info = client.get_job_info(handle.submission_id)
+    listed = [j for j in client.list_jobs() if j.submission_id == handle.submission_id]
+    exposed = json.dumps([info.entrypoint, info.metadata, info.runtime_env,
+                          [j.runtime_env for j in listed], [j.metadata for j in listed]])  # fmt: skip
+    assert secret not in exposed and str(env_file) in info.entrypoint
+    # env_vars would be exposed, and gymray says so
+    loud = jobs.submit_training("sft", manifest, settings(
+        client_env, checkout, env_vars={"GYMRAY_TEST_SECRET": secret}), overrides, dry_run=True)  # fmt: skip
+    assert any("job.env_file" in w for w in loud.warnings)
+
+
 def test_missing_or_wrong_token_is_one_clear_line_and_exit_4(
     client_env, checkout, tmp_path, monkeypatch
 ):
@@ -461,7 +492,9 @@ def test_dry_run_writes_and_prints_the_config_and_submits_nothing(
     )
     assert handle.status() == "DRY_RUN"
     assert cli.follow(handle, json_output=True) == 0
-    summary = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    assert out["command"] == "dry-run" and out["ok"] and out["exit_code"] == 0
+    summary = out["job"]
     assert summary["entrypoint"].endswith(f"--config {handle.config_path}")
     assert "examples/nemo_gym/run_grpo_nemo_gym.py" in summary["entrypoint"]
     assert "should_use_nemo_gym: true" in summary["config_yaml"]

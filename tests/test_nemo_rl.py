@@ -19,9 +19,10 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).parent))
 from nemo_rl_standin import DATA_BLOCKS, make_checkout, write_dataset  # noqa: E402
 
-from gymray import formats, nemo_rl  # noqa: E402
+from gymray import formats  # noqa: E402
 from gymray.errors import ConfigError  # noqa: E402
-from gymray.nemo_rl import build_config, write_config  # noqa: E402
+from gymray.nemo_rl import build as nemo_rl  # noqa: E402
+from gymray.nemo_rl.build import build_config, write_config  # noqa: E402
 
 
 def data_config(algo: str, fmt: str, train: str, val: str | None, tools_differ: bool) -> dict:
@@ -255,10 +256,25 @@ def test_settings_errors_say_what_to_do(checkout, tmp_path):
     built = build_config("sft", remote, job(checkout, runs_dir=str(tmp_path / "runs")))
     assert built.latest_path is None
     assert "s3://bucket/ds/train.jsonl" in built.config_yaml
-    with pytest.raises(ConfigError, match="deleting keys"):
-        build_config("sft", manifest, job(checkout), ["~policy.model_name"])
+    with pytest.raises(ConfigError, match=r"cannot remove nemo_rl\.policy\.no_such_key"):
+        build_config("sft", manifest, job(checkout), ["~policy.no_such_key"])
     with pytest.raises(ConfigError, match="lacks fingerprint"):
         build_config("sft", {**manifest, "fingerprint": ""}, job(checkout))
+
+
+def test_removing_a_key_reaches_nemo_rl_on_its_command_line(checkout, tmp_path):
+    """`~key` cannot be written in YAML: NeMo RL applies it as a command-line override."""
+    manifest = write_dataset(tmp_path / "ds", "sft", "openai")
+    built = build_config("sft", manifest, job(checkout), ["~logger.wandb"])
+    assert built.entrypoint.endswith("'~logger.wandb'")  # quoted for the shell
+    write_config(built)
+    report = tmp_path / "seen.json"
+    argv = shlex.split(built.entrypoint.split("&& ", 1)[1])
+    proc = subprocess.run([sys.executable, *argv[1:]], cwd=checkout, capture_output=True,
+                          text=True, env={**os.environ, "STANDIN_REPORT": str(report)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(report.read_text())
+    assert "wandb" not in seen["config"]["logger"] and "log_dir" in seen["config"]["logger"]
 
 
 # --- identity and quoting ----------------------------------------------------------------

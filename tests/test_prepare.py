@@ -247,7 +247,10 @@ def test_cli_on_the_bundled_sample(tmp_path):
     """The README's first command, with the output in a temp dir."""
     p = run_cli("sft", f"output={tmp_path / 'o'}", "--prepare-only", "--json")
     assert p.returncode == 0, p.stderr
-    summary = json.loads(p.stdout)
+    out = json.loads(p.stdout)
+    assert out["command"] == "prepare" and out["ok"] and out["error"] is None
+    summary = out["dataset"]
+    assert "val" in summary["paths"]  # always there, null when there is no val split
     c = summary["counts"]
     assert c["rejected"] == {
         "empty_trajectory": 1,

@@ -244,7 +244,7 @@ def test_cli_round_trip_s3_to_s3_matches_local_output(s3, s3_dataset):
     assert rows == counts["records"]["train"]
     # Committed means: manifest present, writing marker gone.
     assert WRITING_MARKER not in objects(s3, "datasets/sft-v1")
-    summary = json.loads(s3_dataset["runs"]["s3"].stdout)
+    summary = json.loads(s3_dataset["runs"]["s3"].stdout)["dataset"]
     assert summary["output"] == uri("datasets/sft-v1") and summary["reused"] is False
 
 

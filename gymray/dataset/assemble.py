@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import ray
 from pyarrow.fs import FileSelector
 
-from gymray.engine.write import PARTS, PROBE, SPLITS, PartStats, Target
+from gymray.engine.write import PARTS, SPLITS, PartStats, Target
 
 COPY_CHUNK = 256 << 20  # bytes of a destination file one copy task writes
 
@@ -104,13 +104,13 @@ def _ranges(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
-def listings(parts: list[PartStats], plan: Plan) -> dict[str, list[Piece]]:
+def listings(parts: list[PartStats], plan: Plan, target: Target) -> dict[str, list[Piece]]:
     """The byte ranges each assembled file is made of, in order."""
     files: dict[str, list[Piece]] = {
         "train.jsonl": [], "val.jsonl": [], "filtered.jsonl": [], "rejects.jsonl": []
     }  # fmt: skip
     for p in parts:
-        rel = lambda kind, key=p.key: f"{PARTS}/{key}.{kind}.jsonl"  # noqa: E731
+        rel = lambda kind, key=p.key: f"{target.parts}/{key}.{kind}.jsonl"  # noqa: E731
         rec = p.records
         m = len(rec.get("nbytes", ()))
         dropped = plan.dropped.get(p.key, np.zeros(m, bool))
@@ -235,7 +235,7 @@ def _fix_part(target: Target, key: str, is_val, dropped, moved) -> None:
     n = len(is_val)
     dropped = np.zeros(n, bool) if dropped is None else dropped
     moved = np.zeros(n, bool) if moved is None else moved
-    paths = {s: target.join(f"parquet/{s}/{key}.parquet") for s in SPLITS}
+    paths = {s: target.join(target.parquet(s, key)) for s in SPLITS}
     tables = {}
     for s in SPLITS:
         rows = int((is_val if s == "val" else ~is_val).sum())
@@ -258,14 +258,16 @@ def _fix_part(target: Target, key: str, is_val, dropped, moved) -> None:
                 pq.write_table(both.take(pa.array(where[new[s]])), f, compression="zstd")
 
 
-def parquet_files(target: Target) -> dict[str, list[str]]:
-    """The Parquet files of each split (relative paths, in the dataset's order); a
-    split without any gets one empty file with the format's schema."""
+def parquet_files(target: Target, parts: list[PartStats]) -> dict[str, list[str]]:
+    """The Parquet files of each split (relative paths, in the dataset's order): those
+    of this run's parts that exist (a part may have none for a split), never a file
+    left by an earlier attempt."""
     fs = target.fs()
     out = {}
     for s in SPLITS:
-        infos = fs.get_file_info(FileSelector(target.join(f"parquet/{s}"), allow_not_found=True))
-        out[s] = sorted(f"parquet/{s}/{i.base_name}" for i in infos if i.is_file)
+        wanted = [target.parquet(s, p.key) for p in parts]
+        infos = fs.get_file_info([target.join(rel) for rel in wanted]) if wanted else []
+        out[s] = [rel for rel, info in zip(wanted, infos, strict=True) if info.is_file]
     return out
 
 
@@ -277,14 +279,16 @@ def write_empty_parquet(target: Target, split: str, schema: pa.Schema) -> str:
     return rel
 
 
-def prepare_dirs(target: Target) -> None:
-    """The directories workers write into, and the file that proves they see them."""
+def remove_parts(target: Target, parquet: dict[str, list[str]]) -> None:
+    """Remove the parts directories (of every attempt) and any Parquet file that is not
+    the dataset's (a task of a failed attempt may have finished after it was given up)."""
     fs = target.fs()
-    for d in (PARTS, "parquet/train", "parquet/val"):
-        fs.create_dir(target.join(d), recursive=True)
-    with fs.open_output_stream(target.join(PROBE)) as f:
-        f.write(b"gymray: workers check that they see this file before they write\n")
-
-
-def remove_parts(target: Target) -> None:
-    target.fs().delete_dir(target.join(PARTS))
+    for info in fs.get_file_info(FileSelector(target.path, allow_not_found=True)):
+        if info.base_name.startswith(PARTS):
+            fs.delete_dir(info.path)
+    for split, keep in parquet.items():
+        keep_paths = {target.join(rel) for rel in keep}
+        folder = target.join(f"parquet/{split}")
+        for info in fs.get_file_info(FileSelector(folder, allow_not_found=True)):
+            if info.is_file and info.path not in keep_paths:
+                fs.delete_file(info.path)

@@ -36,13 +36,13 @@ def publish(
     parts = result.parts
     fmt = formats.get(recipe.format)
     plan = assemble.decide(parts, recipe.dedup, settings.split.val_fraction)
-    assemble.assemble(target, assemble.listings(parts, plan), staging.remote)
+    assemble.assemble(target, assemble.listings(parts, plan, target), staging.remote)
     assemble.fix_parquet(target, parts, plan)
-    parquet = assemble.parquet_files(target)
+    parquet = assemble.parquet_files(target, parts)
     for split, files in parquet.items():
         if not files:
             files.append(assemble.write_empty_parquet(target, split, fmt.parquet_schema()))
-    assemble.remove_parts(target)
+    assemble.remove_parts(target, parquet)
 
     run = stats.merge(parts, plan)
     counts = run.counts

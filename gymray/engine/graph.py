@@ -9,8 +9,12 @@ writing parts and returning their stats; the driver gets stats only.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +41,11 @@ from gymray.engine.read import (
     shuffle_mode,
 )
 from gymray.engine.write import Target, write_block
+from gymray.errors import RAY_LOST, AuthError, ClusterError, ConfigError, causes
+from gymray.jobs.client import auth_token
 from gymray.storage import InputFile
+
+log = logging.getLogger("gymray")
 
 
 @dataclass
@@ -47,27 +55,100 @@ class RunResult:
 
 
 def ensure_ray(ray_settings: Any = None) -> None:
-    """Use the Ray this process is connected to, the one at ``ray.address`` /
-    ``RAY_ADDRESS``, or start a small local one."""
+    """Use the Ray this process is connected to; else the one at ``ray.address`` /
+    ``RAY_ADDRESS`` (``auto``: the cluster ``ray start`` runs on this machine); else
+    start a small local one. A cluster that does not answer fails within
+    ``ray.connect_timeout_s``, with one line naming its address."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     rs = ray_settings
     address = (rs.address if rs else None) or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
+    timeout = rs.connect_timeout_s if rs else 60.0
+    if address and address.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{address} is a Ray job API (dashboard) address; preparing needs the cluster "
+            "itself: run gymray on the cluster (ray job submit --address "
+            f"{address} -- python -m gymray.run ...), or set ray.address / RAY_ADDRESS to "
+            "its GCS address (head:6379)"
+        )
+    if address == "auto":
+        address = _running_here() or address
+    if not address or address == "local":
+        # A Ray of our own, not whatever cluster happens to run on this host.
+        kwargs: dict[str, Any] = {"address": "local", "include_dashboard": False,
+                                  "log_to_driver": False}  # fmt: skip
+        if rs and rs.num_cpus:
+            kwargs["num_cpus"] = rs.num_cpus
+        if rs and rs.object_store_memory:
+            kwargs["object_store_memory"] = rs.object_store_memory
+        ray.init(**kwargs)
         return
-    # A Ray of our own, not whatever cluster happens to run on this host.
-    kwargs: dict[str, Any] = {
-        "address": "local",
-        "include_dashboard": False,
-        "log_to_driver": False,
-    }
-    if rs and rs.num_cpus:
-        kwargs["num_cpus"] = rs.num_cpus
-    if rs and rs.object_store_memory:
-        kwargs["object_store_memory"] = rs.object_store_memory
-    ray.init(**kwargs)
+    if address != "auto":
+        _reachable(address, min(timeout, 10.0))
+    if auth_token() and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"  # Ray's client sends the token only then
+    log.info("using the Ray cluster at %s", address)
+    _init_within(address, timeout)
+
+
+def _running_here() -> str | None:
+    """The GCS address of the cluster ``ray start`` runs on this machine, if it answers
+    (else None, and Ray's own ``auto`` search says what it finds)."""
+    try:
+        found = ray._private.services.get_ray_address_from_environment(None, None)
+    except Exception:  # several clusters, or none recorded: start our own
+        return None
+    if not found:
+        return None
+    try:
+        _reachable(found, 2.0)
+    except ClusterError:
+        return None
+    return found
+
+
+def _reachable(address: str, timeout: float) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as e:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address} ({e}): check ray.address / "
+            "RAY_ADDRESS and that the head node is up"
+        ) from None
+
+
+def _init_within(address: str, timeout: float) -> None:
+    """``ray.init(address)``, given up after ``timeout`` s (Ray itself retries forever)."""
+    failure: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except BaseException as e:  # reported in the caller's thread
+            failure.append(e)
+
+    thread = threading.Thread(target=connect, daemon=True, name="gymray-ray-init")
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        thread.join(0.2)  # short waits: a SIGTERM in the main thread is seen at once
+    if thread.is_alive():
+        raise ClusterError(
+            f"the Ray cluster at {address} did not answer within {timeout:g} s "
+            "(ray.connect_timeout_s): check that its head node is up"
+        )
+    if failure:
+        e = failure[0]
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "auth" in text.lower() or "token" in text.lower():
+            raise AuthError(
+                f"the Ray cluster at {address} refused the connection ({text}): set "
+                "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token"
+            ) from None
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {text}") from None
 
 
 def _tune(ds: ray.data.Dataset, grouped: bool) -> None:
@@ -87,7 +168,29 @@ def _tune(ds: ray.data.Dataset, grouped: bool) -> None:
 
 
 def run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> RunResult:
-    """Run ``spec.recipe`` over ``inputs``; workers write parts under ``target``."""
+    """Run ``spec.recipe`` over ``inputs``; workers write parts under ``target``.
+
+    A run that loses a Ray worker, actor or node Ray Data cannot recover by itself (a
+    shuffle aggregator, a node taking its objects along) is run again, up to
+    ``ray.retries`` times, its parts under new names; outputs are deterministic, so a
+    retried run writes what a clean one would."""
+    for attempt in range(settings.ray.retries + 1):
+        try:
+            return _run(spec, inputs, target, settings)
+        except Exception as e:
+            lost = next((x for x in causes(e) if type(x).__name__ in RAY_LOST), None)
+            if lost is None or attempt == settings.ray.retries:
+                raise
+            log.warning(
+                "a Ray worker or node was lost (%s): running the pipeline again (retry %d of %d)",
+                type(lost).__name__, attempt + 1, settings.ray.retries,
+            )  # fmt: skip
+            target.attempt = attempt + 1
+            target.prepare()
+    raise AssertionError("unreachable")
+
+
+def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> RunResult:
     recipe = spec.recipe
     grouped = recipe.grouped
     storage = settings.storage

@@ -37,7 +37,6 @@ from gymray.errors import StorageError
 from gymray.storage import filesystem
 
 PARTS = "_parts"
-PROBE = f"{PARTS}/.visible"
 SPLITS = ("train", "val")
 AGGREGATES = ("count", "sum", "min", "max")
 STATUS_TABLE = pa.schema([("key", pa.string()), ("stats", pa.large_binary())])
@@ -45,17 +44,40 @@ STATUS_TABLE = pa.schema([("key", pa.string()), ("stats", pa.large_binary())])
 
 @dataclass
 class Target:
-    """Where parts go: the staging directory of the dataset being written."""
+    """Where parts go: the staging directory of the dataset being written. A run that
+    is retried (a worker was lost) writes its parts under other names (``attempt``),
+    so that a task of the failed attempt still running cannot write over them."""
 
     output: str  # the output URI (for its file system and credentials)
     path: str  # the staging directory inside that file system
     storage: Any = None
+    attempt: int = 0
 
     def fs(self):
         return filesystem(self.output, self.storage)[0]
 
     def join(self, rel: str) -> str:
         return f"{self.path.rstrip('/')}/{rel}"
+
+    @property
+    def parts(self) -> str:
+        return PARTS if not self.attempt else f"{PARTS}.r{self.attempt}"
+
+    @property
+    def probe(self) -> str:
+        return f"{self.parts}/.visible"
+
+    def prepare(self) -> None:
+        """The directories workers write into, and the file that proves they see them."""
+        fs = self.fs()
+        for d in (self.parts, "parquet/train", "parquet/val"):
+            fs.create_dir(self.join(d), recursive=True)
+        with fs.open_output_stream(self.join(self.probe)) as f:
+            f.write(b"gymray: workers check that they see this file before they write\n")
+
+    def parquet(self, split: str, key: str) -> str:
+        prefix = "" if not self.attempt else f"r{self.attempt}-"
+        return f"parquet/{split}/{prefix}{key}.parquet"
 
 
 @dataclass
@@ -93,7 +115,7 @@ def check_visible(target: Target, fs) -> None:
     that does not share the output's storage would write where nobody reads."""
     if target.path in _VISIBLE:
         return
-    info = fs.get_file_info(target.join(PROBE))
+    info = fs.get_file_info(target.join(target.probe))
     if info.type.name == "NotFound":
         raise StorageError(
             f"output {target.output} is not visible from Ray node {socket.gethostname()}: "
@@ -148,7 +170,7 @@ class _PartWriter:
             return
         stream = self.streams.get(kind)
         if stream is None:
-            path = self.target.join(f"{PARTS}/{self.key}.{kind}.jsonl")
+            path = self.target.join(f"{self.target.parts}/{self.key}.{kind}.jsonl")
             stream = self.streams[kind] = self.fs.open_output_stream(path, buffer_size=1 << 20)
         stream.write(data)
         self.sizes[kind] += len(data)
@@ -158,7 +180,7 @@ class _PartWriter:
             return
         writer = self.parquet.get(split)
         if writer is None:
-            path = self.target.join(f"parquet/{split}/{self.key}.parquet")
+            path = self.target.join(self.target.parquet(split, self.key))
             stream = self.streams[f"parquet:{split}"] = self.fs.open_output_stream(path)
             writer = self.parquet[split] = pq.ParquetWriter(
                 stream, self.fmt.parquet_schema(), compression="zstd"

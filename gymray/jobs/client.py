@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlencode
+
+import ray
+from ray.exceptions import AuthenticationError
+from ray.job_submission import JobSubmissionClient
 
 from gymray.config import JobSettings
 from gymray.errors import AuthError, JobError, ResourceError, UnreachableError
@@ -72,10 +80,6 @@ def _describe_address(address: str | None) -> str:
 
 
 def _auth_exc() -> tuple[type[BaseException], ...]:
-    try:
-        from ray.exceptions import AuthenticationError
-    except ImportError:  # pragma: no cover - older Ray
-        return ()
     return (AuthenticationError,)
 
 
@@ -93,13 +97,78 @@ def _auth_error(exc: BaseException, where: str) -> AuthError:
     )
 
 
+def job_api(address: str | None) -> str | None:
+    """The job API to use, found like ``ray job`` finds it, and failing fast: ``address``
+    (a dashboard URL; ``host:port`` without a scheme is tried as one), else
+    RAY_API_SERVER_ADDRESS / RAY_ADDRESS (left to Ray, after a reachability check),
+    else the dashboard of the cluster this process is connected to (a notebook after
+    ``ray.init(address=...)``), else of the cluster ``ray start`` runs on this machine.
+    None means: leave it to Ray's client and the environment."""
+    if address:
+        if "://" in address:
+            _tcp(address.split("://", 1)[1], address)
+            return address
+        if _answers_http(address):
+            return f"http://{address}"
+        _tcp(address, address)  # a GCS address: Ray's client asks it for the dashboard
+        return address
+    env = os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if env:
+        _tcp(env.split("://", 1)[-1], env)
+        return None
+    if ray.is_initialized():
+        url = ray._private.worker.global_worker.node.address_info.get("webui_url")
+        if url:
+            return url if "://" in url else f"http://{url}"
+    local = _local_gcs()
+    if local:
+        return local
+    raise UnreachableError(
+        "no Ray job API to talk to: pass --address / job.address (e.g. http://head:8265) "
+        "or set RAY_ADDRESS; no Ray cluster runs on this machine"
+    )
+
+
+def _answers_http(hostport: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{hostport}/api/version", timeout=3):
+            return True
+    except urllib.error.HTTPError:
+        return True  # an HTTP server (auth may be wanted): the dashboard
+    except (OSError, ValueError):
+        return False
+
+
+def _tcp(hostport: str, shown: str, timeout: float = 5.0) -> None:
+    host, _, port = hostport.split("/", 1)[0].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or 80)), timeout=timeout):
+            return
+    except (OSError, ValueError) as e:
+        raise UnreachableError(
+            f"cannot reach the Ray job API at {shown} ({e}): check --address / job.address / "
+            "RAY_ADDRESS (e.g. http://head:8265) and that the head's dashboard is running"
+        ) from None
+
+
+def _local_gcs() -> str | None:
+    try:
+        found = ray._private.services.get_ray_address_from_environment(None, None)
+    except Exception:  # none, or several: the caller says what to do
+        return None
+    if not found:
+        return None
+    try:
+        _tcp(found, found, timeout=2.0)
+    except UnreachableError:
+        return None
+    return found
+
+
 def connect(address: str | None = None):
-    """A JobSubmissionClient for `address` (see JobSettings.address), with the auth token.
-
-    Raises AuthError / UnreachableError with one-line messages.
-    """
-    from ray.job_submission import JobSubmissionClient
-
+    """A JobSubmissionClient for `address` (see JobSettings.address and ``job_api``),
+    with the auth token. Raises AuthError / UnreachableError with one-line messages."""
+    address = job_api(address)
     where = _describe_address(address)
     token = auth_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -184,7 +253,6 @@ def parent_resources(client, parent: str) -> dict[str, float]:
     (`_ray_internal_job_actor_<id>`) is created with exactly those resources, and the
     state API lists them.
     """
-    from urllib.parse import urlencode
 
     query = urlencode(
         {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import queue
 import sys
 import threading
@@ -13,7 +14,7 @@ from typing import IO, Any
 
 from gymray.errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobError
 from gymray.jobs.client import _call, _describe_address, _job_info, connect
-from gymray.nemo_rl import BuiltConfig
+from gymray.nemo_rl.build import BuiltConfig
 
 STATUS_EXIT = {"SUCCEEDED": EXIT_OK, "FAILED": EXIT_FAILED, "STOPPED": EXIT_STOPPED}
 TERMINAL = frozenset(STATUS_EXIT)
@@ -67,6 +68,19 @@ class JobHandle:
     timeout_s: float | None = None
     redactor: Redactor = field(default_factory=Redactor, repr=False)
     _client: Any = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        state = "dry run" if self.dry_run else "attached" if self.attached else "submitted"
+        return f"JobHandle({self.submission_id}, {self.algo}, {state})"
+
+    def _repr_html_(self) -> str:
+        rows = [("job", self.submission_id), ("algo", self.algo), ("entrypoint", self.entrypoint),
+                ("config", self.config_path or "")]  # fmt: skip
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in rows
+        )
+        return f"<table>{cells}</table>"
 
     @property
     def config_path(self) -> str | None:

@@ -47,7 +47,7 @@ from gymray.jobs.client import (
     parent_submission_id,
 )
 from gymray.jobs.handle import TERMINAL, JobHandle, Redactor
-from gymray.nemo_rl import BuiltConfig, build_config, write_config
+from gymray.nemo_rl.build import BuiltConfig, build_config, write_config
 
 # NeMo RL's driver passes its whole environment to ray.init(runtime_env=...): without this
 # Ray refuses to merge it with the job's runtime_env env_vars.
@@ -77,6 +77,33 @@ def _hash_launch(built: BuiltConfig, job: JobSettings, env_names: Sequence[str])
         "resources": job.entrypoint_resources,
     }
     return hashlib.sha256(json.dumps(launch, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _exposed(env: Mapping[str, str]) -> list[str]:
+    if not env:
+        return []
+    return [
+        f"job.env_vars / job.pass_env ({', '.join(sorted(env))}) travel in the job's "
+        "runtime_env, which Ray shows to anyone who can list jobs (ray job list, the jobs "
+        "API, the dashboard): pass secrets with job.env_file instead"
+    ]
+
+
+def _env_file_values(path: str | None) -> dict[str, str]:
+    """The values of job.env_file when it is readable here: only to redact them from the
+    logs gymray relays (the job reads the file itself, on the cluster)."""
+    if not path:
+        return {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if sep and key.strip() and not key.lstrip().startswith("#"):
+            out[key.strip()] = value.strip().strip("'\"")
+    return out
 
 
 def default_submission_id(built: BuiltConfig, job: JobSettings, env_names: Sequence[str]) -> str:
@@ -112,7 +139,7 @@ def submit_training(
     settings = _job_settings(job)
     built = build_config(algo, manifest, settings, overrides, templates_dir, allow_empty)
     env = settings.env()
-    redactor = Redactor(env)
+    redactor = Redactor({**env, **_env_file_values(settings.env_file)})
     submission_id = settings.submission_id or default_submission_id(built, settings, list(env))
     parent = parent_submission_id()
     metadata = {
@@ -146,7 +173,7 @@ def submit_training(
         runtime_env={"env_vars": redactor.env({**OVERRIDE_ENV, **env})},
         resources=resources,
         metadata=redactor.deep(metadata),
-        warnings=list(built.warnings),
+        warnings=list(built.warnings) + _exposed(env),
         timeout_s=settings.timeout_s,
         redactor=redactor,
     )

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from gymray import formats
 from gymray.config import configs_dir
@@ -176,14 +176,24 @@ def split_launcher(launcher: str) -> list[str]:
     return parts
 
 
-def entrypoint_command(nemo_rl_dir: str, launcher: str, script: str, config_path: str) -> str:
-    """`cd <checkout> && <launcher> <script> --config <config>`, every argument quoted.
+def entrypoint_command(
+    nemo_rl_dir: str,
+    launcher: str,
+    script: str,
+    config_path: str,
+    extra: Sequence[str] = (),
+    env_file: str | None = None,
+) -> str:
+    """`cd <checkout> && <launcher> <script> --config <config>`, every argument quoted;
+    with `env_file`, its variables are exported first (read on the cluster, so their
+    values never travel in the job's metadata).
 
     >>> entrypoint_command("/x y", "uv run python", "examples/run_sft.py", "/c;rm -rf ~")
     "cd '/x y' && uv run python examples/run_sft.py --config '/c;rm -rf ~'"
     """
-    argv = [*split_launcher(launcher), script, "--config", config_path]
-    return f"cd {shlex.quote(nemo_rl_dir)} && {shlex.join(argv)}"
+    argv = [*split_launcher(launcher), script, "--config", config_path, *extra]
+    source = f"set -a && . {shlex.quote(env_file)} && set +a && " if env_file else ""
+    return f"cd {shlex.quote(nemo_rl_dir)} && {source}{shlex.join(argv)}"
 
 
 def build_config(
@@ -211,7 +221,7 @@ def build_config(
     output, fingerprint, fmt = _check_manifest(algo, manifest)
     checks.empty(dict(manifest), allow_empty)
     entry = entrypoint(algo, fmt, manifest)
-    nemo_rl_dir = _nemo_rl_dir(job)
+    nemo_rl_dir = checkout_dir(job)
     script = _setting(job, "script") or entry.script
     special = entry != REGISTRY[algo].entrypoints[fmt]  # e.g. the VLM entrypoint for images
     if special and script != entry.script:
@@ -231,11 +241,13 @@ def build_config(
     data = formats.get(fmt).data_config(
         train_path, val_path, {"tools_differ": bool(manifest.get("tools_differ"))}
     )
-    runs_dir = _runs_dir(job, output)
+    runs_dir = run_root(job, output)
 
     template = load_template(algo, templates_dir)
     user = parse_overrides(overrides)
     user_tree = overrides_to_dict(user)
+    # Removals (`~key`) cannot be written in YAML: NeMo RL applies them from its command line.
+    removals = sorted(f"~{ov.key}" for ov in user if ov.remove)
     warnings: list[str] = []
     base = None
     if os.path.isdir(nemo_rl_dir):
@@ -266,6 +278,8 @@ def build_config(
         assert isinstance(ours, DictConfig)
         new_keys = check_override_keys(user, ours, f"{base_config} (with its defaults)")
         full = OmegaConf.merge(ours, user_tree)
+        for removal in removals:
+            _remove_key(full, removal[1:])
     if fmt in CHAT_RENDERED and not special:  # a VLM's processor brings its own template
         warnings += checks.chat_template(
             full if full is not None else merged, dict(manifest), nemo_rl_dir
@@ -281,6 +295,7 @@ def build_config(
         "script": script,
         "base_config": base_config,
         "config": merged_plain,
+        "removals": removals,
     }
     digest = hashlib.sha256(json.dumps(run_key, sort_keys=True, default=str).encode())
     run_id = f"{algo}-{digest.hexdigest()[:12]}"
@@ -291,7 +306,10 @@ def build_config(
     )
     base_path = os.path.join(run_dir, BASE_FILE)
     config_path = os.path.join(run_dir, CONFIG_FILE)
-    command = entrypoint_command(nemo_rl_dir, launcher, script, config_path)
+    env_file = _setting(job, "env_file")
+    if env_file and not os.path.isabs(env_file):
+        raise ConfigError(f"job.env_file={env_file!r} must be an absolute path on the cluster")
+    command = entrypoint_command(nemo_rl_dir, launcher, script, config_path, removals, env_file)
     header = (
         f"# Written by gymray for run {run_id} (dataset {output}, fingerprint "
         f"{fingerprint}).\n# Launched as: {command}\n"
@@ -344,7 +362,7 @@ def _check_manifest(algo: str, manifest: Mapping[str, Any]) -> tuple[str, str, s
     return str(manifest["output"]), str(manifest["fingerprint"]), str(manifest["format"])
 
 
-def _nemo_rl_dir(job: Any) -> str:
+def checkout_dir(job: Any) -> str:
     nemo_rl_dir = _setting(job, "nemo_rl_dir")
     if not nemo_rl_dir:
         raise ConfigError(
@@ -359,7 +377,7 @@ def _nemo_rl_dir(job: Any) -> str:
     return os.path.normpath(nemo_rl_dir)
 
 
-def _runs_dir(job: Any, output: str) -> str:
+def run_root(job: Any, output: str) -> str:
     runs_dir = _setting(job, "runs_dir")
     if not runs_dir:
         if is_remote(output):
@@ -407,6 +425,14 @@ def _checked_rows(manifest, root: Path, config_paths: list[str], job) -> list[st
     if not _setting(job, "check_gym_rows", True):
         return []
     return checks.gym_rows(dict(manifest), root, config_paths)
+
+
+def _remove_key(cfg: DictConfig, key: str) -> None:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if isinstance(node, DictConfig) and leaf in node:
+        with open_dict(node):
+            node.pop(leaf)
 
 
 def _config_list(cfg: DictConfig | None, key: str) -> list[str]:

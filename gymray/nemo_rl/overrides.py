@@ -19,11 +19,13 @@ FREEFORM_SEGMENTS = ("vllm_kwargs", "env_vars", "wandb", "mlflow", "tensorboard"
 
 @dataclass(frozen=True)
 class Override:
-    """One user override: dotted key, value, and whether it may add a new key (`++`)."""
+    """One user override: dotted key, value, whether it may add a new key (`++`), and
+    whether it removes the key from NeMo RL's config (`~`)."""
 
     key: str
     value: Any
     force: bool = False
+    remove: bool = False
 
 
 def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[Override]:
@@ -32,8 +34,8 @@ def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> list
     Accepts a nested dict (as OmegaConf builds from `nemo_rl.policy.lr=1e-5`), a flat
     dict with dotted keys, or a list of `key=value` strings (values parsed like OmegaConf's
     dotlist). A `++` at the start of any key segment (`++policy.new_key=1` or
-    `policy.++new_key=1`) marks the key as deliberately new, as in NeMo RL's own CLI.
-    `~key` (delete) is not supported: a YAML file cannot express it.
+    `policy.++new_key=1`) marks the key as deliberately new, as in NeMo RL's own CLI;
+    `~key` removes a key (NeMo RL applies it as a command-line override: YAML cannot).
     """
     if not overrides:
         return []
@@ -43,10 +45,8 @@ def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> list
         parsed: dict[str, Any] = {}
         for item in overrides:
             if item.startswith("~"):
-                raise ConfigError(
-                    f"NeMo RL override {item!r}: deleting keys is not supported; "
-                    "set the key to null instead"
-                )
+                parsed[item] = None
+                continue
             if "=" not in item:
                 raise ConfigError(f"NeMo RL override {item!r} is not key=value")
             key, raw = item.split("=", 1)
@@ -66,19 +66,20 @@ def _flatten(node: Any, prefix: list[str], force: bool, out: list[Override]) -> 
             segments = str(key).split(".")
             seg_force = force
             clean = []
+            remove = False
             for seg in segments:
                 if seg.startswith("++"):
                     seg_force, seg = True, seg[2:]
                 elif seg.startswith("+"):
                     seg_force, seg = True, seg[1:]
                 if seg.startswith("~"):
-                    raise ConfigError(
-                        f"NeMo RL override {key!r}: deleting keys is not supported; "
-                        "set the key to null instead"
-                    )
+                    remove, seg = True, seg[1:]
                 if not seg:
                     raise ConfigError(f"NeMo RL override key {key!r} has an empty segment")
                 clean.append(seg)
+            if remove:
+                out.append(Override(".".join(prefix + clean), None, remove=True))
+                continue
             _flatten(value, prefix + clean, seg_force, out)
         return
     if not prefix:
@@ -89,6 +90,8 @@ def _flatten(node: Any, prefix: list[str], force: bool, out: list[Override]) -> 
 def overrides_to_dict(overrides: Iterable[Override]) -> dict[str, Any]:
     root: dict[str, Any] = {}
     for ov in overrides:
+        if ov.remove:
+            continue
         node = root
         *parents, last = ov.key.split(".")
         for seg in parents:
@@ -125,6 +128,8 @@ def check_override_keys(overrides: Sequence[Override], known: DictConfig, source
     for ov in overrides:
         if ov.key in keys:
             continue
+        if ov.remove:
+            raise ConfigError(f"cannot remove nemo_rl.{ov.key}: it is not in {source}")
         segments = ov.key.split(".")
         ancestors = [".".join(segments[:i]) for i in range(len(segments) - 1, 0, -1)]
         nearest = next((a for a in ancestors if a in keys), None)
