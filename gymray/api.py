@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -134,7 +135,9 @@ def _build(settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: 
     try:
         target = Target(output, staging.path, settings.storage)
         target.prepare()
+        started = time.monotonic()
         result = run_graph(spec, inputs, target, settings)
+        result.seconds = time.monotonic() - started
         return publish(staging, target, result, recipe, settings, inputs, tasks, fp, output)
     except BaseException:
         staging.abort()

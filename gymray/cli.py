@@ -177,7 +177,7 @@ def _signals_raise():
         return
 
     def handler(signum, frame):
-        raise Interrupted(f"{signal.Signals(signum).name} received: stopped")
+        raise Interrupted(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -356,7 +356,7 @@ def follow(
     try:
         status = handle.wait(follow_logs=True, stream=logs)
     except Interrupted as sig:
-        _say(f"{sig}: stopping job {handle.submission_id}")
+        _say(f"{sig.signal_name}: stopping job {handle.submission_id}")
         try:
             status = stop_and_wait(handle)
         except Interrupted:

@@ -85,6 +85,10 @@ class Interrupted(GymrayError):
 
     exit_code = EXIT_STOPPED
 
+    def __init__(self, signal_name: str):
+        super().__init__(f"stopped by {signal_name}: nothing half-written was published")
+        self.signal_name = signal_name
+
 
 class Failure:
     """What a failure means for the user: one line, an exit code, whether it was an

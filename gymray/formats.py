@@ -8,6 +8,7 @@ it; Parquet holds the same records with a fixed schema, where nested values
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,7 +205,20 @@ def encode(record: dict) -> tuple[bytes, dict[str, bytes]]:
     return line, fields
 
 
-def content_hashes(fields: dict[str, bytes]) -> tuple[bytes, bytes]:
-    """(tool schemas, content without provenance): what the hashes for
-    ``use_preserving_dataset`` and exact-duplicate removal are taken over."""
-    return fields.get("tools", b"[]"), b"\x00".join(v for k, v in fields.items() if k != "meta")
+def content_hashes(fields: dict[str, bytes], content: bool = True) -> tuple[int, int | None]:
+    """64-bit hashes of (the tool schemas, the content without provenance): what
+    ``use_preserving_dataset`` and exact-duplicate removal are decided on. SHA-1 runs
+    at twice BLAKE2's speed here, and the content is most of a record's bytes."""
+    tools = _h64(fields.get("tools", b"[]"))
+    if not content:
+        return tools, None
+    h = hashlib.sha1()
+    for k, v in fields.items():
+        if k != "meta":
+            h.update(v)
+            h.update(b"\x00")
+    return tools, int.from_bytes(h.digest()[:8], "little", signed=True)
+
+
+def _h64(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha1(data).digest()[:8], "little", signed=True)

@@ -690,3 +690,35 @@ def test_shipped_job_specs_render_and_submit_py_quotes_values(client_env, tmp_pa
     )
     assert proc.returncode == 0, proc.stderr
     assert "['s3://b/roll outs/', '/shared/ds;x']" in proc.stdout
+
+
+NOTEBOOK = """
+import json, sys, ray, gymray
+# a notebook: connected to the cluster by its GCS address, no job.address anywhere
+ray.init(address=sys.argv[1], log_to_driver=False)
+ds = gymray.prepare("sft", input=sys.argv[2], output=sys.argv[3], **{"sft.reward_threshold": 0})
+job = gymray.submit(ds, job=json.loads(sys.argv[4]))
+print("JOB", job.submission_id, job.wait(), flush=True)
+"""
+
+
+def test_a_notebook_connected_by_address_submits_to_that_cluster(
+    head, client_env, checkout, tmp_path
+):
+    """After ray.init(address=...), submit() uses the connected cluster's job API (from
+    Ray itself), not Ray's local auto-detection or RAY_ADDRESS."""
+    from gymray.samples.generate import HERE
+
+    env = {k: v for k, v in head.env.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    job = {"nemo_rl_dir": str(checkout), "launcher": sys.executable, "entrypoint_num_cpus": 0.5}
+    proc = subprocess.run(
+        [sys.executable, "-c", NOTEBOOK, head.gcs, str(HERE / "rollouts.jsonl"),
+         str(tmp_path / "ds"), json.dumps(job)],
+        env=env, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("JOB ")]
+    _, sid, status = line.split()
+    assert status == "SUCCEEDED"
+    client = jobs.connect(head.address)
+    assert client.get_job_info(sid).status.value == "SUCCEEDED"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -35,9 +36,11 @@ def publish(
     """Turn the parts under ``target`` into the dataset and commit it; return its manifest."""
     parts = result.parts
     fmt = formats.get(recipe.format)
+    started = time.monotonic()
     plan = assemble.decide(parts, recipe.dedup, settings.split.val_fraction)
     assemble.assemble(target, assemble.listings(parts, plan, target), staging.remote)
     assemble.fix_parquet(target, parts, plan)
+    assembled = time.monotonic() - started
     parquet = assemble.parquet_files(target, parts)
     for split, files in parquet.items():
         if not files:
@@ -60,7 +63,11 @@ def publish(
             "no task fell in val by hash; the task nearest the split boundary was moved to val"
         )
     val = "val.jsonl" if counts.records["val"] else None
-    stat_block = {"notes": dict(sorted(run.notes.items()))}
+    stat_block = {
+        "notes": dict(sorted(run.notes.items())),
+        "seconds": {"ray_data": round(result.seconds, 3), "assemble": round(assembled, 3)},
+        "parts": len(parts),
+    }
     if result.shuffle:
         stat_block["shuffle"] = result.shuffle
     manifest = {

@@ -108,13 +108,42 @@ def outcome_schema(fmt: formats.Format) -> pa.Schema:
 
 
 class OutcomeBuilder:
-    """Collects outcome rows column-wise and turns them into an Arrow table."""
+    """Collects outcome rows column-wise: an Arrow table for the grouped paths'
+    shuffles and sorts, or (``get`` / ``rec_table`` / ``reject_rows``) what the part
+    writer reads straight from the lists, where the rows never leave the worker."""
 
-    def __init__(self, fmt: formats.Format, value=lambda record: None):
-        self.fmt, self.value = fmt, value
+    def __init__(self, fmt: formats.Format, value=lambda record: None, dedup: bool = True):
+        self.fmt, self.value, self.dedup = fmt, value, dedup
         self.schema = outcome_schema(fmt)
         self.rec_fields = list(fmt.fields)
         self.cols: dict[str, list] = {f.name: [] for f in self.schema}
+        # the columns a row without a record leaves empty
+        self.empty = ["record", "tools_hash", "content_hash", "chars", "value"] + [
+            f"rec.{n}" for n in self.rec_fields
+        ]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.cols["line"])
+
+    def get(self, name: str) -> list:
+        return self.cols[name]
+
+    def rec_table(self, rows: list[int]) -> pa.Table:
+        """The records of ``rows`` with the format's Parquet schema."""
+        schema = self.fmt.parquet_schema()
+        return pa.table(
+            {f.name: pa.array([self.cols[f"rec.{f.name}"][i] for i in rows], f.type)
+             for f in schema},
+            schema=schema,
+        )  # fmt: skip
+
+    def reject_rows(self, rows: list[int]) -> list[dict]:
+        names = ("file_id", "line", "reason", "field", "detail", "raw_length", "raw")
+        return [{n: self.cols[n][i] for n in names} for i in rows]
+
+    def rewards(self) -> np.ndarray:
+        return np.array([np.nan if r is None else r for r in self.cols["reward"]], np.float64)
 
     def add(
         self,
@@ -137,28 +166,35 @@ class OutcomeBuilder:
     ) -> None:
         c = self.cols
         text, length = cut_raw(raw) if raw is not None else (None, None)
-        scalars = {
-            "file_id": file_id, "line": line, "sub": sub, "task_hash": task_hash, "status": status,
-            "reason": reason, "field": field, "detail": detail, "raw": text, "raw_length": length,
-            "reward": reward, "task_key": task_key, "env": env, "split_u": split_u,
-            "tools_hash": None, "content_hash": None, "chars": None, "value": None, "note": note,
-        }  # fmt: skip
-        for name, value in scalars.items():
-            c[name].append(value)
+        # one append a column, no dict a row: this runs for every input line
+        c["file_id"].append(file_id)
+        c["line"].append(line)
+        c["sub"].append(sub)
+        c["task_hash"].append(task_hash)
+        c["status"].append(status)
+        c["reason"].append(reason)
+        c["field"].append(field)
+        c["detail"].append(detail)
+        c["raw"].append(text)
+        c["raw_length"].append(length)
+        c["reward"].append(reward)
+        c["task_key"].append(task_key)
+        c["env"].append(env)
+        c["split_u"].append(split_u)
+        c["note"].append(note)
         if record is None:
-            c["record"].append(None)
-            for name in self.rec_fields:
-                c[f"rec.{name}"].append(None)
-        else:
-            line_bytes, fields = formats.encode(record)
-            c["record"].append(line_bytes)
-            for name in self.rec_fields:
-                c[f"rec.{name}"].append(self.fmt.column_value(name, record, fields))
-            tools_json, content = formats.content_hashes(fields)
-            c["tools_hash"][-1] = hash64(tools_json)
-            c["content_hash"][-1] = hash64(content)
-            c["chars"][-1] = self.fmt.trained_chars(record, fields)
-            c["value"][-1] = self.value(record)
+            for name in self.empty:
+                c[name].append(None)
+            return
+        line_bytes, fields = formats.encode(record)
+        c["record"].append(line_bytes)
+        for name in self.rec_fields:
+            c[f"rec.{name}"].append(self.fmt.column_value(name, record, fields))
+        tools_hash, content_hash = formats.content_hashes(fields, self.dedup)
+        c["tools_hash"].append(tools_hash)
+        c["content_hash"].append(content_hash)
+        c["chars"].append(self.fmt.trained_chars(record, fields))
+        c["value"].append(self.value(record))
 
     def table(self) -> pa.Table:
         return pa.table(
@@ -172,10 +208,11 @@ def _notes(spec: Spec, record: dict) -> str | None:
 
 
 # --------------------------------------------------------------------------- per rollout
-def process_lines(batch: pa.Table, spec: Spec) -> pa.Table:
-    """Parse a block of lines and apply a per-rollout recipe."""
+def process_lines(batch: pa.Table, spec: Spec) -> OutcomeBuilder:
+    """Parse a block of lines and apply a per-rollout recipe (its rows stay Python lists:
+    the part writer in the same task reads them)."""
     recipe = spec.recipe
-    out = OutcomeBuilder(spec.format, spec.recipe.value)
+    out = OutcomeBuilder(spec.format, spec.recipe.value, recipe.dedup)
     for file_id, line, raw in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),
@@ -210,7 +247,7 @@ def process_lines(batch: pa.Table, spec: Spec) -> pa.Table:
             split_u=unit_interval(r.task_key, spec.seed), task_hash=hash64(r.task_key),
             note=_notes(spec, record),
         )  # fmt: skip
-    return out.table()
+    return out
 
 
 # --------------------------------------------------------------------------- grouped path
@@ -287,7 +324,7 @@ def _parsed_table(batch: pa.Table, spec: Spec, schema: pa.Schema, fields) -> pa.
 
 def group_block(batch: pa.Table, spec: Spec) -> pa.Table:
     """Apply a grouped recipe to every task group of a block (a block holds whole groups)."""
-    out = OutcomeBuilder(spec.format, spec.recipe.value)
+    out = OutcomeBuilder(spec.format, spec.recipe.value, spec.recipe.dedup)
     file_ids = batch.column("file_id").to_pylist()
     lines = batch.column("line").to_pylist()
     hashes = batch.column("task_hash").to_pylist()
@@ -388,7 +425,7 @@ def decision_schema(fmt: formats.Format) -> pa.Schema:
 def decide_block(batch: pa.Table, spec: Spec) -> pa.Table:
     """Decide every task group of a block of keys: a status row per rollout, and
     a plan row per record (the record is built after the sort, by ``build_block``)."""
-    out = OutcomeBuilder(spec.format, spec.recipe.value)
+    out = OutcomeBuilder(spec.format, spec.recipe.value, spec.recipe.dedup)
     rejects_only = {name for name, _ in REJECT_COLUMNS}  # read by _groups
     c = {n: batch.column(n).to_pylist() for n in KEYS_SCHEMA.names if n not in rejects_only}
     file_ids, lines = c["file_id"], c["line"]
@@ -453,7 +490,7 @@ def build_block(
                 key=lambda ref: (ref[0], ref[2]),
             )
             raws = {ref: reader.read(*ref) for ref in wanted}
-            out = OutcomeBuilder(spec.format, spec.recipe.value)
+            out = OutcomeBuilder(spec.format, spec.recipe.value, spec.recipe.dedup)
             for row, refs, params in todo:
                 members = [
                     Member(

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,7 @@ log = logging.getLogger("gymray")
 class RunResult:
     parts: list  # PartStats, sorted by key (the dataset's order)
     shuffle: str | None  # what a grouped recipe shuffled: keys | rollouts
+    seconds: float = 0.0  # of the Ray Data run
 
 
 def ensure_ray(ray_settings: Any = None) -> None:
@@ -82,7 +85,8 @@ def ensure_ray(ray_settings: Any = None) -> None:
             kwargs["num_cpus"] = rs.num_cpus
         if rs and rs.object_store_memory:
             kwargs["object_store_memory"] = rs.object_store_memory
-        ray.init(**kwargs)
+        with _keep_sigterm():
+            ray.init(**kwargs)
         return
     if address != "auto":
         _reachable(address, min(timeout, 10.0))
@@ -90,6 +94,21 @@ def ensure_ray(ray_settings: Any = None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"  # Ray's client sends the token only then
     log.info("using the Ray cluster at %s", address)
     _init_within(address, timeout)
+
+
+@contextmanager
+def _keep_sigterm():
+    """ray.init() installs a SIGTERM handler that exits at once; the caller's (the CLI
+    stops the run, cleans up, and exits 3) comes back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            signal.signal(signal.SIGTERM, saved)
 
 
 def _running_here() -> str | None:

@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +32,6 @@ import pydantic
 from gymray.config import JobSettings
 from gymray.errors import (
     ConfigError,
-    Interrupted,
     JobError,
 )
 from gymray.jobs.client import (
@@ -222,25 +218,6 @@ def submit_training(
         handle.attached = True
         handle.warnings.append(f"job {submission_id} was submitted concurrently: attached")
     return handle
-
-
-@contextmanager
-def stop_on_signals():
-    # SIGTERM is what `ray job stop` sends a driver job; Ctrl-C is SIGINT. Both must stop
-    # the child training job, or it would keep the GPUs after its follower is gone.
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def stop_and_wait(handle: JobHandle, timeout_s: float = 60.0) -> str:

@@ -1,0 +1,166 @@
+"""The command line as a user types it: help, versions, grammar, one JSON shape, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import REPO
+
+import gymray
+from gymray.config import help_rows, load_settings
+from gymray.samples.generate import HERE
+
+SAMPLE = str(HERE / "rollouts.jsonl")
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    return subprocess.run(
+        [sys.executable, "-m", "gymray.run", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**base, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})},
+        timeout=timeout,
+    )
+
+
+def test_version_and_help_list_every_setting_with_its_default():
+    v = cli("--version")
+    assert v.returncode == 0 and v.stdout.strip() == f"gymray {gymray.__version__}"
+    h = cli("dpo", "--help")
+    assert h.returncode == 0 and "usage: usage:" not in h.stdout
+    for key, default, _ in help_rows("dpo"):
+        assert f"  {key}={default}" in h.stdout, key
+    assert "dpo.min_gap=0.2" in h.stdout and "sft.format" not in h.stdout
+    assert "exit codes:" in h.stdout and "7  no training records" in h.stdout
+    top = cli("--help")
+    assert top.returncode == 0 and "inspect" in top.stdout and "~key" in top.stdout
+
+
+def test_typos_get_a_suggestion_and_exit_2():
+    verb = cli("dop")
+    assert verb.returncode == 2 and "did you mean 'dpo'?" in verb.stderr
+    assert "usage:" not in verb.stderr  # one line, not argparse's block
+    flag = cli("sft", "--prepare-onyl")
+    assert flag.returncode == 2 and "did you mean --prepare-only?" in flag.stderr
+    key = cli("sft", "sft.reward_treshold=0.5", "--prepare-only")
+    assert key.returncode == 2 and "did you mean 'sft.reward_threshold'" in key.stderr
+    stop = cli("stop", "--help")
+    assert stop.returncode == 0 and "--follow" not in stop.stdout
+    assert "--follow" in cli("status", "--help").stdout
+
+
+def test_nemo_rl_override_grammar_and_defaults_in_config_files(tmp_path):
+    s = load_settings("sft", ["++nemo_rl.policy.new_key=1", "~nemo_rl.logger.wandb",
+                              "+sft.format=simple", "~split.seed", "split.val_fraction=0.2"])  # fmt: skip
+    assert s.nemo_rl == {"++policy": {"new_key": 1}, "~logger.wandb": None}
+    assert s.sft.format == "simple" and s.split.seed == 0 and s.split.val_fraction == 0.2
+    base = tmp_path / "team.yaml"
+    base.write_text("sft:\n  reward_threshold: 0.5\n  dedup: false\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("defaults: team.yaml\nsft:\n  reward_threshold: 0.7\n")
+    s = load_settings("sft", ["split.seed=3"], [str(mine)])
+    assert (s.sft.reward_threshold, s.sft.dedup, s.split.seed) == (0.7, False, 3)
+    printed = cli("sft", "--config", str(mine), "--print-settings")
+    assert printed.returncode == 0 and "reward_threshold: 0.7" in printed.stdout
+
+
+def test_one_json_shape_for_every_outcome(tmp_path):
+    ok = cli("sft", f"input={SAMPLE}", f"output={tmp_path / 'a'}", "--prepare-only", "--json")
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert set(out) >= {"gymray", "command", "algo", "ok", "exit_code", "error", "dataset", "job"}
+    assert out["ok"] and out["command"] == "prepare" and out["dataset"]["paths"]["train"]
+    # no pair at all: the same shape, a val path that is null, its own exit code
+    none = cli("dpo", f"input={SAMPLE}", f"output={tmp_path / 'b'}", "dpo.min_gap=100",
+               "--prepare-only", "--json")  # fmt: skip
+    out = json.loads(none.stdout)
+    assert none.returncode == 7 and out["exit_code"] == 7 and out["dataset"]["paths"]["val"] is None
+    # an error: still one JSON object on stdout, and one line on stderr
+    bad = cli("sft", "sft.format=chatml", "--prepare-only", "--json")
+    out = json.loads(bad.stdout)
+    assert bad.returncode == 2 and not out["ok"] and out["error"]["type"] == "ConfigError"
+    assert "sft.format" in out["error"]["message"]
+    assert bad.stderr.count("gymray: error:") == 1 and "Traceback" not in bad.stderr
+
+
+def test_an_unexpected_failure_is_one_line_naming_a_log_with_the_traceback(tmp_path):
+    """A file that cannot be listed as input is a user error; a crash inside gymray is
+    'unexpected ...' with the traceback in the log file the line names."""
+    env = {"GYMRAY_LOG_DIR": str(tmp_path / "logs"), "GYMRAY_CONFIGS_DIR": str(tmp_path / "c")}
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "sft.yaml").write_text("sft: [not, a, mapping]\n")
+    p = cli("sft", "--prepare-only", env=env)
+    line = [x for x in p.stderr.splitlines() if x.startswith("gymray: error:")]
+    assert p.returncode in (2, 9) and len(line) == 1 and "Traceback" not in p.stderr
+    logs = list((tmp_path / "logs").glob("gymray-*.log"))
+    assert logs and "Traceback" in logs[0].read_text()
+
+
+def test_the_launch_is_checked_before_the_prepare(tmp_path):
+    out = tmp_path / "never"
+    p = cli("sft", f"output={out}", "job.nemo_rl_dir=relative/nemo-rl", "--dry-run")
+    assert p.returncode == 2 and "job.nemo_rl_dir" in p.stderr and "absolute" in p.stderr
+    assert not out.exists()  # nothing was prepared
+
+
+def test_outputs_ray_would_delete_or_misplace_are_refused(tmp_path):
+    doomed = "/tmp/ray/session_x/runtime_resources/working_dir_files/abc/out"
+    p = cli("sft", f"output={doomed}", "--prepare-only")
+    assert p.returncode == 2 and "working directory" in p.stderr
+    inside_job = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(
+        {"metadata": {"job_submission_id": "raysubmit_x"}})}  # fmt: skip
+    p = cli("sft", "output=relative/out", "--prepare-only", env=inside_job)
+    assert p.returncode == 2 and "absolute path" in p.stderr and "raysubmit_x" in p.stderr
+
+
+def test_a_cluster_that_does_not_answer_fails_fast_with_exit_5(tmp_path):
+    started = time.monotonic()
+    p = cli("sft", f"output={tmp_path / 'o'}", "--prepare-only",
+            env={"RAY_ADDRESS": "127.0.0.1:9", "GYMRAY_LOG_DIR": str(tmp_path)})  # fmt: skip
+    assert p.returncode == 5 and "127.0.0.1:9" in p.stderr, p.stderr
+    assert time.monotonic() - started < 60
+    p = cli("status", "some-id", "--address", "127.0.0.1:9")
+    assert p.returncode == 5 and "127.0.0.1:9" in p.stderr
+    p = cli("sft", "--prepare-only", env={"RAY_ADDRESS": "http://127.0.0.1:9"})
+    assert p.returncode == 2 and "job API" in p.stderr and "ray job submit" in p.stderr
+
+
+def test_sigterm_during_a_prepare_stops_it_cleanly_with_exit_3(tmp_path):
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(Path(SAMPLE).read_bytes() * 400)
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gymray.run", "sft", f"input={big}", f"output={out}",
+         "--prepare-only"],
+        stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not [p for p in tmp_path.iterdir() if "gymray-tmp" in p.name]:  # the run is on
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    started = time.monotonic()
+    proc.terminate()
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 3 and "stopped by SIGTERM" in err, err
+    assert time.monotonic() - started < 20
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "gymray-tmp" in p.name]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_inspect_shows_counts_environments_and_conversations(tmp_path):
+    gymray.prepare("sft", input=SAMPLE, output=str(tmp_path / "d"), **{"sft.reward_threshold": 0})
+    p = cli("inspect", str(tmp_path / "d"), "--examples", "1")
+    assert p.returncode == 0, p.stderr
+    assert "sft dataset (openai)" in p.stdout and "environment" in p.stdout
+    assert "assistant:" in p.stdout and "first 1 record(s):" in p.stdout
+    j = json.loads(cli("show", str(tmp_path / "d"), "--json").stdout)
+    assert j["command"] == "show" and j["dataset"]["counts"]["records"]["train"] > 0
