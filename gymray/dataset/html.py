@@ -59,7 +59,8 @@ background:#f3faf4}.rejected{border:2px solid #e5a9a2;background:#fdf4f3}
 details>summary{cursor:pointer;color:#2b5797}details>summary .small{color:var(--muted)}
 input#envq{padding:4px 8px;width:280px;margin:4px 0 8px}
 .tablewrap{max-height:720px;overflow:auto;border:1px solid var(--line)}
-#envs td,#envs th{white-space:nowrap}#envs td.notes{white-space:normal;min-width:220px}
+#envs td,#envs th{white-space:nowrap}#envs td.notes{white-space:normal;min-width:150px}
+#envs td:first-child{white-space:normal;overflow-wrap:anywhere;min-width:160px}#envs{font-size:12px}
 nav{margin:10px 0 0;font-size:13px}a{color:#2b5797}
 .fields{width:100%}.fields th{width:200px;background:none}
 """
