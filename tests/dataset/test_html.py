@@ -181,7 +181,8 @@ def test_hostile_text_is_escaped_everywhere():
     assert "<script>alert" not in page and "<img src=x" not in page
     assert page.count("<script>") == 1  # the page's own filter box
     assert escape(HOSTILE) in page and "<strong>bold</strong>" in page
-    assert "<h2>Pairs" in page and "<li>item <code>" in page and "<pre>" in page
+    assert re.search(r"<h2 id='s-[a-z0-9-]+'>Pairs &lt;script&gt;", page)  # an anchor
+    assert "<li>item <code>" in page and "<pre>" in page
     assert parse(page).tags.get("img", 0) == 0
 
 
