@@ -5,6 +5,7 @@ real report opened in a real headless Chromium."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -238,7 +239,18 @@ def test_examples_come_from_several_environments_within_a_budget():
 
 
 @pytest.fixture(scope="module")
-def sample_report(tmp_path_factory, ray_session):
+def browser() -> str:
+    """The Chromium binary; skips without one (fails where CI sets GYMRAY_REQUIRE_CHROMIUM=1)."""
+    if CHROMIUM is None:
+        reason = "no chromium or chromium-browser on PATH (Debian: apt-get install chromium)"
+        if os.environ.get("GYMRAY_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"{reason}; GYMRAY_REQUIRE_CHROMIUM=1")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def sample_report(browser, tmp_path_factory, ray_session):
     out = tmp_path_factory.mktemp("html") / "dpo"
     gymray.prepare("dpo", input=SAMPLE_INPUT, output=str(out))
     return out
@@ -253,7 +265,6 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
 def test_a_real_report_renders_in_headless_chromium(sample_report, tmp_path):
     m = json.loads((sample_report / "manifest.json").read_text())
     assert m["files"]["report_html"] == "report.html"
