@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from gymray import formats
 from gymray.dataset import assemble, stats
+from gymray.dataset.html import render_html
+from gymray.dataset.html_examples import choose_examples
 from gymray.dataset.manifest import described, recorded_settings, versions
 from gymray.dataset.report import render
 from gymray.engine.graph import RunResult
@@ -18,8 +21,11 @@ from gymray.histogram import reward_summary
 from gymray.recipes.base import Outcome, Recipe
 from gymray.storage import InputFile, Staging, join
 
-EXAMPLES = 3
-EXAMPLE_BYTES = 1 << 20
+EXAMPLES = 3  # in report.md (cut there); report.html shows whole records
+# Records are read for the reports from the head of train.jsonl and val.jsonl: at most
+# this many bytes of each, whole lines only, and at most HEAD_RECORDS records.
+EXAMPLE_BYTES = 4 << 20
+HEAD_RECORDS = 200
 
 
 def publish(
@@ -72,6 +78,7 @@ def publish(
         stat_block["shuffle"] = result.shuffle
     manifest = {
         "algo": settings.algo,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "format": recipe.format,
         "output": output,
         "fingerprint": fingerprint,
@@ -88,6 +95,7 @@ def publish(
             "rejects": "rejects.jsonl",
             "filtered": "filtered.jsonl",
             "report": "report.md",
+            "report_html": "report.html",
         },
         "reward": reward_summary(run.rewards),
         "stats": stat_block,
@@ -103,9 +111,11 @@ def publish(
             {"tools_differ": plan.tools_differ},
         ),
     }
-    examples = _first_records(target, EXAMPLES)
+    records = _first_records(target, HEAD_RECORDS)
     with staging.open("report.md") as f:
-        f.write(render(manifest, examples, warnings, sections).encode())
+        f.write(render(manifest, records[:EXAMPLES], warnings, sections).encode())
+    with staging.open("report.html") as f:
+        f.write(render_html(manifest, choose_examples(records), sections).encode())
     staging.commit(manifest)
     return manifest
 
@@ -117,7 +127,7 @@ def _first_records(target: Target, n: int) -> list[dict]:
     for name in ("train.jsonl", "val.jsonl"):
         with fs.open_input_file(target.join(name)) as f:
             head = f.read(EXAMPLE_BYTES)
-        for line in head.split(b"\n")[:-1]:
+        for line in head.split(b"\n")[:-1]:  # the last piece may be a cut line
             if len(out) < n:
                 out.append(orjson.loads(line))
     return out
