@@ -20,6 +20,7 @@ from gymray.chat import (
     Reasoning,
     completion_messages,
     convert_tools,
+    pair_tool_calls,
     prompt_messages,
 )
 
@@ -304,6 +305,12 @@ def convert(c: Checked, source_name: str = "", reasoning: Reasoning = "drop") ->
         tools = convert_tools(request.get("tools"))
     except ConversionError as e:
         return Reject("unsupported_shape", e.field, e.message)
+    # Ids reused across turns are made unique here, once for every recipe; ids
+    # that cannot be (tool_call_problem) are a recipe's filter reason. The prompt
+    # first, on its own: its ids must not depend on the completion (rollouts of
+    # one task share one context).
+    pair_tool_calls(prompt)
+    pair_tool_calls(prompt + completion)
     incomplete = response.get("incomplete_details")
     truncated = None
     if isinstance(incomplete, dict) and incomplete.get("reason"):
