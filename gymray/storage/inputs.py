@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,14 +104,52 @@ def _list(fs: pafs.FileSystem, base: str, rel_pattern: str) -> list[pafs.FileInf
     recursive = len(segs) > 1 or "**" in segs
     regex = glob_regex(rel_pattern)
     start = len(base.rstrip("/")) + 1
-    sel = pafs.FileSelector(base, recursive=recursive, allow_not_found=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        infos = _walk_local(base, recursive)
+    else:
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
     return [
         i
-        for i in fs.get_file_info(sel)
+        for i in infos
         if i.type == pafs.FileType.File
         and regex.match(i.path[start:])
         and _is_rollout_name(i.base_name)
     ]
+
+
+def _walk_local(base: str, recursive: bool) -> list[pafs.FileInfo]:
+    """The files under a local directory, following symlinks to directories (as
+    pyarrow's listing does) but entering each directory once, by device and
+    inode: pyarrow follows a link back to its own directory 40 levels deep, one
+    file then becomes 41 inputs, and two such links take exponential time."""
+    try:
+        st = os.stat(base)
+    except FileNotFoundError:
+        return []
+    seen = {(st.st_dev, st.st_ino)}
+    out: list[pafs.FileInfo] = []
+    todo = [base]
+    while todo:
+        folder = todo.pop()
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        below = []
+        for e in entries:
+            try:
+                st = e.stat()  # through symlinks
+            except OSError:  # a dangling link, or a link to itself: nothing to read
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.append(
+                    pafs.FileInfo(
+                        e.path, pafs.FileType.File, size=st.st_size, mtime_ns=st.st_mtime_ns
+                    )
+                )
+            elif recursive and stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                below.append(e.path)
+        todo += reversed(below)  # depth first, in name order
+    return out
 
 
 def _glob(fs: pafs.FileSystem, pattern: str, uri: str) -> list[pafs.FileInfo]:
@@ -131,6 +171,9 @@ def expand_inputs(patterns: list[str], storage: Any = None) -> list[InputFile]:
     stores alike (``s3://b/r/*.jsonl``, ``s3://b/r/**/*.jsonl``).
     """
     found: dict[str, InputFile] = {}
+    # A local file reached by several names (symlinks, hard links, a directory and
+    # a glob over it) is read once, under the first of its names in sorted order.
+    names: dict[tuple[int, int], str] = {}
     for pattern in patterns:
         fs, path = filesystem(pattern, storage)
         prefix = pattern.split("://", 1)[0] + "://" if is_remote(pattern) else ""
@@ -153,6 +196,17 @@ def expand_inputs(patterns: list[str], storage: Any = None) -> list[InputFile]:
             )
         for i in matched:
             uri = f"{prefix}{i.path}"
+            if isinstance(fs, pafs.LocalFileSystem):
+                try:
+                    st = os.stat(i.path)
+                except OSError as e:
+                    raise StorageError(f"cannot read input {uri}: {e}") from None
+                other = names.setdefault((st.st_dev, st.st_ino), uri)
+                if other < uri:
+                    continue
+                if other != uri:
+                    del found[other]
+                    names[(st.st_dev, st.st_ino)] = uri
             mtime = i.mtime_ns if i.mtime_ns is not None else 0
             found[uri] = InputFile(uri=uri, path=i.path, size=i.size or 0, mtime_ns=mtime)
     return [found[k] for k in sorted(found)]
