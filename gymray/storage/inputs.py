@@ -6,13 +6,13 @@ import os
 import posixpath
 import re
 import stat
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 
-from gymray.errors import StorageError
+from gymray.errors import StorageError, UnreadableInput
 from gymray.rollouts import is_sidecar
 from gymray.storage.fs import filesystem, is_remote
 
@@ -226,20 +226,14 @@ def existing_file(uri: str, storage: Any = None) -> InputFile | None:
 
 
 def open_input(f: InputFile, storage: Any = None):
-    """A byte stream of a rollout file (gunzipped for ``*.gz``)."""
+    """A byte stream of a rollout file (gunzipped for ``*.gz``). A ``.gz`` file
+    that breaks (cut short, corrupt, not gzip) raises :class:`UnreadableInput`
+    from ``read`` once every byte decoded before the break has been read."""
     fs, path = filesystem(f.uri, storage)
     try:
         if not path.endswith(".gz"):
             return fs.open_input_stream(path, compression=None, buffer_size=1 << 20)
-        with fs.open_input_stream(path, compression="gzip") as probe:
-            head = probe.read(2)
-        stream = fs.open_input_stream(path, compression="gzip", buffer_size=1 << 20)
-        if head == GZIP_MAGIC:
-            # Still gzip after one gunzip: the server added a gzip layer of its own
-            # (SeaweedFS does this for *.gz objects, so do some gzip-ing proxies; the
-            # AWS SDK does not strip it). A JSONL file never starts with these bytes.
-            stream = pa.CompressedInputStream(stream, "gzip")
-        return stream
+        stream = GunzipStream(fs.open_input_stream(path, compression=None), f.uri)
     except OSError as e:
         hint = (
             " (Ray workers read inputs with the credentials in their own environment)"
@@ -247,3 +241,142 @@ def open_input(f: InputFile, storage: Any = None):
             else ""
         )
         raise StorageError(f"cannot read input {f.uri}: {e}{hint}") from None
+    if stream.peek(2) == GZIP_MAGIC:
+        # Still gzip after one gunzip: the server added a gzip layer of its own
+        # (SeaweedFS does this for *.gz objects, so do some gzip-ing proxies; the
+        # AWS SDK does not strip it). A JSONL file never starts with these bytes.
+        stream = GunzipStream(stream, f.uri)
+    return stream
+
+
+class GunzipStream:
+    """Gunzips a byte stream with Python's zlib (pyarrow's gzip stream loses the
+    whole read that meets a break, and does not say where it is).
+
+    ``read(n)`` returns every byte decoded before a break; the next ``read``
+    raises :class:`UnreadableInput` saying what broke and where (``read()`` of
+    everything raises at once). Concatenated gzip members are one stream. The
+    input is read and decoded in fixed steps whatever the caller's read sizes,
+    so what comes out before a break, and the message, never depend on them.
+    """
+
+    READ = 1 << 20  # compressed bytes a read of the file
+    # decoded bytes a step: what a corrupt stream loses before its break is at most
+    # this (zlib's error drops the step's output)
+    STEP = 64 << 10
+
+    def __init__(self, raw, uri: str):
+        self.raw, self.uri = raw, uri
+        self.z: Any = None  # the decoder of the current member
+        self.member_at = 0  # where it starts in the compressed stream
+        self.tail = b""  # compressed bytes read and not decoded yet
+        self.head = b""  # the file's first bytes, for the error message
+        self.compressed = 0  # bytes read from ``raw``
+        self.uncompressed = 0  # bytes decoded
+        self.buf = memoryview(b"")  # decoded, not read yet
+        self.error: UnreadableInput | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def peek(self, n: int) -> bytes:
+        """The next ``n`` bytes, left to be read (fewer at the end or a break)."""
+        while len(self.buf) < n and self.error is None:
+            try:
+                piece = self._decode()
+            except UnreadableInput as e:
+                self.error = e
+                break
+            if not piece:
+                break
+            self.buf = memoryview(bytes(self.buf) + piece)
+        return bytes(self.buf[:n])
+
+    def read(self, n: int = -1) -> bytes:
+        want = n if n is not None and n >= 0 else None
+        parts, have = [], 0
+        while want is None or have < want:
+            if not self.buf:
+                if self.error is not None:
+                    if want is None or not have:
+                        raise self.error
+                    break  # raised by the next read
+                try:
+                    piece = self._decode()
+                except UnreadableInput as e:
+                    self.error = e
+                    continue
+                if not piece:
+                    break
+                self.buf = memoryview(piece)
+            take = len(self.buf) if want is None else min(want - have, len(self.buf))
+            parts.append(self.buf[:take])
+            self.buf = self.buf[take:]
+            have += take
+        return b"".join(parts)
+
+    def _read_raw(self) -> bytes:
+        try:
+            data = self.raw.read(self.READ)
+        except OSError as e:
+            raise StorageError(
+                f"cannot read input {self.uri} at byte {self.compressed}: {e}"
+            ) from None
+        if not self.compressed:
+            self.head = bytes(data[:8])
+        self.compressed += len(data)
+        return data
+
+    def _decode(self) -> bytes:
+        """The next decoded bytes (at most STEP); empty after the last member."""
+        while True:
+            at_end = False
+            if self.z is None:
+                if not self.tail:
+                    self.tail = self._read_raw()
+                    if not self.tail:
+                        return b""
+                self.z = zlib.decompressobj(wbits=31)
+                self.member_at = self.compressed - len(self.tail)
+            data, self.tail = self.tail, b""
+            if not data:
+                data = self._read_raw()
+                at_end = not data
+            try:
+                out = self.z.decompress(data, self.STEP)
+            except zlib.error as e:
+                raise self._broken(str(e), self.compressed - len(data)) from None
+            self.tail = self.z.unconsumed_tail
+            if self.z.eof:
+                self.tail, self.z = self.z.unused_data, None
+            if out:
+                self.uncompressed += len(out)
+                return out
+            if at_end and self.z is not None:
+                raise UnreadableInput(
+                    f"gzip stream truncated after {self.compressed} bytes "
+                    f"({self.uncompressed} bytes uncompressed): the file was cut short "
+                    "(an interrupted copy or write?)"
+                )
+
+    def _broken(self, reason: str, at: int) -> UnreadableInput:
+        if "header" in reason and at == self.member_at:
+            if not self.member_at:
+                return UnreadableInput(
+                    f"not a gzip file (it starts with {self.head.hex(' ')}): name it "
+                    "*.jsonl if it is not compressed"
+                )
+            return UnreadableInput(
+                f"the {self.compressed - self.member_at} bytes after the gzip data end "
+                f"(at compressed byte {self.member_at}) are not gzip"
+            )
+        return UnreadableInput(
+            f"corrupt gzip data at compressed byte {at} or after "
+            f"({self.uncompressed} bytes uncompressed): {reason}"
+        )
