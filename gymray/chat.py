@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 Reasoning = Literal["drop", "reasoning_content", "think"]
@@ -208,7 +209,9 @@ class _Builder:
         if not isinstance(call_id, str) or not call_id:
             raise ConversionError(f"{path}.call_id", "function_call has no call_id")
         arguments = item.get("arguments")
-        if arguments is None:
+        if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+            # No arguments (some servers write "" for a function without parameters):
+            # chat templates and NeMo RL parse the string, and "" is not JSON.
             arguments = "{}"
         elif not isinstance(arguments, str):
             raise ConversionError(
@@ -336,6 +339,64 @@ def convert_tools(tools: Any, path: str = "responses_create_params.tools") -> li
         fn.setdefault("parameters", {"type": "object", "properties": {}})
         out.append({"type": "function", "function": fn})
     return out
+
+
+def pair_tool_calls(messages: list[dict]) -> bool:
+    """Give every tool call of a conversation an id of its own, in place.
+
+    Ids pair calls with their results, and some harnesses reuse them (``call_0``
+    in every turn). A call whose id an earlier call already has is renamed
+    ``<id>_2`` (``_3``, ... past ids in use), and so is the next result with that
+    id. That is only sound while one call at a time is waiting for a result under
+    an id: when two are (parallel calls sharing an id), nothing says which result
+    is whose, and the conversation is left as it is (False) for
+    :func:`tool_call_problem` to name.
+    """
+    taken = {c["id"] for m in messages for c in m.get("tool_calls") or ()}
+    taken |= {m["tool_call_id"] for m in messages if m["role"] == "tool"}
+    given: set[str] = set()
+    waiting: dict[str, str] = {}  # id as written -> id given, of an unanswered call
+    renames: list[tuple[dict, str, str]] = []
+    for m in messages:
+        if m["role"] == "tool":
+            new = waiting.pop(m["tool_call_id"], None)
+            if new is not None and new != m["tool_call_id"]:
+                renames.append((m, "tool_call_id", new))
+            continue
+        for c in m.get("tool_calls") or ():
+            old = c["id"]
+            if old in waiting:
+                return False
+            new, k = old, 2
+            while new in given or (new != old and new in taken):
+                new, k = f"{old}_{k}", k + 1
+            given.add(new)
+            waiting[old] = new
+            if new != old:
+                renames.append((c, "id", new))
+    for holder, key, new in renames:
+        holder[key] = new
+    return True
+
+
+def tool_call_problem(messages: list[dict]) -> str | None:
+    """A filter reason when a conversation's tool calls cannot be trained on:
+    two calls with one id (results cannot be paired with calls), or arguments
+    that are not a JSON object (chat templates and NeMo RL parse them, and a
+    model trained on them learns to make broken calls)."""
+    seen: set[str] = set()
+    for m in messages:
+        for c in m.get("tool_calls") or ():
+            if c["id"] in seen:
+                return "duplicate_tool_call_id"
+            seen.add(c["id"])
+            try:
+                arguments = orjson.loads(c["function"]["arguments"])
+            except orjson.JSONDecodeError:
+                return "invalid_tool_arguments"
+            if not isinstance(arguments, dict):
+                return "invalid_tool_arguments"
+    return None
 
 
 def unanswered_tool_calls(messages: list[dict]) -> set[str]:

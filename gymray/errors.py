@@ -52,6 +52,12 @@ class StorageIOError(StorageError):
     exit_code = EXIT_IO
 
 
+class UnreadableInput(StorageError):
+    """An input file's bytes cannot be decoded past some point (a truncated or
+    corrupt ``.gz``, random bytes named ``.gz``). The message says what and where.
+    The engine makes it a reject of that file and goes on with the others."""
+
+
 class EmptyDatasetError(GymrayError):
     """A prepare wrote no training records, or a launch was asked for such a dataset."""
 

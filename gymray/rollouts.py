@@ -20,10 +20,15 @@ from gymray.chat import (
     Reasoning,
     completion_messages,
     convert_tools,
+    pair_tool_calls,
     prompt_messages,
 )
 
 RAW_LIMIT = 64 * 1024
+# How deep a line may nest arrays and objects. orjson writes at most ORJSON_DEPTH
+# levels; records put a rollout's values a few levels deeper than its line does.
+ORJSON_DEPTH = 254
+MAX_DEPTH = 200
 # Keys of a rollout line that describe the rollout itself; every other
 # top-level key is the task's or the verifier's (ground truth, judge output...).
 ROLLOUT_KEYS = frozenset(
@@ -111,19 +116,77 @@ def cut_raw(raw: bytes) -> tuple[str, int]:
 
 def load_json(raw: bytes) -> tuple[Any, Reject | None]:
     """Parse with orjson; on failure ask the stdlib parser, which accepts NaN,
-    Infinity and lone surrogates, so the reject can say what was really wrong."""
+    Infinity and lone surrogates, so the reject can say what was really wrong.
+
+    A line nested deeper than :data:`MAX_DEPTH` is a reject: orjson writes at most
+    254 levels and records hold a rollout's values a few levels deeper than the
+    line does, so such a line would otherwise fail later, taking its block down.
+    """
     try:
-        return orjson.loads(raw), None
+        obj = orjson.loads(raw)
     except orjson.JSONDecodeError as fast_error:
-        try:
-            obj = json.loads(raw.decode("utf-8", errors="surrogatepass"))
-        except (ValueError, UnicodeDecodeError):
-            return None, Reject("invalid_json", None, str(fast_error))
-        try:
-            orjson.dumps(obj)
-        except TypeError as e:  # lone surrogates cannot be written as UTF-8
+        return _load_slowly(raw, str(fast_error))
+    if too_deep(raw, obj):
+        return None, _too_deep()
+    return obj, None
+
+
+def too_deep(raw: bytes, obj: Any) -> bool:
+    """Whether ``obj``, parsed from ``raw``, nests deeper than :data:`MAX_DEPTH`."""
+    # Only a line with that many brackets can be that deep: counting bytes is
+    # cheap, and the exact check (writing the object) is paid by long lines only.
+    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and not _writable(obj)
+
+
+def _load_slowly(raw: bytes, fast_error: str) -> tuple[Any, Reject | None]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # orjson says "surrogates not allowed ... column 1" whatever the bytes are
+        bad = raw[e.start : e.start + 4].hex(" ") + (" ..." if len(raw) > e.start + 4 else "")
+        return None, Reject(
+            "invalid_utf8",
+            None,
+            f"invalid UTF-8 at byte {e.start} of the line (bytes {bad}: {e.reason}); "
+            "rollout files must be UTF-8, as NeMo Gym writes them",
+        )
+    if fast_error.startswith("depth limit exceeded"):
+        return None, _too_deep()
+    try:
+        obj = json.loads(text)
+    except RecursionError:  # a line nested deeper than Python's stack
+        return None, _too_deep()
+    except ValueError:
+        return None, Reject("invalid_json", None, fast_error)
+    try:
+        orjson.dumps(obj)
+    except TypeError as e:
+        if "Recursion limit" not in str(e):  # lone surrogates cannot be written as UTF-8
             return None, Reject("invalid_unicode", None, str(e))
-        return obj, None
+    if not _writable(obj):
+        return None, _too_deep()
+    return obj, None
+
+
+def _writable(obj: Any) -> bool:
+    """Whether ``obj`` is at most :data:`MAX_DEPTH` levels deep: orjson then
+    still writes it inside the levels records may add."""
+    for _ in range(ORJSON_DEPTH - MAX_DEPTH):
+        obj = [obj]
+    try:
+        orjson.dumps(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _too_deep() -> Reject:
+    return Reject(
+        "too_deeply_nested",
+        None,
+        f"arrays/objects nested more than {MAX_DEPTH} levels deep (gymray reads at most "
+        f"{MAX_DEPTH}; records add levels and orjson writes {ORJSON_DEPTH})",
+    )
 
 
 def prompt_hash_key(request: dict) -> str:
@@ -242,6 +305,12 @@ def convert(c: Checked, source_name: str = "", reasoning: Reasoning = "drop") ->
         tools = convert_tools(request.get("tools"))
     except ConversionError as e:
         return Reject("unsupported_shape", e.field, e.message)
+    # Ids reused across turns are made unique here, once for every recipe; ids
+    # that cannot be (tool_call_problem) are a recipe's filter reason. The prompt
+    # first, on its own: its ids must not depend on the completion (rollouts of
+    # one task share one context).
+    pair_tool_calls(prompt)
+    pair_tool_calls(prompt + completion)
     incomplete = response.get("incomplete_details")
     truncated = None
     if isinstance(incomplete, dict) and incomplete.get("reason"):

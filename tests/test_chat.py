@@ -10,10 +10,19 @@ from gymray.chat import (
     ConversionError,
     completion_messages,
     convert_tools,
+    pair_tool_calls,
     prompt_messages,
+    tool_call_problem,
     trim_to_complete,
 )
 from gymray.rollouts import Rollout, parse_line
+from gymray.samples.generate import (
+    function_call,
+    function_call_output,
+    message,
+    rollout,
+    user,
+)
 
 
 def line(rel: str, n: int) -> bytes:
@@ -239,3 +248,96 @@ def test_every_fixture_conversation_is_well_formed():
             for t in r.tools:
                 assert set(t) == {"type", "function"} and t["function"]["name"]
     assert seen > 400
+
+
+# --------------------------------------------------------------------------- tool call ids
+def _ids(messages):
+    return [(m["role"], c["id"]) for m in messages for c in m.get("tool_calls") or ()] + [
+        ("tool", m["tool_call_id"]) for m in messages if m["role"] == "tool"
+    ]
+
+
+def test_empty_arguments_mean_no_arguments():
+    output = [
+        function_call("now", {}, "c1") | {"arguments": ""},
+        function_call("now", {}, "c2") | {"arguments": "  "},
+        function_call_output("c1", "noon"),
+        function_call_output("c2", "noon"),
+        message("Noon.", "m"),
+    ]
+    msgs, _ = completion_messages(output)
+    assert [c["function"]["arguments"] for c in msgs[0]["tool_calls"]] == ["{}", "{}"]
+
+
+def test_an_id_reused_after_its_result_is_renamed_in_order():
+    """Harnesses that number calls per turn reuse ids: each call and its result get
+    an id of their own, so ids pair calls with results again."""
+    r = parse_line(
+        orjson.dumps(
+            rollout(
+                [
+                    user("q"),
+                    function_call("f", {"a": 0}, "call_0"),
+                    function_call_output("call_0", "r0"),
+                ],
+                [
+                    function_call("f", {"a": 1}, "call_0"),
+                    function_call_output("call_0", "r1"),
+                    function_call("f", {"a": 2}, "call_0"),
+                    function_call("g", {}, "call_0_2"),
+                    function_call_output("call_0", "r2"),
+                    function_call_output("call_0_2", "g"),
+                    message("done", "m"),
+                ],
+                1.0,
+            )  # fmt: skip
+        )
+    )
+    msgs = r.prompt + r.completion
+    assert [(m["role"], m.get("content")) for m in msgs if m["role"] == "tool"] == [
+        ("tool", "r0"), ("tool", "r1"), ("tool", "r2"), ("tool", "g"),
+    ]  # fmt: skip
+    calls = [c["id"] for m in msgs for c in m.get("tool_calls") or ()]
+    results = [m["tool_call_id"] for m in msgs if m["role"] == "tool"]
+    # call_0_2 is a real call's id: the second call_0 becomes call_0_3
+    assert calls == results == ["call_0", "call_0_3", "call_0_4", "call_0_2"]
+
+
+def test_calls_sharing_an_id_while_unanswered_are_left_as_they_are():
+    output = [
+        function_call("f", {"a": 1}, "c"),
+        function_call("f", {"a": 2}, "c"),
+        function_call_output("c", "one"),
+        function_call_output("c", "two"),
+        message("done", "m"),
+    ]
+    msgs, _ = completion_messages(output)
+    assert pair_tool_calls(msgs) is False
+    assert _ids(msgs) == [("assistant", "c"), ("assistant", "c"), ("tool", "c"), ("tool", "c")]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ('{"city": "Paris"}', None),
+        ("{}", None),
+        ('{"city": "Par', "invalid_tool_arguments"),
+        ("[1, 2]", "invalid_tool_arguments"),
+        ('"Paris"', "invalid_tool_arguments"),
+    ],
+)
+def test_tool_arguments_must_be_a_json_object(arguments, problem):
+    msgs = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "r"},
+        {"role": "assistant", "content": "a"},
+    ]  # fmt: skip
+    assert tool_call_problem(msgs) == problem
+
+
+def test_a_duplicate_id_left_in_a_conversation_is_a_problem():
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    msgs = [{"role": "assistant", "content": "", "tool_calls": [call, dict(call)]}]
+    assert tool_call_problem(msgs) == "duplicate_tool_call_id"

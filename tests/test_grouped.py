@@ -183,9 +183,9 @@ FAULTY = textwrap.dedent(
         ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
         return [int(l.split()[0]) for l in ps.splitlines() if "HashShuffleAggregator" in l]
 
-    def strike():
-        # once, as soon as the shuffle's aggregators exist
-        while not killed:
+    def strike(done):
+        # once per run, as soon as the shuffle's aggregators exist
+        while not done.is_set():
             pids = aggregators()
             if pids:
                 if fault == "aggregator":
@@ -193,13 +193,16 @@ FAULTY = textwrap.dedent(
                 else:
                     cluster.remove_node(doomed)
                 killed.append(pids[0])
+                return
             time.sleep(0.02)
 
-    threading.Thread(target=strike, daemon=True).start()
     for algo, out in (("dpo", sys.argv[2]), ("grpo", sys.argv[3])):
-        killed.clear() if algo == "grpo" and fault == "aggregator" else None
+        done = threading.Event()
+        if fault == "aggregator" or not killed:  # a node is removed once
+            threading.Thread(target=strike, args=(done,), daemon=True).start()
         gymray.prepare(algo, input=sys.argv[1], output=out,
                        **{"ray.block_bytes": 4096, "ray.partitions": 4})
+        done.set()
     print("struck", len(killed))
     ray.shutdown()
     cluster.shutdown()

@@ -7,7 +7,14 @@ import collections
 import pytest
 from support import fixture, rollout_files
 
-from gymray.rollouts import Reject, Rollout, is_sidecar, parse_line, prompt_hash_key
+from gymray.rollouts import (
+    MAX_DEPTH,
+    Reject,
+    Rollout,
+    is_sidecar,
+    parse_line,
+    prompt_hash_key,
+)
 
 
 def test_every_fixture_line_is_a_rollout_or_a_named_reject():
@@ -103,3 +110,46 @@ def test_sidecars_are_recognised():
     assert is_sidecar("x_materialized_inputs.jsonl") and is_sidecar("x_failures.jsonl")
     assert is_sidecar("x_reward_profiling.jsonl") and is_sidecar("x_aggregate_metrics.json")
     assert not is_sidecar("x_rollouts.jsonl") and not is_sidecar("rollouts.jsonl.gz")
+
+
+# --------------------------------------------------------------------------- hostile lines
+GOOD_TAIL = b'"response": {"output": [{"type": "message", "role": "assistant", "content": "a"}]}, "reward": 1'
+
+
+@pytest.mark.parametrize("depth", [10_000, 1_000, 300])
+def test_a_deeply_nested_line_is_one_reject(depth):
+    """10,000 levels broke the stdlib fallback (RecursionError); 300 parse with
+    orjson but cannot be written back (orjson writes 254 levels): each is a reject."""
+    raw = b'{"x": ' + b"[" * depth + b"]" * depth + b", " + GOOD_TAIL + b"}"
+    r = parse_line(raw)
+    assert isinstance(r, Reject)
+    assert r.reason == "too_deeply_nested" and str(MAX_DEPTH) in r.detail
+
+
+def test_nesting_up_to_the_limit_is_a_rollout():
+    depth = MAX_DEPTH - 1  # the line's own object is a level
+    r = parse_line(b'{"x": ' + b"[" * depth + b"]" * depth + b", " + GOOD_TAIL + b"}")
+    assert isinstance(r, Rollout)
+
+
+def test_a_deep_nan_line_is_a_reject_not_a_crash():
+    # orjson refuses NaN, the stdlib fallback then meets the nesting
+    depth = 990
+    raw = b'{"r": NaN, "x": ' + b"[" * depth + b"]" * depth + b", " + GOOD_TAIL + b"}"
+    r = parse_line(raw)
+    assert isinstance(r, Reject) and r.reason == "too_deeply_nested"
+
+
+def test_invalid_utf8_says_what_and_where():
+    raw = b'{"x": "' + b"a" * 193 + b'\xff\xfe", ' + GOOD_TAIL + b"}"
+    assert raw.index(b"\xff") == 200
+    r = parse_line(raw)
+    assert isinstance(r, Reject) and r.reason == "invalid_utf8"
+    assert "byte 200" in r.detail and "ff fe" in r.detail
+    assert "surrogates" not in r.detail and "column 1" not in r.detail
+
+
+def test_utf8_encoded_surrogates_are_invalid_utf8():
+    raw = b'{"x": "\xed\xa0\x80", ' + GOOD_TAIL + b"}"
+    r = parse_line(raw)
+    assert isinstance(r, Reject) and r.reason == "invalid_utf8" and "byte 7" in r.detail

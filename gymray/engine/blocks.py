@@ -203,6 +203,12 @@ class OutcomeBuilder:
         )
 
 
+def unreadable(error: str) -> Reject:
+    """The reject of a file's unreadable rest (a read row with ``error`` set): one
+    row at the line where reading stopped, holding the partial line before it."""
+    return Reject("unreadable_file", None, f"the rest of the file cannot be read: {error}")
+
+
 def _notes(spec: Spec, record: dict) -> str | None:
     return "\n".join(spec.recipe.notes(record)) or None
 
@@ -213,13 +219,14 @@ def process_lines(batch: pa.Table, spec: Spec) -> OutcomeBuilder:
     the part writer in the same task reads them)."""
     recipe = spec.recipe
     out = OutcomeBuilder(spec.format, spec.recipe.value, recipe.dedup)
-    for file_id, line, raw in zip(
+    for file_id, line, raw, error in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),
         batch.column("raw").to_pylist(),
+        batch.column("error").to_pylist(),
         strict=True,
     ):
-        checked = check_line(raw)
+        checked = check_line(raw) if error is None else unreadable(error)
         if isinstance(checked, Reject):
             out.add(file_id, line, "rejected", reason=checked.reason, field=checked.field,
                     detail=checked.detail, raw=raw, env=spec.envs[file_id])  # fmt: skip
@@ -302,14 +309,18 @@ def _parsed_table(batch: pa.Table, spec: Spec, schema: pa.Schema, fields) -> pa.
     its line's ``file_id``, ``line``, ``offset`` and ``length`` (where ``schema``
     has them)."""
     cols: dict[str, list] = {f.name: [] for f in schema}
-    for file_id, line, offset, raw in zip(
+    for file_id, line, offset, raw, error in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),
         batch.column("offset").to_pylist(),
         batch.column("raw").to_pylist(),
+        batch.column("error").to_pylist(),
         strict=True,
     ):
-        r = parse_line(raw, spec.names[file_id], spec.reasoning)
+        if error is None:
+            r = parse_line(raw, spec.names[file_id], spec.reasoning)
+        else:
+            r = unreadable(error)
         if isinstance(r, Reject):
             # Rejects travel with the task of no one; spread them by line.
             row = {"task_hash": hash64(f"{file_id}:{line}"), "reason": r.reason,

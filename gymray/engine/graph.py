@@ -217,13 +217,16 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
     copies = ScratchCopies(settings.ray.scratch, inputs, storage) if copy else None
     try:
         readable = copies.inputs if copies else inputs  # read from the copies from here on
+        breaks = copies.breaks if copies else {}  # copies of broken inputs end at the break
         units = plan_units(readable, settings.ray.split_bytes, storage)
         block_bytes = settings.ray.block_bytes
 
         def read(batch: dict) -> Iterator[pa.Table]:
             for u in batch["unit"]:
                 fid, span = units[int(u)]
-                yield from read_lines(readable[fid], fid, block_bytes, storage, span)
+                f = readable[fid]
+                broken = breaks.get(fid) if span is None or span[1] >= f.size else None
+                yield from read_lines(f, fid, block_bytes, storage, span, broken)
 
         write_args = {
             "target": target,

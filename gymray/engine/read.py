@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from gymray.errors import ConfigError
+from gymray.errors import ConfigError, StorageError, UnreadableInput
 from gymray.storage import InputFile, filesystem, is_remote, open_input
 
 SAMPLE_LINES = 50
@@ -32,6 +32,9 @@ LINES_SCHEMA = pa.schema(
         ("line", pa.int64()),
         ("offset", pa.int64()),
         ("raw", pa.large_binary()),
+        # set on the one row that stands for a file's unreadable rest (``raw``: the
+        # partial line before the break); the engine rejects it as unreadable_file
+        ("error", pa.string()),
     ]
 )
 
@@ -43,29 +46,46 @@ def read_lines(
     block_bytes: int,
     storage: Any = None,
     span: tuple[int, int, int] | None = None,
+    broken: str | None = None,
 ) -> Iterator[pa.Table]:
-    """Yield blocks of ``(file_id, line, offset, raw)`` for one file, ~``block_bytes`` each.
+    """Yield blocks of ``(file_id, line, offset, raw, error)`` for one file, ~``block_bytes`` each.
 
     Lines are cut on ``b"\\n"`` only. The lines wholly inside a chunk are an Arrow
     array over the chunk's own buffer (no copy, no Python list of lines); only the
     line that straddles two chunks is copied. Values keep their trailing newline,
     which JSON parsing ignores. ``offset`` is where the line starts in the
     (decompressed) file, so that a line can be read again by itself.
+
+    A file that cannot be decoded past some point (a truncated or corrupt
+    ``.gz``) gives its lines before the break, then one row with ``error`` set
+    where the next line would start, holding the partial line: a file's break
+    is one reject, never the end of the run. ``broken`` says that this file (a
+    scratch copy of a broken one) ends at such a break.
     """
     line_no = 0
     carry: list[bytes] = []
     carry_at = pos = 0
     left = None
-    if span is None:
-        stream = open_input(f, storage)
-    else:  # (start, end, lines before start): a byte range that begins on a line
-        start, end, line_no = span
-        stream = open_range(f, start, storage)
-        left = end - start
-        carry_at = pos = start
+    error = broken
+    try:
+        if span is None:
+            stream = open_input(f, storage)
+        else:  # (start, end, lines before start): a byte range that begins on a line
+            start, end, line_no = span
+            stream = open_range(f, start, storage)
+            left = end - start
+            carry_at = pos = start
+    except OSError as e:  # the storage's error, not the file's: the run stops
+        raise StorageError(f"cannot read input {f.uri}: {e}") from None
     with stream:
         while True:
-            chunk = stream.read(block_bytes if left is None else min(block_bytes, left))
+            try:
+                chunk = stream.read(block_bytes if left is None else min(block_bytes, left))
+            except UnreadableInput as e:
+                error = str(e)
+                break
+            except OSError as e:
+                raise StorageError(f"cannot read input {f.uri} at byte {pos}: {e}") from None
             if left is not None:
                 left -= len(chunk)
             if not chunk:
@@ -96,7 +116,9 @@ def read_lines(
             )
             line_no += len(ends)
     last = b"".join(carry)
-    if last:  # a last line without its newline is still a line
+    if error is not None:  # the partial line before the break belongs to the break
+        yield _break_table(file_id, line_no + 1, carry_at, last, error)
+    elif last:  # a last line without its newline is still a line
         yield _lines_table(
             file_id, line_no, np.array([carry_at], np.int64), [pa.array([last], pa.large_binary())]
         )
@@ -110,7 +132,15 @@ def _lines_table(file_id: int, first: int, starts: np.ndarray, raw: list[pa.Arra
             pa.array(np.arange(first + 1, first + n + 1, dtype=np.int64)),
             pa.array(starts),
             pa.chunked_array(raw, pa.large_binary()),
+            pa.nulls(n, pa.string()),
         ],
+        schema=LINES_SCHEMA,
+    )
+
+
+def _break_table(file_id: int, line: int, offset: int, partial: bytes, error: str) -> pa.Table:
+    return pa.table(
+        [[file_id], [line], [offset], [partial], [error]],
         schema=LINES_SCHEMA,
     )
 
@@ -136,11 +166,21 @@ def plan_units(
             continue
         starts, lines_before = [0], [0]
         newlines = 0
-        with open_range(f, 0, storage) as stream:
+        try:
+            stream = open_range(f, 0, storage)
+        except OSError:  # gone since it was listed: its read says so
+            units.append((fid, None))
+            continue
+        with stream:
             pos = 0
             pending = False  # a range boundary passed, waiting for the next line start
             while True:
-                chunk = stream.read(split_bytes)
+                try:
+                    chunk = stream.read(split_bytes)
+                except OSError:
+                    # Unreadable from here on: the last range runs to the end, and
+                    # its read meets the same error and reports it.
+                    break
                 if not chunk:
                     break
                 if pending:
@@ -238,7 +278,7 @@ class ScratchCopies:
             if not _seekable(f)
         }
         try:
-            sizes = dict(
+            copied = dict(
                 zip(
                     todo,
                     ray.get([copy.remote(inputs[i], dest, storage) for i, dest in todo.items()]),
@@ -249,18 +289,27 @@ class ScratchCopies:
             self.remove()
             raise
         self.inputs = [
-            InputFile(uri=todo[i], path=todo[i], size=sizes[i], mtime_ns=0) if i in todo else f
+            InputFile(uri=todo[i], path=todo[i], size=copied[i][0], mtime_ns=0) if i in todo else f
             for i, f in enumerate(inputs)
         ]
+        # file id -> why the input breaks where its copy ends (a truncated .gz):
+        # its reads end with that break, as a read of the input itself does
+        self.breaks = {i: error for i, (_, error) in copied.items() if error is not None}
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _copy_uncompressed(f: InputFile, dest: str, storage: Any) -> int:
-    with open_input(f, storage) as src, open(dest, "wb") as out:
-        shutil.copyfileobj(src, out, 16 << 20)
-        return out.tell()
+def _copy_uncompressed(f: InputFile, dest: str, storage: Any) -> tuple[int, str | None]:
+    """(size of the copy, why the input breaks there or None): a broken input's
+    copy holds what could be read of it."""
+    with open(dest, "wb") as out:
+        try:
+            with open_input(f, storage) as src:
+                shutil.copyfileobj(src, out, 16 << 20)
+        except UnreadableInput as e:
+            return out.tell(), str(e)
+        return out.tell(), None
 
 
 def partitions_for(inputs: list[InputFile], settings) -> int:
@@ -276,8 +325,11 @@ def sample_lines(inputs: list[InputFile], storage: Any = None) -> Iterator[bytes
     """The first lines of each input file, in order: what a recipe looks at to
     choose its format before the run."""
     for f in inputs:
-        with open_input(f, storage) as stream:
-            head = stream.read(SAMPLE_BYTES)
+        try:
+            with open_input(f, storage) as stream:
+                head = stream.read(SAMPLE_BYTES)  # all before a break, if there is one
+        except UnreadableInput:  # broken from its first byte: the run rejects it
+            continue
         yield from head.split(b"\n")[:SAMPLE_LINES]
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gymray.chat import ChatSettings, trim_to_complete, unanswered_tool_calls
+from gymray.chat import ChatSettings, tool_call_problem, trim_to_complete, unanswered_tool_calls
 from gymray.recipes.base import (
     Entrypoint,
     GroupResult,
@@ -116,7 +116,8 @@ def complete_conversation(r: Rollout, chat: ChatSettings) -> list[dict] | str:
         if trimmed is None:
             return "incomplete_trajectory"
         messages = trimmed
-    return messages
+    # after the trim: a broken call in a cut-off tail costs nothing
+    return tool_call_problem(messages) or messages
 
 
 def simple_pair(messages: list[dict]) -> tuple[str, str] | None:

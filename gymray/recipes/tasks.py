@@ -19,6 +19,7 @@ import posixpath
 import orjson
 
 from gymray.errors import ConfigError
+from gymray.rollouts import too_deep
 
 MATERIALIZED = "_materialized_inputs.jsonl"
 
@@ -65,7 +66,7 @@ class TaskTable:
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 row = None
-            if not isinstance(row, dict):
+            if not isinstance(row, dict) or too_deep(raw, row):  # records could not hold it
                 self.bad_lines += 1
                 n += 1
                 continue

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
+import stat
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 
-from gymray.errors import StorageError
+from gymray.errors import StorageError, UnreadableInput
 from gymray.rollouts import is_sidecar
 from gymray.storage.fs import filesystem, is_remote
 
@@ -102,14 +104,52 @@ def _list(fs: pafs.FileSystem, base: str, rel_pattern: str) -> list[pafs.FileInf
     recursive = len(segs) > 1 or "**" in segs
     regex = glob_regex(rel_pattern)
     start = len(base.rstrip("/")) + 1
-    sel = pafs.FileSelector(base, recursive=recursive, allow_not_found=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        infos = _walk_local(base, recursive)
+    else:
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
     return [
         i
-        for i in fs.get_file_info(sel)
+        for i in infos
         if i.type == pafs.FileType.File
         and regex.match(i.path[start:])
         and _is_rollout_name(i.base_name)
     ]
+
+
+def _walk_local(base: str, recursive: bool) -> list[pafs.FileInfo]:
+    """The files under a local directory, following symlinks to directories (as
+    pyarrow's listing does) but entering each directory once, by device and
+    inode: pyarrow follows a link back to its own directory 40 levels deep, one
+    file then becomes 41 inputs, and two such links take exponential time."""
+    try:
+        st = os.stat(base)
+    except FileNotFoundError:
+        return []
+    seen = {(st.st_dev, st.st_ino)}
+    out: list[pafs.FileInfo] = []
+    todo = [base]
+    while todo:
+        folder = todo.pop()
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        below = []
+        for e in entries:
+            try:
+                st = e.stat()  # through symlinks
+            except OSError:  # a dangling link, or a link to itself: nothing to read
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.append(
+                    pafs.FileInfo(
+                        e.path, pafs.FileType.File, size=st.st_size, mtime_ns=st.st_mtime_ns
+                    )
+                )
+            elif recursive and stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                below.append(e.path)
+        todo += reversed(below)  # depth first, in name order
+    return out
 
 
 def _glob(fs: pafs.FileSystem, pattern: str, uri: str) -> list[pafs.FileInfo]:
@@ -131,6 +171,9 @@ def expand_inputs(patterns: list[str], storage: Any = None) -> list[InputFile]:
     stores alike (``s3://b/r/*.jsonl``, ``s3://b/r/**/*.jsonl``).
     """
     found: dict[str, InputFile] = {}
+    # A local file reached by several names (symlinks, hard links, a directory and
+    # a glob over it) is read once, under the first of its names in sorted order.
+    names: dict[tuple[int, int], str] = {}
     for pattern in patterns:
         fs, path = filesystem(pattern, storage)
         prefix = pattern.split("://", 1)[0] + "://" if is_remote(pattern) else ""
@@ -153,6 +196,17 @@ def expand_inputs(patterns: list[str], storage: Any = None) -> list[InputFile]:
             )
         for i in matched:
             uri = f"{prefix}{i.path}"
+            if isinstance(fs, pafs.LocalFileSystem):
+                try:
+                    st = os.stat(i.path)
+                except OSError as e:
+                    raise StorageError(f"cannot read input {uri}: {e}") from None
+                other = names.setdefault((st.st_dev, st.st_ino), uri)
+                if other < uri:
+                    continue
+                if other != uri:
+                    del found[other]
+                    names[(st.st_dev, st.st_ino)] = uri
             mtime = i.mtime_ns if i.mtime_ns is not None else 0
             found[uri] = InputFile(uri=uri, path=i.path, size=i.size or 0, mtime_ns=mtime)
     return [found[k] for k in sorted(found)]
@@ -172,20 +226,14 @@ def existing_file(uri: str, storage: Any = None) -> InputFile | None:
 
 
 def open_input(f: InputFile, storage: Any = None):
-    """A byte stream of a rollout file (gunzipped for ``*.gz``)."""
+    """A byte stream of a rollout file (gunzipped for ``*.gz``). A ``.gz`` file
+    that breaks (cut short, corrupt, not gzip) raises :class:`UnreadableInput`
+    from ``read`` once every byte decoded before the break has been read."""
     fs, path = filesystem(f.uri, storage)
     try:
         if not path.endswith(".gz"):
             return fs.open_input_stream(path, compression=None, buffer_size=1 << 20)
-        with fs.open_input_stream(path, compression="gzip") as probe:
-            head = probe.read(2)
-        stream = fs.open_input_stream(path, compression="gzip", buffer_size=1 << 20)
-        if head == GZIP_MAGIC:
-            # Still gzip after one gunzip: the server added a gzip layer of its own
-            # (SeaweedFS does this for *.gz objects, so do some gzip-ing proxies; the
-            # AWS SDK does not strip it). A JSONL file never starts with these bytes.
-            stream = pa.CompressedInputStream(stream, "gzip")
-        return stream
+        stream = GunzipStream(fs.open_input_stream(path, compression=None), f.uri)
     except OSError as e:
         hint = (
             " (Ray workers read inputs with the credentials in their own environment)"
@@ -193,3 +241,142 @@ def open_input(f: InputFile, storage: Any = None):
             else ""
         )
         raise StorageError(f"cannot read input {f.uri}: {e}{hint}") from None
+    if stream.peek(2) == GZIP_MAGIC:
+        # Still gzip after one gunzip: the server added a gzip layer of its own
+        # (SeaweedFS does this for *.gz objects, so do some gzip-ing proxies; the
+        # AWS SDK does not strip it). A JSONL file never starts with these bytes.
+        stream = GunzipStream(stream, f.uri)
+    return stream
+
+
+class GunzipStream:
+    """Gunzips a byte stream with Python's zlib (pyarrow's gzip stream loses the
+    whole read that meets a break, and does not say where it is).
+
+    ``read(n)`` returns every byte decoded before a break; the next ``read``
+    raises :class:`UnreadableInput` saying what broke and where (``read()`` of
+    everything raises at once). Concatenated gzip members are one stream. The
+    input is read and decoded in fixed steps whatever the caller's read sizes,
+    so what comes out before a break, and the message, never depend on them.
+    """
+
+    READ = 1 << 20  # compressed bytes a read of the file
+    # decoded bytes a step: what a corrupt stream loses before its break is at most
+    # this (zlib's error drops the step's output)
+    STEP = 64 << 10
+
+    def __init__(self, raw, uri: str):
+        self.raw, self.uri = raw, uri
+        self.z: Any = None  # the decoder of the current member
+        self.member_at = 0  # where it starts in the compressed stream
+        self.tail = b""  # compressed bytes read and not decoded yet
+        self.head = b""  # the file's first bytes, for the error message
+        self.compressed = 0  # bytes read from ``raw``
+        self.uncompressed = 0  # bytes decoded
+        self.buf = memoryview(b"")  # decoded, not read yet
+        self.error: UnreadableInput | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def peek(self, n: int) -> bytes:
+        """The next ``n`` bytes, left to be read (fewer at the end or a break)."""
+        while len(self.buf) < n and self.error is None:
+            try:
+                piece = self._decode()
+            except UnreadableInput as e:
+                self.error = e
+                break
+            if not piece:
+                break
+            self.buf = memoryview(bytes(self.buf) + piece)
+        return bytes(self.buf[:n])
+
+    def read(self, n: int = -1) -> bytes:
+        want = n if n is not None and n >= 0 else None
+        parts, have = [], 0
+        while want is None or have < want:
+            if not self.buf:
+                if self.error is not None:
+                    if want is None or not have:
+                        raise self.error
+                    break  # raised by the next read
+                try:
+                    piece = self._decode()
+                except UnreadableInput as e:
+                    self.error = e
+                    continue
+                if not piece:
+                    break
+                self.buf = memoryview(piece)
+            take = len(self.buf) if want is None else min(want - have, len(self.buf))
+            parts.append(self.buf[:take])
+            self.buf = self.buf[take:]
+            have += take
+        return b"".join(parts)
+
+    def _read_raw(self) -> bytes:
+        try:
+            data = self.raw.read(self.READ)
+        except OSError as e:
+            raise StorageError(
+                f"cannot read input {self.uri} at byte {self.compressed}: {e}"
+            ) from None
+        if not self.compressed:
+            self.head = bytes(data[:8])
+        self.compressed += len(data)
+        return data
+
+    def _decode(self) -> bytes:
+        """The next decoded bytes (at most STEP); empty after the last member."""
+        while True:
+            at_end = False
+            if self.z is None:
+                if not self.tail:
+                    self.tail = self._read_raw()
+                    if not self.tail:
+                        return b""
+                self.z = zlib.decompressobj(wbits=31)
+                self.member_at = self.compressed - len(self.tail)
+            data, self.tail = self.tail, b""
+            if not data:
+                data = self._read_raw()
+                at_end = not data
+            try:
+                out = self.z.decompress(data, self.STEP)
+            except zlib.error as e:
+                raise self._broken(str(e), self.compressed - len(data)) from None
+            self.tail = self.z.unconsumed_tail
+            if self.z.eof:
+                self.tail, self.z = self.z.unused_data, None
+            if out:
+                self.uncompressed += len(out)
+                return out
+            if at_end and self.z is not None:
+                raise UnreadableInput(
+                    f"gzip stream truncated after {self.compressed} bytes "
+                    f"({self.uncompressed} bytes uncompressed): the file was cut short "
+                    "(an interrupted copy or write?)"
+                )
+
+    def _broken(self, reason: str, at: int) -> UnreadableInput:
+        if "header" in reason and at == self.member_at:
+            if not self.member_at:
+                return UnreadableInput(
+                    f"not a gzip file (it starts with {self.head.hex(' ')}): name it "
+                    "*.jsonl if it is not compressed"
+                )
+            return UnreadableInput(
+                f"the {self.compressed - self.member_at} bytes after the gzip data end "
+                f"(at compressed byte {self.member_at}) are not gzip"
+            )
+        return UnreadableInput(
+            f"corrupt gzip data at compressed byte {at} or after "
+            f"({self.uncompressed} bytes uncompressed): {reason}"
+        )

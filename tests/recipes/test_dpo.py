@@ -176,3 +176,19 @@ def test_an_unpaired_task_says_which_min_gap_would_pair_it_found_by_deciding_aga
     assert name == "would_pair_at_min_gap" and 0.099 <= float(value) <= 1.0 - 0.9
     relaxed = dpo_pairs(ms, DPOSettings(min_gap=float(value)))
     assert len(relaxed.records) == 1
+
+
+def test_a_rollout_with_broken_tool_arguments_is_filtered_and_never_paired():
+    ms = [member(0, 1.0), member(1, 0.0), member(2, 0.5)]
+    ms[0].rollout.completion = [
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{x"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "r"},
+        {"role": "assistant", "content": "best"},
+    ]  # fmt: skip
+    res = dpo_pairs(ms, DPOSettings(), CHAT)
+    assert statuses(res, ms) == [
+        ("filtered", "invalid_tool_arguments"),
+        ("used", None),
+        ("used", None),
+    ]

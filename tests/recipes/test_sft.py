@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import orjson
 from support import member
 
 from gymray.chat import ChatSettings
 from gymray.recipes.sft import SFTSettings, sft_record
+from gymray.rollouts import Rollout, parse_line
+from gymray.samples.generate import function_call, function_call_output, message, rollout, user
 
 CHAT = ChatSettings()
 
@@ -18,3 +21,50 @@ def test_sft_threshold_and_truncation():
         None,
         "truncated",
     )
+
+
+def _tool_rollout(output, **kw):
+    r = parse_line(orjson.dumps(rollout([user("q")], output, 1.0, **kw)), "f.jsonl")
+    assert isinstance(r, Rollout)
+    return r
+
+
+def _record(r):
+    return sft_record(r, ("f.jsonl", 1), SFTSettings(), CHAT)
+
+
+def test_tool_arguments_that_are_not_a_json_object_are_filtered():
+    for bad in ('{"city": "Par', "[1]", "null"):
+        r = _tool_rollout([
+            function_call("f", {}, "c") | {"arguments": bad},
+            function_call_output("c", "r"), message("a", "m"),
+        ])  # fmt: skip
+        assert _record(r) == (None, "invalid_tool_arguments"), bad
+
+
+def test_broken_arguments_in_a_trimmed_tail_do_not_filter_the_rest():
+    r = _tool_rollout([message("first answer", "m0"), user("more?"),
+                       function_call("f", {}, "c") | {"arguments": "{oops"}])  # fmt: skip
+    record, reason = _record(r)
+    assert reason is None and record["messages"][-1] == {
+        "role": "assistant",
+        "content": "first answer",
+    }
+
+
+def test_reused_call_ids_are_renamed_and_ambiguous_ones_filtered():
+    turns = [
+        function_call("f", {"n": 1}, "call_0"), function_call_output("call_0", "one"),
+        function_call("f", {"n": 2}, "call_0"), function_call_output("call_0", "two"),
+        message("done", "m"),
+    ]  # fmt: skip
+    record, _ = _record(_tool_rollout(turns))
+    calls = [c["id"] for m in record["messages"] for c in m.get("tool_calls") or ()]
+    results = [m["tool_call_id"] for m in record["messages"] if m["role"] == "tool"]
+    assert calls == results == ["call_0", "call_0_2"]
+    parallel = [
+        function_call("f", {"n": 1}, "c"), function_call("f", {"n": 2}, "c"),
+        function_call_output("c", "one"), function_call_output("c", "two"),
+        message("done", "m"),
+    ]  # fmt: skip
+    assert _record(_tool_rollout(parallel)) == (None, "duplicate_tool_call_id")

@@ -1,0 +1,172 @@
+"""Reading rollout files: broken files end in one reject, and the run goes on."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import zlib
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pytest
+
+import gymray
+from gymray.engine.read import plan_units, read_lines, sample_lines
+from gymray.samples.generate import message, rollout, user, write_jsonl
+from gymray.storage import InputFile, StorageError, expand_inputs
+
+
+def rows(task: int, n: int = 2, pad: int = 0) -> list[dict]:
+    """``n`` rollouts of one task, rewards 1.0, 0.0, ... (so DPO pairs them)."""
+    return [
+        rollout([user(f"question {task}")], [message(f"answer {task}.{k} " + "x" * pad, "m")],
+                1.0 if k % 2 == 0 else 0.0, agent="a", task=task, rollout_index=k)
+        for k in range(n)
+    ]  # fmt: skip
+
+
+def gz_cut(path: Path, data: bytes, keep: float) -> tuple[bytes, bytes]:
+    """Write ``data`` gzipped and cut to ``keep`` of its size; return (what the cut
+    stream decodes to, the file's bytes), the first by zlib on its own."""
+    packed = gzip.compress(data)[: int(len(gzip.compress(data)) * keep)]
+    path.write_bytes(packed)
+    return zlib.decompressobj(wbits=31).decompress(packed), packed
+
+
+def lines_of(f: InputFile, block_bytes: int = 1024, **kw) -> pa.Table:
+    return pa.concat_tables(read_lines(f, 0, block_bytes, **kw))
+
+
+@pytest.fixture
+def cut_file(tmp_path):
+    data = b"".join(orjson.dumps(r) + b"\n" for t in range(60) for r in rows(t, pad=500))
+    decoded, _ = gz_cut(tmp_path / "cut.jsonl.gz", data, 0.6)
+    (f,) = expand_inputs([str(tmp_path / "cut.jsonl.gz")])
+    return f, data, decoded
+
+
+# --------------------------------------------------------------------------- read_lines
+@pytest.mark.parametrize("block_bytes", [1024, 1 << 20])
+def test_a_truncated_gz_gives_its_lines_then_one_break_row(cut_file, block_bytes):
+    f, data, decoded = cut_file
+    complete = decoded.count(b"\n")
+    assert 0 < complete < data.count(b"\n")
+    t = lines_of(f, block_bytes)
+    assert t.column("line").to_pylist() == list(range(1, complete + 2))
+    assert (
+        t.column("raw").to_pylist()[:complete] == [x + b"\n" for x in data.split(b"\n")][:complete]
+    )
+    *good, last = t.to_pylist()
+    assert all(r["error"] is None for r in good)
+    assert last["raw"] == decoded[decoded.rindex(b"\n") + 1 :]  # the partial line
+    assert last["offset"] == decoded.rindex(b"\n") + 1
+    assert last["error"].startswith(f"gzip stream truncated after {f.size} bytes")
+
+
+def test_random_bytes_named_gz_are_one_break_row_at_line_1(tmp_path):
+    (tmp_path / "r.jsonl.gz").write_bytes(random.Random(0).randbytes(5000))
+    (f,) = expand_inputs([str(tmp_path / "r.jsonl.gz")])
+    (row,) = lines_of(f).to_pylist()
+    assert (row["line"], row["offset"], row["raw"]) == (1, 0, b"")
+    assert row["error"].startswith("not a gzip file (it starts with ")
+
+
+def test_sampling_for_format_detection_reads_around_broken_files(tmp_path, cut_file):
+    f, data, decoded = cut_file
+    (tmp_path / "r.jsonl.gz").write_bytes(b"not gzip at all")
+    good = write_jsonl(tmp_path / "good.jsonl", rows(0))
+    inputs = expand_inputs([str(tmp_path / "r.jsonl.gz"), f.uri, str(good)])
+    sample = list(sample_lines(inputs))
+    assert sample[:50] == decoded.split(b"\n")[:50]
+    assert sample[50:] == good.read_bytes().split(b"\n")
+
+
+def test_planning_survives_a_file_gone_since_it_was_listed(tmp_path):
+    big = write_jsonl(tmp_path / "big.jsonl", [r for t in range(30) for r in rows(t)])
+    (f,) = expand_inputs([str(big)])
+    assert len(plan_units([f], 4096)) > 1
+    os.remove(big)
+    assert plan_units([f], 4096) == [(0, None)]
+    # the storage failing is not the file being broken: the run stops, saying so
+    with pytest.raises(StorageError, match=f"cannot read input {big}: "):
+        list(read_lines(f, 0, 1024))
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture
+def hostile(tmp_path):
+    """A directory with a good file holding hostile lines, a truncated .gz and
+    random bytes named .gz."""
+    d = tmp_path / "in"
+    d.mkdir()
+    good = [orjson.dumps(r) for t in range(100, 110) for r in rows(t)]
+    deep = orjson.dumps(rows(200)[0]).replace(
+        b'"reward"', b'"x": ' + b"[" * 5000 + b"]" * 5000 + b', "reward"'
+    )
+    bad_utf8 = orjson.dumps(rows(201)[0]).replace(b"question", b"qu\xffstion")
+    (d / "good.jsonl").write_bytes(b"\n".join(good[:5] + [deep, bad_utf8] + good[5:]) + b"\n")
+    data = b"".join(orjson.dumps(r) + b"\n" for t in range(40) for r in rows(t, pad=800))
+    decoded, _ = gz_cut(d / "cut.jsonl.gz", data, 0.5)
+    (d / "random.jsonl.gz").write_bytes(random.Random(1).randbytes(3000))
+    return d, decoded
+
+
+def check_broken_files_rejected(out: Path, d: Path, decoded: bytes, counts: dict) -> None:
+    complete = decoded.count(b"\n")
+    assert counts["input_lines"] == 22 + complete + 1 + 1
+    assert counts["input_lines"] == counts["used"] + sum(counts["filtered"].values()) + sum(
+        counts["rejected"].values()
+    )
+    assert counts["rejected"] == {"unreadable_file": 2, "too_deeply_nested": 1, "invalid_utf8": 1}
+    rejects: dict[str, list] = {}
+    for r in map(orjson.loads, (out / "rejects.jsonl").read_bytes().splitlines()):
+        rejects.setdefault(Path(r["file"]).name, []).append(r)
+    (cut,) = rejects["cut.jsonl.gz"]
+    assert (cut["line"], cut["reason"]) == (complete + 1, "unreadable_file")
+    assert cut["detail"].startswith("the rest of the file cannot be read: gzip stream truncated")
+    assert cut["raw"] == decoded[decoded.rindex(b"\n") + 1 :].decode()
+    (rand,) = rejects["random.jsonl.gz"]
+    assert (rand["line"], rand["reason"], rand["raw"]) == (1, "unreadable_file", "")
+    assert "not a gzip file" in rand["detail"]
+    assert [(r["line"], r["reason"]) for r in rejects["good.jsonl"]] == [
+        (6, "too_deeply_nested"),
+        (7, "invalid_utf8"),
+    ]
+    m = orjson.loads((out / "manifest.json").read_bytes())
+    per_file = {Path(k).name: v for k, v in m["per_file"].items()}
+    assert per_file["cut.jsonl.gz"]["lines"] == complete + 1
+    assert per_file["cut.jsonl.gz"]["rejected"] == 1  # every line before the cut is read
+    assert "unreadable_file" in (out / "report.md").read_text()
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_sft_rejects_broken_files_and_uses_the_rest(hostile, tmp_path):
+    d, decoded = hostile
+    out = tmp_path / "sft"
+    result = gymray.prepare("sft", input=str(d), output=str(out), **{"ray.block_bytes": 4096})
+    check_broken_files_rejected(out, d, decoded, result.counts)
+    # the rollouts with reward 1.0: every other line
+    assert result.counts["used"] == 10 + (decoded.count(b"\n") + 1) // 2
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_dpo_rejects_broken_files_alike_from_scratch_copies_or_not(hostile, tmp_path):
+    """Grouped recipes: shuffling whole rollouts, or keys with lines read back from
+    scratch copies (split in ranges) give the same outputs, broken files and all."""
+    d, decoded = hostile
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    packed = gymray.prepare("dpo", input=str(d), output=str(tmp_path / "z"))
+    copied = gymray.prepare(
+        "dpo", input=str(d), output=str(tmp_path / "c"),
+        **{"ray.scratch": str(scratch), "ray.split_bytes": 4096, "ray.block_bytes": 4096},
+    )  # fmt: skip
+    assert packed.manifest["stats"]["shuffle"] == "rollouts"
+    assert copied.manifest["stats"]["shuffle"] == "keys"
+    assert list(scratch.iterdir()) == []
+    check_broken_files_rejected(tmp_path / "z", d, decoded, packed.counts)
+    assert packed.counts == copied.counts
+    for name in ("train.jsonl", "val.jsonl", "rejects.jsonl", "filtered.jsonl"):
+        assert (tmp_path / "z" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
