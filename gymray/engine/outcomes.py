@@ -1,0 +1,136 @@
+"""The outcome table: a row per input line (``status`` used / filtered / rejected,
+with reason) and the records built from them (``record`` = the JSONL line, plus the
+record's Parquet columns prefixed ``rec.``), collected column-wise by
+:class:`OutcomeBuilder`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from gymray import formats
+from gymray.rollouts import cut_raw
+
+BASE_OUTCOME = [
+    ("file_id", pa.int32()),
+    ("line", pa.int64()),
+    ("sub", pa.int32()),  # orders several records made from one line
+    ("task_hash", pa.int64()),
+    ("status", pa.string()),  # used | filtered | rejected | null (a record row of several lines)
+    ("reason", pa.string()),
+    ("field", pa.string()),
+    ("detail", pa.string()),
+    ("raw", pa.string()),
+    ("raw_length", pa.int64()),
+    ("reward", pa.float64()),
+    ("task_key", pa.string()),
+    ("env", pa.string()),
+    ("split_u", pa.float64()),
+    ("tools_hash", pa.int64()),
+    ("content_hash", pa.int64()),
+    ("chars", pa.int64()),  # of what NeMo RL tokenizes for the record
+    ("value", pa.float64()),  # the recipe's number of a record (reward, gap, pass rate)
+    ("note", pa.string()),  # facts about a record for the stats, one a line
+    ("record", pa.large_binary()),
+]
+
+
+def outcome_schema(fmt: formats.Format) -> pa.Schema:
+    rec = fmt.parquet_schema()
+    return pa.schema(BASE_OUTCOME + [pa.field(f"rec.{f.name}", f.type) for f in rec])
+
+
+class OutcomeBuilder:
+    """Collects outcome rows column-wise: an Arrow table for the grouped paths'
+    shuffles and sorts, or (``get`` / ``rec_table`` / ``reject_rows``) what the part
+    writer reads straight from the lists, where the rows never leave the worker."""
+
+    def __init__(self, fmt: formats.Format, value=lambda record: None, dedup: bool = True):
+        self.fmt, self.value, self.dedup = fmt, value, dedup
+        self.schema = outcome_schema(fmt)
+        self.rec_fields = list(fmt.fields)
+        self.cols: dict[str, list] = {f.name: [] for f in self.schema}
+        # the columns a row without a record leaves empty
+        self.empty = ["record", "tools_hash", "content_hash", "chars", "value"] + [
+            f"rec.{n}" for n in self.rec_fields
+        ]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.cols["line"])
+
+    def get(self, name: str) -> list:
+        return self.cols[name]
+
+    def rec_table(self, rows: list[int]) -> pa.Table:
+        """The records of ``rows`` with the format's Parquet schema."""
+        schema = self.fmt.parquet_schema()
+        return pa.table(
+            {f.name: pa.array([self.cols[f"rec.{f.name}"][i] for i in rows], f.type)
+             for f in schema},
+            schema=schema,
+        )  # fmt: skip
+
+    def reject_rows(self, rows: list[int]) -> list[dict]:
+        names = ("file_id", "line", "reason", "field", "detail", "raw_length", "raw")
+        return [{n: self.cols[n][i] for n in names} for i in rows]
+
+    def rewards(self) -> np.ndarray:
+        return np.array([np.nan if r is None else r for r in self.cols["reward"]], np.float64)
+
+    def add(
+        self,
+        file_id: int,
+        line: int,
+        status: str | None,
+        *,
+        reason=None,
+        field=None,
+        detail=None,
+        raw=None,
+        reward=None,
+        task_key=None,
+        env=None,
+        record=None,
+        split_u=None,
+        sub=0,
+        task_hash=None,
+        note=None,
+    ) -> None:
+        c = self.cols
+        text, length = cut_raw(raw) if raw is not None else (None, None)
+        # one append a column, no dict a row: this runs for every input line
+        c["file_id"].append(file_id)
+        c["line"].append(line)
+        c["sub"].append(sub)
+        c["task_hash"].append(task_hash)
+        c["status"].append(status)
+        c["reason"].append(reason)
+        c["field"].append(field)
+        c["detail"].append(detail)
+        c["raw"].append(text)
+        c["raw_length"].append(length)
+        c["reward"].append(reward)
+        c["task_key"].append(task_key)
+        c["env"].append(env)
+        c["split_u"].append(split_u)
+        c["note"].append(note)
+        if record is None:
+            for name in self.empty:
+                c[name].append(None)
+            return
+        line_bytes, fields = formats.encode(record)
+        c["record"].append(line_bytes)
+        for name in self.rec_fields:
+            c[f"rec.{name}"].append(self.fmt.column_value(name, record, fields))
+        tools_hash, content_hash = formats.content_hashes(fields, self.dedup)
+        c["tools_hash"].append(tools_hash)
+        c["content_hash"].append(content_hash)
+        c["chars"].append(self.fmt.trained_chars(record, fields))
+        c["value"].append(self.value(record))
+
+    def table(self) -> pa.Table:
+        return pa.table(
+            {f.name: pa.array(self.cols[f.name], type=f.type) for f in self.schema},
+            schema=self.schema,
+        )
