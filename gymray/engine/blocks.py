@@ -93,7 +93,7 @@ def process_lines(batch: pa.Table, spec: Spec) -> OutcomeBuilder:
     """Parse a block of lines and apply a per-rollout recipe (its rows stay Python lists:
     the part writer in the same task reads them)."""
     recipe = spec.recipe
-    out = OutcomeBuilder(spec.format, spec.recipe.value, recipe.dedup)
+    out = OutcomeBuilder(spec.format, recipe.value, recipe.dedup, in_order=True)
     for file_id, line, raw, error in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),

@@ -45,8 +45,19 @@ class OutcomeBuilder:
     shuffles and sorts, or (``get`` / ``rec_table`` / ``reject_rows``) what the part
     writer reads straight from the lists, where the rows never leave the worker."""
 
-    def __init__(self, fmt: formats.Format, value=lambda record: None, dedup: bool = True):
+    def __init__(
+        self,
+        fmt: formats.Format,
+        value=lambda record: None,
+        dedup: bool = True,
+        in_order: bool = False,
+    ):
         self.fmt, self.value, self.dedup = fmt, value, dedup
+        # Rows added in the dataset's order (one record a line): a record whose content
+        # an earlier row of this block had is a duplicate whatever the other blocks hold
+        # (the first in order is kept), so it becomes a filtered line here, before its
+        # Parquet values, part bytes and later rewrites are paid for.
+        self.seen: set[int] | None = set() if dedup and in_order else None
         self.schema = outcome_schema(fmt)
         self.rec_fields = list(fmt.fields)
         self.cols: dict[str, list] = {f.name: [] for f in self.schema}
@@ -98,6 +109,14 @@ class OutcomeBuilder:
         note=None,
     ) -> None:
         c = self.cols
+        if record is not None:
+            line_bytes, fields = formats.encode(record)
+            tools_hash, content_hash = formats.content_hashes(fields, self.dedup)
+            if self.seen is not None:
+                if content_hash in self.seen:
+                    status, reason, note, record = "filtered", "duplicate", None, None
+                else:
+                    self.seen.add(content_hash)
         text, length = cut_raw(raw) if raw is not None else (None, None)
         # one append a column, no dict a row: this runs for every input line
         c["file_id"].append(file_id)
@@ -119,11 +138,9 @@ class OutcomeBuilder:
             for name in self.empty:
                 c[name].append(None)
             return
-        line_bytes, fields = formats.encode(record)
         c["record"].append(line_bytes)
         for name in self.rec_fields:
             c[f"rec.{name}"].append(self.fmt.column_value(name, record, fields))
-        tools_hash, content_hash = formats.content_hashes(fields, self.dedup)
         c["tools_hash"].append(tools_hash)
         c["content_hash"].append(content_hash)
         c["chars"].append(self.fmt.trained_chars(record, fields))

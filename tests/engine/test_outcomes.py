@@ -1,0 +1,78 @@
+"""The outcome table, and duplicates: what a block can drop itself equals what the
+driver drops across blocks."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from support import read_jsonl
+
+import gymray
+from gymray import formats
+from gymray.engine.outcomes import OutcomeBuilder
+from gymray.samples.generate import _msg, rollout, user, write_jsonl
+
+
+def record(text: str, source: int) -> dict:
+    # provenance differs record to record; dedup looks at content only
+    return {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": text}],
+            "meta": {"source": f"f.jsonl:{source}"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_a_block_in_order_files_its_own_repeats_as_duplicates(in_order):
+    out = OutcomeBuilder(formats.get("openai"), dedup=True, in_order=in_order)
+    for line, text in enumerate(["a", "b", "a", "a"], start=1):
+        out.add(0, line, "used", record=record(text, line), reward=1.0, task_key="t", env="e",
+                note="a note")  # fmt: skip
+    statuses = list(zip(out.get("status"), out.get("reason"), strict=True))
+    if in_order:
+        assert statuses == [("used", None), ("used", None),
+                            ("filtered", "duplicate"), ("filtered", "duplicate")]  # fmt: skip
+        assert [r is None for r in out.get("record")] == [False, False, True, True]
+        assert out.get("note") == ["a note", "a note", None, None]  # a dropped record's notes go
+    else:  # the driver decides, from every block's hashes
+        assert statuses == [("used", None)] * 4
+        assert out.get("content_hash")[0] == out.get("content_hash")[2]
+    assert out.get("reward") == [1.0] * 4  # the line keeps its reward either way
+
+
+def test_without_dedup_repeats_stay_records():
+    out = OutcomeBuilder(formats.get("openai"), dedup=False, in_order=True)
+    for line in (1, 2):
+        out.add(0, line, "used", record=record("same", line))
+    assert out.get("status") == ["used", "used"]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_duplicates_in_one_block_or_across_blocks_give_the_same_dataset(tmp_path):
+    """Repeated completions within a file, across files, and across tiny blocks: the
+    first in order is kept, the others are listed as duplicates in line order, and the
+    outputs are the same bytes whatever the blocks are."""
+    rows = []
+    for task in range(30):
+        for k in range(4):
+            answer = f"answer {task}" if k < 3 else f"other {task}"  # 3 of 4 repeat
+            rows.append(rollout([user(f"question {task}")], [_msg(answer, f"m{k}")], 1.0,
+                                agent="a", task=task, rollout_index=k))  # fmt: skip
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    write_jsonl(tmp_path / "in" / "b.jsonl", rows[:20])  # every record of b repeats a's
+    outs = {}
+    for name, block in (("one", 64 << 20), ("tiny", 2048)):
+        res = gymray.prepare("sft", input=str(tmp_path / "in"), output=str(tmp_path / name),
+                             **{"ray.block_bytes": block, "sft.reward_threshold": 0})  # fmt: skip
+        outs[name] = res
+    one, tiny = tmp_path / "one", tmp_path / "tiny"
+    for f in ("train.jsonl", "val.jsonl", "filtered.jsonl"):
+        assert (one / f).read_bytes() == (tiny / f).read_bytes(), f
+    c = outs["one"].counts
+    assert c["filtered"] == {"duplicate": 30 * 2 + 20} == outs["tiny"].counts["filtered"]
+    assert c["records"]["train"] + c["records"]["val"] == 60
+    dups = read_jsonl(one / "filtered.jsonl")
+    order = [(d["file"].rsplit("/", 1)[-1], d["line"]) for d in dups]
+    assert order == sorted(order)  # in the inputs' order, wherever they were dropped
+    assert ("a.jsonl", 1) not in order and ("a.jsonl", 2) in order  # the first is kept
+    kept = [orjson.loads(x) for x in (one / "train.jsonl").read_bytes().splitlines()]
+    kept += [orjson.loads(x) for x in (one / "val.jsonl").read_bytes().splitlines()]
+    texts = [r["messages"][-1]["content"] for r in kept]
+    assert len(texts) == len(set(texts)) == 60
