@@ -354,7 +354,8 @@ def follow(
             print(handle.submission_id, flush=True)
         return done(EXIT_OK)
     try:
-        status = handle.wait(follow_logs=True, stream=logs)
+        with _signals_raise():  # also when called as a library, not through main()
+            status = handle.wait(follow_logs=True, stream=logs)
     except Interrupted as sig:
         _say(f"{sig.signal_name}: stopping job {handle.submission_id}")
         try:

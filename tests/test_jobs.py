@@ -280,15 +280,15 @@ def test_failed_job_exit_codes_status_and_attach(client, client_env, checkout, t
     assert f"job {handle.submission_id} FAILED" in out.err
     assert handle.driver_exit_code() == 1
 
-    assert cli.job_verb("status", [handle.submission_id, "--address", client_env.address]) == 1
+    assert cli.main(["status", handle.submission_id, "--address", client_env.address]) == 1
     assert f"{handle.submission_id} FAILED" in capsys.readouterr().out
-    code = cli.job_verb("status", [handle.submission_id, "--address", client_env.address, "--json"])
+    code = cli.main(["status", handle.submission_id, "--address", client_env.address, "--json"])
     out = json.loads(capsys.readouterr().out)
     summary = out["job"]
     assert code == 1 and out["exit_code"] == 1 and out["ok"] is False and out["error"] is None
     assert summary["status"] == "FAILED" and summary["exit_code"] == 1
     assert summary["metadata"]["gymray.algo"] == "sft" and out["command"] == "status"
-    assert cli.job_verb("status", ["gymray-sft-nosuchjob", "--address", client_env.address]) == 2
+    assert cli.main(["status", "gymray-sft-nosuchjob", "--address", client_env.address]) == 2
     assert "no job gymray-sft-nosuchjob" in capsys.readouterr().err
 
     # Rerunning the same step attaches and reports the failure instead of training again.
@@ -428,7 +428,7 @@ def test_secrets_in_an_env_file_stay_out_of_rays_job_metadata(
 def test_missing_or_wrong_token_is_one_clear_line_and_exit_4(
     client_env, checkout, tmp_path, monkeypatch
 ):
-    code = "import sys; from gymray.cli import job_verb; sys.exit(job_verb('status', sys.argv[1:]))"
+    code = "import sys; from gymray.cli import main; sys.exit(main(['status', *sys.argv[1:]]))"
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     runs = {
         "wrong": {**base, "RAY_AUTH_TOKEN": "0" * 32},
@@ -449,7 +449,7 @@ def test_missing_or_wrong_token_is_one_clear_line_and_exit_4(
         assert len(lines) == 1 and expect[name] in lines[0], (name, proc.stderr)
         assert "Traceback" not in proc.stderr
     # An address nobody listens on is its own exit code.
-    assert cli.job_verb("status", ["some-id", "--address", f"http://127.0.0.1:{free_port()}"]) == 5
+    assert cli.main(["status", "some-id", "--address", f"http://127.0.0.1:{free_port()}"]) == 5
     # The token file path works when it holds the right token.
     (tmp_path / "tok").write_text(client_env.token + "\n")
     proc = subprocess.run(
@@ -537,13 +537,13 @@ def test_stop_and_logs_verbs(client, client_env, checkout, tmp_path, capsys):
     while "mode=sleep" not in handle.logs():
         assert time.monotonic() < deadline, "stand-in never started"
         time.sleep(0.3)
-    assert cli.job_verb("stop", [handle.submission_id, "--address", client_env.address]) == 0
+    assert cli.main(["stop", handle.submission_id, "--address", client_env.address]) == 0
     assert f"job {handle.submission_id} STOPPED" in capsys.readouterr().err
     assert handle.status() == "STOPPED" and handle.exit_code() == errors.EXIT_STOPPED
-    assert cli.job_verb("logs", [handle.submission_id, "--address", client_env.address]) == 0
+    assert cli.main(["logs", handle.submission_id, "--address", client_env.address]) == 0
     assert "mode=sleep" in capsys.readouterr().out
-    assert cli.job_verb("status", [handle.submission_id, "--address", client_env.address]) == 3
-    assert cli.job_verb("frobnicate", ["x"]) == errors.EXIT_USAGE
+    assert cli.main(["status", handle.submission_id, "--address", client_env.address]) == 3
+    assert cli.main(["frobnicate", "x"]) == errors.EXIT_USAGE
 
 
 def test_child_that_cannot_fit_next_to_its_driver_job_is_refused(client, checkout, tmp_path):
