@@ -158,45 +158,28 @@ def plan_units(
     """Read units: ``(file_id, None)`` for a whole file, or ``(file_id, (start, end,
     lines before start))`` for a range of a large local file, so that one big file
     is parsed on every core. Range starts are moved to line starts and the lines
-    before them counted in one pass here, so every line keeps its true number."""
+    before them counted, so every line keeps its true number: each chunk of
+    ``split_bytes`` is summarized by a Ray task (the chunks in parallel, on any node;
+    the read also warms the page cache for the range's reader), the driver only adds
+    up the summaries."""
+    todo = [
+        (fid, f)
+        for fid, f in enumerate(inputs)
+        if f.size > split_bytes and not is_remote(f.uri) and not f.path.endswith(".gz")
+    ]
+    # (in this process where there is no Ray: tools and tests that plan without a run)
+    summarize = _chunk_summary.remote if ray.is_initialized() else chunk_summary
+    refs = {
+        fid: [summarize(f, start, split_bytes, storage) for start in range(0, f.size, split_bytes)]
+        for fid, f in todo
+    }
+    summaries = {fid: ray.get(r) if ray.is_initialized() else r for fid, r in refs.items()}
     units: list[tuple[int, tuple | None]] = []
     for fid, f in enumerate(inputs):
-        if f.size <= split_bytes or is_remote(f.uri) or f.path.endswith(".gz"):
+        if fid not in summaries or summaries[fid][0] is None:  # (gone since listed)
             units.append((fid, None))
             continue
-        starts, lines_before = [0], [0]
-        newlines = 0
-        try:
-            stream = open_range(f, 0, storage)
-        except OSError:  # gone since it was listed: its read says so
-            units.append((fid, None))
-            continue
-        with stream:
-            pos = 0
-            pending = False  # a range boundary passed, waiting for the next line start
-            while True:
-                try:
-                    chunk = stream.read(split_bytes)
-                except OSError:
-                    # Unreadable from here on: the last range runs to the end, and
-                    # its read meets the same error and reports it.
-                    break
-                if not chunk:
-                    break
-                if pending:
-                    i = chunk.find(b"\n")
-                    if i >= 0:
-                        starts.append(pos + i + 1)
-                        lines_before.append(newlines + 1)
-                        pending = False
-                newlines += chunk.count(b"\n")
-                pos += len(chunk)
-                if pos < f.size:
-                    if chunk.endswith(b"\n"):
-                        starts.append(pos)
-                        lines_before.append(newlines)
-                    else:
-                        pending = True
+        starts, lines_before = range_starts(summaries[fid], f.size)
         bounds = starts + [f.size]
         units += [
             (fid, (bounds[k], bounds[k + 1], lines_before[k]))
@@ -204,6 +187,56 @@ def plan_units(
             if bounds[k] < bounds[k + 1]
         ]
     return units
+
+
+def chunk_summary(f: InputFile, start: int, length: int, storage: Any) -> tuple | None:
+    """(newlines, index of the first newline or -1, ends with a newline, bytes read) of
+    ``length`` bytes from ``start``; None where the file cannot be read there."""
+    newlines, first, last, done = 0, -1, b"", 0
+    try:
+        with open_range(f, start, storage) as stream:
+            while done < length:
+                piece = stream.read(min(length - done, 16 << 20))
+                if not piece:
+                    break
+                if first < 0:
+                    i = piece.find(b"\n")
+                    first = done + i if i >= 0 else -1
+                newlines += piece.count(b"\n")
+                done += len(piece)
+                last = piece[-1:]
+    except OSError:
+        return None
+    return newlines, first, last == b"\n", done
+
+
+_chunk_summary = ray.remote(num_cpus=1)(chunk_summary)
+
+
+def range_starts(summaries: list[tuple | None], size: int) -> tuple[list[int], list[int]]:
+    """Range starts moved to line starts, and the lines before each, from the chunks'
+    summaries in order. A chunk that cannot be read ends the planning: the last range
+    runs to the end, and its read meets the same error and reports it."""
+    starts, lines_before = [0], [0]
+    pos = newlines = 0
+    pending = False  # a chunk boundary passed, waiting for the next line start
+    for summary in summaries:
+        if summary is None or not summary[3]:
+            break
+        count, first, ends_with_newline, length = summary
+        if pending and first >= 0:
+            starts.append(pos + first + 1)
+            lines_before.append(newlines + 1)
+            pending = False
+        newlines += count
+        pos += length
+        if pos < size:
+            if ends_with_newline:
+                starts.append(pos)
+                lines_before.append(newlines)
+            else:
+                pending = True
+    return starts, lines_before
 
 
 class LineReader:

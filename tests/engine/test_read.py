@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 import gymray
-from gymray.engine.read import plan_units, read_lines, sample_lines
+from gymray.engine.read import chunk_summary, plan_units, range_starts, read_lines, sample_lines
 from gymray.samples.generate import message, rollout, user, write_jsonl
 from gymray.storage import InputFile, StorageError, expand_inputs
 
@@ -170,3 +170,28 @@ def test_dpo_rejects_broken_files_alike_from_scratch_copies_or_not(hostile, tmp_
     assert packed.counts == copied.counts
     for name in ("train.jsonl", "val.jsonl", "rejects.jsonl", "filtered.jsonl"):
         assert (tmp_path / "z" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_chunk_summaries_cut_ranges_at_line_starts_with_true_line_numbers(tmp_path, seed):
+    """Ranges planned from per-chunk summaries start at line starts and know how many
+    lines precede them, whatever the chunk size and wherever the newlines fall
+    (lines longer than a chunk, a newline on a boundary, no final newline)."""
+    rng = random.Random(seed)
+    lines = [b"x" * rng.choice([0, 1, 5, 63, 64, 65, 200]) for _ in range(rng.randint(1, 60))]
+    data = b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b"")
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(data)
+    (f,) = expand_inputs([str(path)])
+    split = rng.choice([16, 64, 65, 100])
+    summaries = [chunk_summary(f, s, split, None) for s in range(0, len(data), split)]
+    starts, before = range_starts(summaries, len(data))
+    line_starts = [0] + [i + 1 for i, b in enumerate(data) if b == 10 and i + 1 < len(data)]
+    assert set(starts) <= set(line_starts) | {len(data)}
+    assert starts == sorted(starts) and starts[0] == 0
+    for s, n in zip(starts, before, strict=True):
+        assert data[:s].count(b"\n") == n  # the true number of the range's first line
+    # every chunk boundary is followed by a range start at the next line start
+    for b in range(split, len(data), split):
+        nxt = min((x for x in line_starts if x >= b), default=None)
+        assert nxt is None or nxt in starts
