@@ -649,8 +649,8 @@ def repeats_tree(d, tasks=30, per_task=4, shards=3, agent="bj") -> Path:
     for task in range(tasks):
         for k in range(per_task):
             reward = [1.0, -1.0, 0.0, 0.5][(task + k) % 4] if task % 5 else 1.0
-            row = (blackjack(task, 0, hand=(task % 9 + 2, 5), reward=reward,
-                                             agent=agent))  # fmt: skip
+            hand = (task % 9 + 2, 5 + task // 9)  # one dealt hand a task, distinct across tasks
+            row = blackjack(task, 0, hand=hand, reward=reward, agent=agent)
             row["_ng_rollout_index"] = k
             row["response"]["output"][-1]["content"][0]["text"] += f" (attempt {k})"
             row["expected_answer"] = "stand"
