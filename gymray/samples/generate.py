@@ -246,9 +246,32 @@ def full_request(input, tools=(), instructions=None, **set_):
     return request
 
 
+RESPONSE_KEYS = ("id", "created_at", "error", "incomplete_details", "instructions", "metadata",
+                 "model", "object", "output", "parallel_tool_calls", "temperature", "tool_choice",
+                 "tools", "top_p", "background", "conversation", "max_output_tokens",
+                 "max_tool_calls", "previous_response_id", "prompt", "prompt_cache_key",
+                 "reasoning", "safety_identifier", "service_tier", "status", "text",
+                 "top_logprobs", "truncation", "usage", "user")  # fmt: skip
+
+
+def full_response(response: dict) -> dict:
+    """``response`` as NeMo Gym dumps it: the 30 keys of the Responses API object."""
+    out = dict.fromkeys(RESPONSE_KEYS)
+    out.update(created_at=1782184824.0, model="Qwen/Qwen3-4B-Instruct-2507", object="response",
+               parallel_tool_calls=True, tool_choice="auto", tools=[], top_p=1.0,
+               usage={"input_tokens": 120, "output_tokens": 40, "total_tokens": 160,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}})  # fmt: skip
+    out.update(response)
+    return out
+
+
 def gym_rollout(request, output, reward, **kw):
-    """``rollout`` with a whole ``responses_create_params`` (see :func:`full_request`)."""
-    return rollout(None, output, reward, request=request, **kw)
+    """``rollout`` with a whole ``responses_create_params`` (see :func:`full_request`)
+    and the whole response object, as ``ng_collect_rollouts`` writes them."""
+    row = rollout(None, output, reward, request=request, **kw)
+    row["response"] = full_response(row["response"])
+    return row
 
 
 def untyped(role, content):
