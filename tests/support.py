@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import orjson
+import pyarrow.fs as pafs
 import pytest
 
 from gymray.recipes.base import Member
@@ -28,6 +29,29 @@ def fixture(rel: str) -> Path:
     if not path.is_file():
         require_shared()
         pytest.fail(f"shared fixture missing: {path}")
+    return path
+
+
+_GENERATED: list[Path] = []
+
+
+def generated(rel: str) -> Path:
+    """A file of the NeMo Gym-like tree ``gymray.samples.generate.gym_tree`` writes
+    (same relative paths as the real fixtures), written once per session: for tests
+    whose input only has to be Gym-shaped, so they run without ../shared."""
+    if not _GENERATED:
+        import atexit
+        import shutil
+        import tempfile
+
+        from gymray.samples.generate import gym_tree
+
+        root = Path(tempfile.mkdtemp(prefix="gymray-gym-"))
+        atexit.register(shutil.rmtree, root, True)
+        gym_tree(root)
+        _GENERATED.append(root)
+    path = _GENERATED[0] / rel
+    assert path.is_file(), f"gym_tree writes no {rel}"
     return path
 
 
@@ -105,3 +129,29 @@ def member(i: int, reward: float, answer: str | None = None, prompt: str = "q", 
 
 def statuses(result, members):
     return [result.status.get(m.index) for m in members]
+
+
+# --------------------------------------------------------------------------- S3
+def put(server, key: str, data: bytes) -> None:
+    with server.filesystem().open_output_stream(f"{S3_BUCKET}/{key}") as f:
+        f.write(data)
+
+
+def get(server, key: str) -> bytes:
+    with server.filesystem().open_input_stream(f"{S3_BUCKET}/{key}") as f:
+        return f.read()
+
+
+def objects(server, prefix: str) -> dict[str, tuple[int, int]]:
+    """{key relative to prefix: (size, mtime_ns)} of every object under it."""
+    base = f"{S3_BUCKET}/{prefix}".rstrip("/")
+    sel = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    return {
+        i.path[len(base) + 1 :]: (i.size, i.mtime_ns)
+        for i in server.filesystem().get_file_info(sel)
+        if i.type == pafs.FileType.File
+    }
+
+
+def uri(key: str) -> str:
+    return f"s3://{S3_BUCKET}/{key}"

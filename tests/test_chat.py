@@ -341,3 +341,92 @@ def test_a_duplicate_id_left_in_a_conversation_is_a_problem():
     call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     msgs = [{"role": "assistant", "content": "", "tool_calls": [call, dict(call)]}]
     assert tool_call_problem(msgs) == "duplicate_tool_call_id"
+
+
+# --------------------------------------------------------------------------- generated twins
+# The fixture-line tests above, on lines generated in the repo in the same shapes, with
+# the expected messages derived from the builders' arguments.
+def generated_line(rel: str, n: int) -> bytes:
+    from support import generated
+
+    return generated(rel).read_bytes().split(b"\n")[n - 1]
+
+
+def test_generated_tool_calls_in_input_keep_ids_and_nest_tools():
+    from gymray.samples.generate import citation
+
+    raw = generated_line("resources_servers/citation_if/data/example_rollouts.jsonl", 1)
+    assert orjson.loads(raw) == citation(0, 0)  # first line: task 0, rollout 0
+    r = parse_line(raw, "x.jsonl")
+    cid = "call_0_citation_0"
+    assert [m["role"] for m in r.prompt] == ["system", "user", "assistant", "tool", "user"]
+    assert r.prompt[1] == {"role": "user", "content": "In which year did event 0 happen?"}
+    assert r.prompt[2] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": cid, "type": "function",
+             "function": {"name": "web_search", "arguments": '{"query": "event 0"}'}}
+        ],
+    }  # fmt: skip
+    assert r.prompt[3]["tool_call_id"] == cid and '"Event 0 was in 1990."' in r.prompt[3]["content"]
+    # the empty reasoning item leaves the answer alone
+    assert r.completion == [{"role": "assistant", "content": "It happened in 1990 [ref:ref_0]."}]
+    (t,) = r.tools
+    assert set(t) == {"type", "function"} and t["function"]["name"] == "web_search"
+    assert t["function"]["parameters"]["properties"]["query"]["type"] == "string"
+    assert (r.agent, r.task_index, r.task_key) == (
+        "citation_if_simple_agent",
+        0,
+        "agent:citation_if_simple_agent#0",
+    )
+
+
+def test_generated_user_simulator_turns_stay_user_turns():
+    r = parse_line(generated_line("environments/blackjack/data/example_rollouts.jsonl", 1), "b")
+    assert [m["role"] for m in r.completion] == ["assistant", "user", "assistant"]
+    assert r.completion[0] == {"role": "assistant", "content": "<action>hit</action>"}
+    assert r.completion[1]["content"].startswith("Your hand: [2, 3, 3] = 8")
+    assert [m["role"] for m in r.prompt] == ["system", "user", "user"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "check"),
+    [
+        ("drop", lambda m: "reasoning_content" not in m and m["content"].startswith("<think>word")),
+        ("reasoning_content",
+         lambda m: m["reasoning_content"].startswith("Okay, let's tackle this translation")),
+        ("think",
+         lambda m: m["content"].startswith("<think>\nOkay, let's tackle this translation")
+         and m["content"].endswith("<think>word by word</think>Satz 0.0")),
+    ],
+)  # fmt: skip
+def test_generated_reasoning_modes(mode, check):
+    r = parse_line(generated_line("benchmarks/flores200/data/example_rollouts.jsonl", 1), "f", mode)
+    assert len(r.completion) == 1 and r.completion[0]["role"] == "assistant"
+    assert check(r.completion[0]), r.completion[0]
+
+
+def test_every_generated_conversation_is_well_formed(tmp_path):
+    from gymray.samples.generate import gym_tree
+
+    tree = gym_tree(tmp_path)
+    seen = 0
+    for rel in tree["rollouts"]:
+        for raw in (tmp_path / rel).read_bytes().split(b"\n"):
+            r = parse_line(raw, rel, "think")
+            if not isinstance(r, Rollout):
+                continue
+            seen += 1
+            called = set()
+            for m in r.prompt + r.completion:
+                assert m["role"] in ("system", "user", "assistant", "tool"), (rel, m["role"])
+                if m["role"] == "assistant":
+                    for c in m.get("tool_calls", []):
+                        called.add(c["id"])
+                        orjson.loads(c["function"]["arguments"] or "{}")
+                if m["role"] == "tool":
+                    assert m["tool_call_id"] in called, (rel, m)
+            for t in r.tools:
+                assert set(t) == {"type", "function"} and t["function"]["name"]
+    assert seen == tree["expected"]["ok"]

@@ -153,3 +153,81 @@ def test_utf8_encoded_surrogates_are_invalid_utf8():
     raw = b'{"x": "\xed\xa0\x80", ' + GOOD_TAIL + b"}"
     r = parse_line(raw)
     assert isinstance(r, Reject) and r.reason == "invalid_utf8" and "byte 7" in r.detail
+
+
+# --------------------------------------------------------------------------- generated shapes
+# The same checks as on the real fixtures, on lines built in the repo for every shape of
+# the spec (gymray.samples.generate), so that they hold on a clone without ../shared.
+from gymray.samples.generate import gym_tree, line, shapes  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(shapes()))
+def test_every_shape_of_the_spec_is_a_rollout_or_its_named_reject(name):
+    row, outcome = shapes()[name]
+    r = parse_line(line(row), "x.jsonl")
+    assert (r.reason if isinstance(r, Reject) else "ok") == outcome
+    if isinstance(r, Rollout):
+        assert r.completion and all(m["role"] in ("user", "assistant", "tool", "system")
+                                    for m in r.prompt + r.completion)  # fmt: skip
+
+
+def test_every_generated_tree_line_is_counted_as_the_generator_says(tmp_path):
+    tree = gym_tree(tmp_path)
+    counts = collections.Counter()
+    for rel in tree["rollouts"]:
+        data = (tmp_path / rel).read_bytes()
+        for raw in data.split(b"\n"):
+            if raw:
+                r = parse_line(raw, rel)
+                counts[r.reason if isinstance(r, Reject) else "ok"] += 1
+    assert counts == tree["expected"]
+    # no sidecar is a rollouts file, and every rollouts file is named as upstream names them
+    assert all(is_sidecar(s) for s in tree["sidecars"])
+    assert all(rel.endswith("/data/example_rollouts.jsonl") for rel in tree["rollouts"])
+
+
+def test_the_generated_placeholder_row_is_invalid_json(tmp_path):
+    gym_tree(tmp_path)
+    raw = (tmp_path / "resources_servers/tavily_search/data/example_rollouts.jsonl").read_bytes()
+    placeholder = next(x for x in raw.split(b"\n") if x.startswith(b"<PLACEHOLDER"))
+    r = parse_line(placeholder)
+    assert isinstance(r, Reject) and r.reason == "invalid_json"
+
+
+def test_shapes_convert_as_the_spec_says():
+    def parsed(name, reasoning="drop"):
+        return parse_line(line(shapes()[name][0]), "f.jsonl", reasoning)
+
+    assert parsed("string_input").prompt == [{"role": "user", "content": "What is 2 + 2?"}]
+    assert parsed("instructions").prompt[0] == {"role": "system", "content": "You are a tutor."}
+    assert parsed("developer_role").prompt[0]["role"] == "system"
+    # an empty reasoning summary leaves nothing to keep, whatever the mode
+    msg = parsed("reasoning_without_summary", "reasoning_content").completion[-1]
+    assert msg == {"role": "assistant", "content": "4"}
+    kept = parsed("reasoning_with_summary", "reasoning_content").completion[-1]
+    assert kept["reasoning_content"] == "2 and 2 make 4"
+    # nested lists in the output and token ids on items are the same turn as plain items
+    plain = parsed("string_input").completion
+    assert parsed("nested_output_lists").completion == plain
+    assert parsed("token_ids_on_items").completion == plain
+    assert parsed("image_input").has_image and not parsed("string_input").has_image
+    assert parsed("truncated").truncated == "max_output_tokens"
+    assert parsed("status_null").truncated is None and parsed("status_missing").truncated is None
+    assert parsed("int_reward").reward == 1.0 and isinstance(parsed("int_reward").reward, float)
+    assert parsed("reward_minus_100").reward == -100.0
+    # rollout keys out, the task's and verifier's fields kept as they are
+    assert parsed("verifier_fields").extras["expected_answer"] == "4"
+    assert "judge_evaluations" in parsed("verifier_fields").extras
+    assert parsed("indices_and_agent").task_key == "agent:math_agent#3"
+    assert parsed("indices_without_agent").task_key == "file:f.jsonl#3"
+    assert parsed("agent_ref_name_only").task_key == "agent:m#2"
+    assert parsed("string_input").task_key.startswith("prompt:")
+    sim = parsed("user_simulator_turns").completion
+    assert [m["role"] for m in sim] == ["assistant", "user", "assistant"]
+
+
+def test_crlf_ends_are_whitespace_and_a_bom_is_a_named_reject():
+    raw = line(shapes()["string_input"][0])
+    assert isinstance(parse_line(raw + b"\r\n"), Rollout)
+    r = parse_line(b"\xef\xbb\xbf" + raw)
+    assert isinstance(r, Reject) and r.reason == "invalid_json" and "BOM" in r.detail

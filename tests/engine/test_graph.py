@@ -1,8 +1,8 @@
-"""DPO and GRPO end to end on Ray, and grouping across nodes and blocks."""
+"""gymray.engine.graph: DPO and GRPO end to end on Ray, grouping across nodes and
+blocks, the key shuffle against the whole-rollout shuffle, faults mid-shuffle."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -10,53 +10,19 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import REPO, fixture, recipe_spec
+from support import REPO, fixture, generated, read_jsonl, recipe_spec
 
 import gymray
+from gymray.samples.generate import repeats_tree
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [orjson.loads(x) for x in path.read_bytes().split(b"\n") if x]
-
-
-def make_repeats(tmp: Path, shards: int = 3) -> Path:
-    """Blackjack rollouts made into tasks with 4 rollouts each, rewards spread,
-    lines of one task scattered over several files (as a collection run writes them)."""
-    base = [
-        orjson.loads(x)
-        for x in fixture("environments/blackjack/data/example_rollouts.jsonl")
-        .read_bytes()
-        .split(b"\n")
-        if x
-    ]
-    d = tmp / "rollouts"
-    d.mkdir()
-    files = [open(d / f"part-{i}.jsonl", "wb") for i in range(shards)]
-    n = 0
-    for task in range(30):
-        for k in range(4):
-            r = json.loads(json.dumps(base[task % len(base)]))
-            last = [it for it in r["response"]["output"] if it.get("role") == "assistant"][-1]
-            last["content"][0]["text"] += f" (attempt {k})"
-            r["_ng_task_index"], r["_ng_rollout_index"] = task, k
-            r["agent_ref"] = {"type": "responses_api_agents", "name": "bj"}
-            r["responses_create_params"]["input"][-1]["content"] += f" [task {task}]"
-            r["reward"] = (
-                [1.0, -1.0, 0.0, 0.5][(task + k) % 4] if task % 5 else 1.0
-            )  # every 5th task: all tied
-            r["expected_answer"] = "stand"
-            files[n % shards].write(orjson.dumps(r) + b"\n")
-            n += 1
-    for f in files:
-        f.close()
-    return d
-
-
 @pytest.fixture(scope="module")
 def repeats(tmp_path_factory):
-    return make_repeats(tmp_path_factory.mktemp("rep"))
+    """30 blackjack tasks x 4 rollouts, rewards spread, every 5th task tied, the lines
+    of one task scattered over 3 files (as a collection run writes them)."""
+    return repeats_tree(tmp_path_factory.mktemp("rep") / "rollouts")
 
 
 def test_dpo_on_repeats_accounts_for_every_rollout(repeats, tmp_path):
@@ -125,6 +91,30 @@ def test_grpo_math_joins_ground_truth_from_tasks_file(tmp_path):
     rows = read_jsonl(tmp_path / "p" / "train.jsonl")
     assert rows and all(isinstance(r["ground_truth"], str) and r["ground_truth"] for r in rows)
     assert res.manifest["stats"]["notes"]
+    assert "Ground truth found" in (tmp_path / "p" / "report.md").read_text()
+
+
+def test_grpo_math_joins_ground_truth_from_generated_tasks_file(tmp_path):
+    """The same join on a generated polymath: the rollouts lack expected_answer, its
+    _materialized_inputs rows have it, and every row gets it from there."""
+    from gymray.samples.generate import gym_tree
+
+    tree = gym_tree(tmp_path / "gym")
+    rel = "resources_servers/polymath/data/example_rollouts.jsonl"
+    rows_in = tree["rollouts"][rel]
+    assert not any("expected_answer" in r for r in rows_in)
+    truth = {r["_ng_task_index"]: r["expected_answer"] for r in tree["tasks"][
+        rel.replace(".jsonl", "_materialized_inputs.jsonl")]}  # fmt: skip
+    res = gymray.prepare(
+        "grpo",
+        input=str(tmp_path / "gym" / rel),
+        output=str(tmp_path / "p"),
+        tasks=str(tmp_path / "gym" / rel.replace(".jsonl", "_materialized_inputs.jsonl")),
+        **{"grpo.format": "math", "split.val_fraction": 0},
+    )
+    rows = read_jsonl(tmp_path / "p" / "train.jsonl")
+    assert len(rows) == len(truth) == res.counts["records"]["train"]
+    assert sorted(r["ground_truth"] for r in rows) == sorted(truth.values())
     assert "Ground truth found" in (tmp_path / "p" / "report.md").read_text()
 
 
@@ -228,15 +218,16 @@ def test_a_lost_shuffle_worker_or_node_changes_nothing(repeats, tmp_path, fault)
 
 @pytest.fixture(scope="module")
 def mixed(repeats, tmp_path_factory):
-    """The repeats plus bad lines (rejects) and a file with real odd shapes."""
+    """The repeats plus bad lines (rejects) and a file with Gym's odd shapes."""
     d = tmp_path_factory.mktemp("mixed")
     for p in sorted(repeats.iterdir()):
         (d / p.name).write_bytes(p.read_bytes())
     (d / "bad.jsonl").write_bytes(
         b'{"reward": 1.0\n[1, 2]\n{"responses_create_params": {"input": []}, "reward": 0.5}\n'
     )
-    src = fixture("resources_servers/polymath/data/example_rollouts.jsonl")
-    (d / "polymath_rollouts.jsonl").write_bytes(src.read_bytes())
+    for rel in ("resources_servers/polymath/data/example_rollouts.jsonl",
+                "shapes/data/example_rollouts.jsonl"):  # fmt: skip
+        (d / f"{rel.split('/')[-3]}_rollouts.jsonl").write_bytes(generated(rel).read_bytes())
     return d
 
 
@@ -400,6 +391,34 @@ def test_dpo_on_the_real_repeat_fixtures_says_why_no_pair(tmp_path):
         assert r["meta"]["pass_rate"] == pytest.approx(
             sum(x["reward"] for x in expected) / len(expected)
         )
+
+
+def test_dpo_on_generated_repeats_says_why_no_pair(tmp_path):
+    """The generated twins of aalcr (every rollout of a task scored alike) and blackjack
+    (task 0 dealt a new hand per rollout: another prompt, so no pair); expectations
+    derived from the rows the generator wrote."""
+    from gymray.samples.generate import gym_tree
+
+    tree = gym_tree(tmp_path / "gym")
+    rels = ["resources_servers/aalcr/data/example_rollouts.jsonl",
+            "environments/blackjack/data/example_rollouts.jsonl"]  # fmt: skip
+    tasks: dict = {}
+    for rel in rels:
+        for row in tree["rollouts"][rel]:
+            tasks.setdefault((row["agent_ref"]["name"], row["_ng_task_index"]), []).append(row)
+    prompts = lambda rows: {orjson.dumps(r["responses_create_params"]["input"]) for r in rows}  # noqa: E731
+    differs = [rows for rows in tasks.values() if len(prompts(rows)) > 1]
+    tied = [rows for rows in tasks.values() if len(prompts(rows)) == 1
+            and len({r["reward"] for r in rows}) == 1]  # fmt: skip
+    assert differs and tied
+    inputs = [str(tmp_path / "gym" / r) for r in rels]
+    res = gymray.prepare("dpo", input=inputs, output=str(tmp_path / "d"))
+    made = res.counts["records"]["train"] + res.counts["records"]["val"]
+    assert res.counts["filtered"]["prompt_differs_within_task"] == sum(map(len, differs))
+    assert res.counts["filtered"]["tied_rewards"] == sum(map(len, tied))
+    assert made == len(tasks) - len(differs) - len(tied)
+    report = (tmp_path / "d" / "report.md").read_text()
+    assert "not their prompt" in report
 
 
 def test_build_block_yields_the_same_rows_whatever_its_chunk_size(mixed):

@@ -20,22 +20,18 @@ import time
 from pathlib import Path
 
 import orjson
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from s3_server import ACCESS_KEY, SECRET_KEY, S3Server
-from support import S3_BUCKET, fixture
+from support import S3_BUCKET, generated, get, objects, put, uri
 
 import gymray
-from gymray import storage
 from gymray.storage import (
     MANIFEST,
     WRITING_MARKER,
     Staging,
     StorageError,
-    expand_inputs,
     local_dataset_path,
-    open_input,
     output_state,
     read_manifest,
 )
@@ -44,7 +40,7 @@ from gymray.storage.commit import STALE_SECONDS
 BUCKET = S3_BUCKET
 BLACKJACK = "environments/blackjack/data/example_rollouts.jsonl"
 CITATION = "resources_servers/citation_if/data/example_rollouts.jsonl"
-# Keep every record (the fixtures' rewards are mostly below the default 0.95).
+# Keep every record (the rollouts' rewards are mostly below the default 0.95).
 KEEP_ALL = ("sft.reward_threshold=null",)
 SMALL_RAY = ("ray.num_cpus=2", f"ray.object_store_memory={256 * 1024**2}")
 
@@ -68,31 +64,6 @@ def run_cli(server: S3Server, *args: str, cwd: Path, timeout: float = 180):
     )
 
 
-def put(server: S3Server, key: str, data: bytes) -> None:
-    with server.filesystem().open_output_stream(f"{BUCKET}/{key}") as f:
-        f.write(data)
-
-
-def get(server: S3Server, key: str) -> bytes:
-    with server.filesystem().open_input_stream(f"{BUCKET}/{key}") as f:
-        return f.read()
-
-
-def objects(server: S3Server, prefix: str) -> dict[str, tuple[int, int]]:
-    """{key relative to prefix: (size, mtime_ns)} of every object under it."""
-    base = f"{BUCKET}/{prefix}".rstrip("/")
-    sel = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-    return {
-        i.path[len(base) + 1 :]: (i.size, i.mtime_ns)
-        for i in server.filesystem().get_file_info(sel)
-        if i.type == pafs.FileType.File
-    }
-
-
-def uri(key: str) -> str:
-    return f"s3://{BUCKET}/{key}"
-
-
 GARBAGE = b"this is not a rollout\n{also not\n"
 
 
@@ -100,8 +71,8 @@ GARBAGE = b"this is not a rollout\n{also not\n"
 def rollouts_on_s3(s3):
     """NeMo Gym output as it lands in a bucket: rollouts (one gzipped), sidecars
     holding lines that would be rejects if gymray read them, and a non-rollout file."""
-    blackjack = fixture(BLACKJACK).read_bytes()
-    citation = fixture(CITATION).read_bytes()
+    blackjack = generated(BLACKJACK).read_bytes()
+    citation = generated(CITATION).read_bytes()
     put(s3, "rollouts/blackjack.jsonl", blackjack)
     put(s3, "rollouts/sub/citation.jsonl.gz", gzip.compress(citation))
     put(s3, "rollouts/blackjack_failures.jsonl", GARBAGE)
@@ -141,84 +112,6 @@ def s3_dataset(s3, rollouts_on_s3, tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- globbing
-LAYOUT = {
-    "r/blackjack.jsonl": b"{}\n",
-    "r/citation.jsonl.gz": gzip.compress(b"{}\n"),
-    "r/a1.jsonl": b"{}\n",
-    "r/a2.jsonl": b"{}\n",
-    "r/b1.jsonl": b"{}\n",
-    "r/run_failures.jsonl": GARBAGE,
-    "r/run_materialized_inputs.jsonl": GARBAGE,
-    "r/run_reward_profiling.jsonl": GARBAGE,
-    "r/run_aggregate_metrics.json": b"{}",
-    "r/notes.txt": GARBAGE,
-    "r/sub/d.jsonl.gz": gzip.compress(b"{}\n"),
-    "r/sub/deep/c.jsonl": b"{}\n",
-    "r/.hidden/e.jsonl": b"{}\n",
-    "r/.f.jsonl": b"{}\n",
-}
-TOP_JSONL = ["r/a1.jsonl", "r/a2.jsonl", "r/b1.jsonl", "r/blackjack.jsonl"]
-GLOBS = [
-    ("r/*.jsonl", TOP_JSONL),
-    ("r/*", [*TOP_JSONL, "r/citation.jsonl.gz"]),
-    ("r/**/*.jsonl", [*TOP_JSONL, "r/sub/deep/c.jsonl"]),
-    ("r/**/*.jsonl.gz", ["r/citation.jsonl.gz", "r/sub/d.jsonl.gz"]),
-    ("r/a?.jsonl", ["r/a1.jsonl", "r/a2.jsonl"]),
-    ("r/[ab]1.jsonl", ["r/a1.jsonl", "r/b1.jsonl"]),
-    ("r/[!a]*.jsonl", ["r/b1.jsonl", "r/blackjack.jsonl"]),
-    ("r/*/*.jsonl*", ["r/sub/d.jsonl.gz"]),
-    ("r/**/deep/*.jsonl", ["r/sub/deep/c.jsonl"]),
-    ("r/**", [*TOP_JSONL, "r/citation.jsonl.gz", "r/sub/d.jsonl.gz", "r/sub/deep/c.jsonl"]),
-    # a directory: everything below it but sidecars and hidden files
-    ("r/", [*TOP_JSONL, "r/citation.jsonl.gz", "r/sub/d.jsonl.gz", "r/sub/deep/c.jsonl"]),
-]
-
-
-@pytest.fixture(scope="module")
-def glob_roots(s3, tmp_path_factory):
-    local = tmp_path_factory.mktemp("glob")
-    for rel, data in LAYOUT.items():
-        (local / rel).parent.mkdir(parents=True, exist_ok=True)
-        (local / rel).write_bytes(data)
-        put(s3, f"glob/{rel}", data)
-    return {"local": str(local), "s3": uri("glob")}
-
-
-@pytest.mark.parametrize("backend", ["local", "s3"])
-@pytest.mark.parametrize(("pattern", "expected"), GLOBS, ids=[g[0] for g in GLOBS])
-def test_glob_selects_rollout_files(glob_roots, backend, pattern, expected):
-    root = glob_roots[backend]
-    found = expand_inputs([f"{root}/{pattern}"])
-    assert [f.uri[len(root) + 1 :] for f in found] == sorted(expected)
-    assert all(f.size > 0 for f in found)
-
-
-@pytest.mark.parametrize("backend", ["local", "s3"])
-def test_glob_without_matches_and_missing_inputs_say_so(glob_roots, backend):
-    root = glob_roots[backend]
-    with pytest.raises(StorageError, match="matches no rollout files"):
-        expand_inputs([f"{root}/r/*_failures.jsonl"])
-    with pytest.raises(StorageError, match="matches no rollout files"):
-        expand_inputs([f"{root}/nowhere/**/*.jsonl"])
-    with pytest.raises(StorageError, match="input not found"):
-        expand_inputs([f"{root}/r/missing.jsonl"])
-
-
-def test_gzip_inputs_read_back_whole(s3, tmp_path):
-    """Multi-member gzip, on disk and on S3 (where SeaweedFS serves *.gz objects
-    with a gzip layer of its own on top)."""
-    text = fixture(CITATION).read_bytes()
-    half = text.index(b"\n", len(text) // 2) + 1
-    data = gzip.compress(text[:half]) + gzip.compress(text[half:])
-    (tmp_path / "c.jsonl.gz").write_bytes(data)
-    put(s3, "gz/c.jsonl.gz", data)
-    for where in (str(tmp_path / "c.jsonl.gz"), uri("gz/c.jsonl.gz")):
-        (f,) = expand_inputs([where])
-        with open_input(f) as stream:
-            assert stream.read() == text, where
-
-
-# --------------------------------------------------------------------------- S3 end to end
 def test_cli_round_trip_s3_to_s3_matches_local_output(s3, s3_dataset):
     manifest_raw = get(s3, "datasets/sft-v1/manifest.json")
     manifest = orjson.loads(manifest_raw)
@@ -286,7 +179,7 @@ def test_rerun_reuses_and_other_settings_are_refused(s3, s3_dataset):
 def test_overwrite_replaces_a_dataset_on_s3(s3, ray_session, tmp_path):
     src = tmp_path / "in" / "blackjack.jsonl"
     src.parent.mkdir()
-    src.write_bytes(fixture(BLACKJACK).read_bytes())
+    src.write_bytes(generated(BLACKJACK).read_bytes())
     out = uri("datasets/overwrite")
     first = gymray.prepare("sft", input=str(src), output=out, sft={"reward_threshold": None})
     old = objects(s3, "datasets/overwrite")
@@ -353,7 +246,7 @@ def test_a_failed_write_to_s3_exits_and_leaves_nothing(s3, tmp_path):
 
 def test_foreign_prefixes_and_bucket_roots_are_not_written(s3, tmp_path):
     put(s3, "precious/data.bin", b"keep me")
-    src = str(fixture(BLACKJACK))
+    src = str(generated(BLACKJACK))
     with pytest.raises(StorageError, match="not a gymray dataset"):
         gymray.prepare("sft", input=src, output=uri("precious"))
     with pytest.raises(StorageError, match="not a gymray dataset"):
@@ -374,7 +267,7 @@ def test_leftovers_of_a_crashed_write_are_cleaned_by_the_next_run(s3, ray_sessio
     with pytest.raises(StorageError, match="no committed gymray dataset"):
         local_dataset_path(out, str(tmp_path / "m"))
     res = gymray.prepare(
-        "sft", input=str(fixture(BLACKJACK)), output=out, **{"sft.reward_threshold": None}
+        "sft", input=str(generated(BLACKJACK)), output=out, **{"sft.reward_threshold": None}
     )
     assert not res.reused
     left = set(objects(s3, "datasets/crashed"))
@@ -394,20 +287,6 @@ def test_a_live_writer_on_this_host_is_not_clobbered(s3):
 
 
 # --------------------------------------------------------------------------- settings
-def test_settings_endpoint_wins_over_env_and_no_credentials_in_uris(s3, monkeypatch):
-    put(s3, "ep/a.jsonl", b"{}\n")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
-    with pytest.raises(StorageError):
-        expand_inputs([uri("ep/a.jsonl")])
-    found = expand_inputs([uri("ep/a.jsonl")], {"endpoint_url": s3.endpoint_url})
-    assert [f.uri for f in found] == [uri("ep/a.jsonl")]
-    with pytest.raises(StorageError, match="credentials"):
-        storage.filesystem(uri("x"), {"endpoint_url": "http://me:pw@127.0.0.1:1"})
-    with pytest.raises(StorageError, match="credentials in the URI"):
-        storage.filesystem(f"s3://AKIA:secret@{BUCKET}/x")
-
-
-# --------------------------------------------------------------------------- NeMo RL paths
 def test_remote_dataset_needs_materialize_to_for_nemo_rl(s3, s3_dataset, tmp_path):
     out = s3_dataset["output"]
     with pytest.raises(StorageError, match="storage.materialize_to"):
@@ -434,7 +313,7 @@ def test_remote_dataset_needs_materialize_to_for_nemo_rl(s3, s3_dataset, tmp_pat
 @pytest.fixture(scope="module")
 def big_input(tmp_path_factory) -> Path:
     """~30 MB of distinct-enough rollouts: a couple of seconds of writing."""
-    lines = [x for x in fixture(CITATION).read_bytes().split(b"\n") if x]
+    lines = [x for x in generated(CITATION).read_bytes().split(b"\n") if x]
     path = tmp_path_factory.mktemp("big") / "big.jsonl"
     with open(path, "wb") as f:
         while f.tell() < 30 << 20:
@@ -558,21 +437,11 @@ def test_stale_local_temp_dirs_are_removed_and_live_ones_kept(tmp_path):
     assert os.path.basename(st.path) not in {p.name for p in tmp_path.iterdir()}
 
 
-def test_gcs_and_local_uris_map_to_their_file_systems(tmp_path):
-    # No GCS server here: this checks the mapping only (no request is made).
-    fs, path = storage.filesystem("gs://bucket/rollouts/a.jsonl")
-    assert isinstance(fs, pafs.GcsFileSystem) and path == "bucket/rollouts/a.jsonl"
-    fs, path = storage.filesystem(f"file://{tmp_path}/x/")
-    assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path / "x")
-    with pytest.raises(StorageError, match="unsupported URI scheme 'hdfs://'"):
-        storage.filesystem("hdfs://nn/x")
-
-
 def test_an_unreadable_manifest_is_never_reused_nor_silently_replaced(tmp_path):
     out = tmp_path / "ds"
     out.mkdir()
     (out / MANIFEST).write_bytes(b'{"fingerprint": "trunc')  # a torn write by some other tool
-    src = str(fixture(BLACKJACK))
+    src = str(generated(BLACKJACK))
     with pytest.raises(StorageError, match=f"holds a {MANIFEST} gymray cannot read"):
         gymray.prepare("sft", input=src, output=str(out))
     with pytest.raises(StorageError, match="no committed gymray dataset"):
@@ -585,9 +454,9 @@ def test_grouped_recipe_from_s3_shuffles_keys_with_scratch_copies(s3, tmp_path):
     DPO shuffles keys and reads lines back by offset: same dataset as shuffling
     whole rollouts straight from S3, records naming the s3:// files. (CLI runs:
     Ray workers read S3 with the credentials in their own environment.)"""
-    from test_grouped import make_repeats
+    from gymray.samples.generate import repeats_tree
 
-    repeats = make_repeats(tmp_path)
+    repeats = repeats_tree(tmp_path / "rollouts")
     for i, p in enumerate(sorted(repeats.iterdir())):
         data = p.read_bytes()
         if i == 0:
