@@ -38,6 +38,7 @@ from gymray.storage import (
     is_remote,
     local_dataset_path,
     read_manifest,
+    refuse_overlap,
 )
 
 log = logging.getLogger("gymray")
@@ -111,6 +112,7 @@ def prepare(
         settings = load_settings(algo, kwargs_overrides(overrides), config_files)
     inputs = expand_inputs(settings.input, settings.storage)
     tasks, owners = _task_files(settings, inputs)
+    refuse_overlap(settings.output, [f.uri for f in inputs], [f.uri for f in tasks])
     fp = fingerprint(settings, inputs, tasks)
     existing = reusable(settings, fp)
     if existing is not None:

@@ -75,29 +75,124 @@ def read_manifest(output: str, storage: Any = None) -> dict | None:
 
 
 OutputState = Literal["absent", "dataset", "unfinished", "other"]
+NAMES_SHOWN = 3  # entries named when refusing a directory that is not a dataset
 
 
-def output_state(output: str, storage: Any = None) -> OutputState:
-    """What is at ``output`` now: a committed dataset, nothing, the leftovers of an
-    unfinished gymray write (object stores; they are replaced without asking),
-    or something else (replaced only with ``overwrite=true``)."""
+def is_dataset_manifest(manifest: dict | None) -> bool:
+    """A manifest gymray wrote: a JSON object with a fingerprint. Many tools write a
+    ``manifest.json``; only one with a fingerprint makes a directory a gymray dataset."""
+    return (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("fingerprint"), str)
+        and bool(manifest["fingerprint"])
+    )
+
+
+def inspect_output(output: str, storage: Any = None) -> tuple[OutputState, dict | None]:
+    """What is at ``output`` now, and its manifest if it has one (see :func:`output_state`)."""
     fs, path = filesystem(output, storage)
-    if read_manifest(output, storage) is not None:
-        return "dataset"
+    manifest = read_manifest(output, storage)
+    if is_dataset_manifest(manifest):
+        return "dataset", manifest
+    if manifest is not None:
+        return "other", manifest  # someone else's manifest.json, or an unreadable one
     try:
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
-            return "absent"
+            return "absent", None
         if info.type != pafs.FileType.Directory:
-            return "other"
+            return "other", None
         names = {
             i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
         }
     except OSError as e:
         raise StorageError(f"cannot list output {output}: {e}") from None
     if not names:
-        return "absent"
-    return "unfinished" if WRITING_MARKER in names else "other"
+        return "absent", None
+    # Local writes happen in a hidden sibling: a marker means something only in a prefix.
+    return "unfinished" if is_remote(output) and WRITING_MARKER in names else "other", None
+
+
+def output_state(output: str, storage: Any = None) -> OutputState:
+    """What is at ``output`` now: a committed gymray dataset (a manifest with a
+    fingerprint), nothing (or an empty directory), the leftovers of an unfinished
+    gymray write (object stores; replaced without asking), or something else, which
+    gymray never replaces, not even with ``overwrite=true``."""
+    return inspect_output(output, storage)[0]
+
+
+def refuse_unless_replaceable(
+    output: str, storage: Any = None, overwrite: bool = False
+) -> tuple[OutputState, dict | None]:
+    """The state of ``output`` (and its manifest) when gymray may write there; a
+    :class:`StorageError` naming what is there when it is not gymray's to replace.
+    ``overwrite`` does not change this: it replaces gymray datasets only."""
+    state, manifest = inspect_output(output, storage)
+    if state != "other":
+        return state, manifest
+    fix = (
+        "gymray never replaces it, not even with overwrite=true: choose another output "
+        "(a new or empty directory)"
+    )
+    if manifest is not None:
+        raise StorageError(
+            f"{output} holds a {MANIFEST} gymray cannot read (not a gymray dataset: no "
+            f"fingerprint); {fix}"
+        )
+    fs, path = filesystem(output, storage)
+    try:
+        info = fs.get_file_info(path)
+        if info.type != pafs.FileType.Directory:
+            raise StorageError(f"{output} is a file, not a gymray dataset; {fix}")
+        names = sorted(
+            i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        )
+    except OSError as e:
+        raise StorageError(f"cannot list output {output}: {e}") from None
+    shown = ", ".join(names[:NAMES_SHOWN]) + (", ..." if len(names) > NAMES_SHOWN else "")
+    raise StorageError(
+        f"{output} is not a gymray dataset (no {MANIFEST}; it holds {len(names)} "
+        f"entr{'y' if len(names) == 1 else 'ies'}: {shown}); {fix}"
+    )
+
+
+def _place(uri: str) -> tuple[str, str]:
+    """Where a path or URI points, comparable by prefix: real paths for local files
+    (symlinks resolved), ``(scheme, bucket/key)`` for object stores."""
+    if is_remote(uri):
+        scheme, rest = uri.split("://", 1)
+        scheme = {"s3a": "s3", "gcs": "gs"}.get(scheme.lower(), scheme.lower())
+        return scheme, posixpath.normpath("/" + rest).strip("/")
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    return "", os.path.realpath(os.path.expanduser(path))
+
+
+def _within(inner: tuple[str, str], outer: tuple[str, str]) -> bool:
+    if inner[0] != outer[0]:
+        return False
+    sep = "/" if inner[0] else os.sep
+    return inner[1].startswith(outer[1].rstrip(sep) + sep)
+
+
+def refuse_overlap(output: str, inputs: list[str], tasks: list[str]) -> None:
+    """Refuse an output that is, contains, or lies inside an input or tasks file:
+    writing a dataset there (or overwriting it) could delete what it is made from."""
+    out = _place(output)
+    for kind, uris in (("input", inputs), ("tasks file", tasks)):
+        for uri in uris:
+            place = _place(uri)
+            if place == out:
+                how = "is"
+            elif _within(place, out):
+                how = "contains"
+            elif _within(out, place):
+                how = "is inside"
+            else:
+                continue
+            raise StorageError(
+                f"output {output} {how} the {kind} {uri}: a dataset written there could "
+                "delete what it is made from; choose an output apart from the inputs"
+            )
 
 
 # --------------------------------------------------------------------------- writing outputs
@@ -131,6 +226,7 @@ class Staging:
             parent, name = os.path.split(self.final_path)
             if not name:
                 raise StorageError(f"output {output} is not a directory name gymray can create")
+            refuse_unless_replaceable(output, storage, overwrite)
             os.makedirs(parent, exist_ok=True)
             _clean_stale_local(parent, name)
             self.path = os.path.join(
@@ -159,11 +255,8 @@ class Staging:
                 owner.get("pid"),
                 owner.get("started"),
             )
-        elif output_state(self.output, self.storage) == "other" and not overwrite:
-            raise StorageError(
-                f"{self.output} exists and is not a gymray dataset: choose another output "
-                "or set overwrite=true"
-            )
+        else:
+            refuse_unless_replaceable(self.output, self.storage, overwrite)
         manifest = posixpath.join(prefix, MANIFEST)
         try:
             published = fs.get_file_info(manifest).type == pafs.FileType.File
@@ -246,6 +339,9 @@ class Staging:
             return
         old = None
         if os.path.lexists(self.final_path):
+            # Checked again here: the output may have changed since the run began, and
+            # only a gymray dataset is ever moved aside (and deleted).
+            refuse_unless_replaceable(self.output, self.storage, overwrite=True)
             parent, name = os.path.split(self.final_path)
             old = os.path.join(parent, f".{name}{OLD_TAG}{uuid.uuid4().hex[:8]}")
             os.rename(self.final_path, old)
