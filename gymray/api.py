@@ -178,7 +178,8 @@ def _build(settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: 
 
 
 def _resolved(output: str) -> str:
-    return output if is_remote(output) else os.path.abspath(output)
+    # Expanded as storage.filesystem expands it: the path checked is the path written.
+    return output if is_remote(output) else os.path.abspath(os.path.expanduser(output))
 
 
 def load(path: str, storage: Any = None) -> PrepareResult:

@@ -65,9 +65,14 @@ def test_overwrite_never_replaces_a_home_directory(rollouts, tmp_path, monkeypat
     (home / ".ssh" / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
     (home / ".bashrc").write_text("export PATH\n")
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
     before = tree(home)
     refused("not a gymray dataset", input=str(rollouts), output="~", overwrite=True)
     assert tree(home) == before
+    # "~" is the home directory wherever it is checked or written, never a dir named "~".
+    res = gymray.prepare("sft", input=str(rollouts), output="~/ds", **KEEP_ALL)
+    assert res.output == str(home / "ds") and (home / "ds" / MANIFEST).is_file()
+    assert not (tmp_path / "~").exists()
 
 
 @pytest.mark.usefixtures("ray_session")
