@@ -121,8 +121,13 @@ def prepare(
         existing["output"] = _resolved(settings.output)
         return PrepareResult(existing["output"], existing, True, paths(existing), settings)
     ensure_ray(settings.ray)
-    manifest = _build(settings, inputs, tasks, owners, fp)
-    return PrepareResult(manifest["output"], manifest, False, paths(manifest), settings)
+    manifest, reused = _build(settings, inputs, tasks, owners, fp)
+    if reused:
+        log.info(
+            "reusing %s: another run published it meanwhile (fingerprint %s)", settings.output, fp
+        )
+        manifest["output"] = _resolved(settings.output)
+    return PrepareResult(manifest["output"], manifest, reused, paths(manifest), settings)
 
 
 def _task_files(settings: SettingsBase, inputs: list[InputFile]) -> tuple[list[InputFile], dict]:
@@ -155,7 +160,11 @@ def kwargs_overrides(overrides: dict[str, Any]) -> dict:
     return OmegaConf.to_container(OmegaConf.merge(*layers)) if layers else {}
 
 
-def _build(settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: str) -> dict:
+def _build(
+    settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: str
+) -> tuple[dict, bool]:
+    """Write the dataset; return its manifest, and whether it is an identical one
+    another run published meanwhile (then this run's files are dropped)."""
     output = _resolved(settings.output)
     files = [f.uri for f in inputs]  # names in records, rejects and counts: the user's
     context = Context(
@@ -166,15 +175,18 @@ def _build(settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: 
     )
     recipe = recipes.get(settings.algo)(settings, context)
     spec = Spec(recipe, files, [file_environment(u) for u in files], settings.storage)
-    staging = Staging(output, settings.storage, overwrite=settings.overwrite)
+    staging = Staging(output, settings.storage, overwrite=settings.overwrite, fingerprint=fp)
+    if staging.reused is not None:
+        return staging.reused, True
     try:
         target = Target(output, staging.path, settings.storage)
         assemble.prepare_dirs(target)
         result = run_graph(spec, inputs, target, settings)
-        return publish(staging, target, result, recipe, settings, inputs, tasks, fp, output)
+        manifest = publish(staging, target, result, recipe, settings, inputs, tasks, fp, output)
     except BaseException:
         staging.abort()
         raise
+    return manifest, staging.reused is not None
 
 
 def _resolved(output: str) -> str:

@@ -32,7 +32,11 @@ def publish(
     fingerprint: str,
     output: str,
 ) -> dict:
-    """Turn the parts under ``target`` into the dataset and commit it; return its manifest."""
+    """Turn the parts under ``target`` into the dataset and commit it; return the
+    manifest now at the output (this one, or an identical one another run published)."""
+    # On an object store the final files go straight to the output prefix: make sure
+    # no other run took it over while the workers wrote.
+    staging.check_owner()
     parts = result.parts
     fmt = formats.get(recipe.format)
     plan = assemble.decide(parts, recipe.dedup, settings.split.val_fraction)
@@ -98,8 +102,7 @@ def publish(
     examples = _first_records(target, EXAMPLES)
     with staging.open("report.md") as f:
         f.write(render(manifest, examples, warnings, sections).encode())
-    staging.commit(manifest)
-    return manifest
+    return staging.commit(manifest)
 
 
 def _first_records(target: Target, n: int) -> list[dict]:

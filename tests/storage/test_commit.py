@@ -8,14 +8,20 @@ never the rollouts a dataset is made from.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
+import orjson
 import pytest
 from support import S3_BUCKET, fixture
 
 import gymray
 from gymray.errors import EXIT_USAGE
-from gymray.storage import MANIFEST, StorageError
+from gymray.storage import MANIFEST, WRITING_MARKER, Staging, StorageError, lock, read_manifest
 
 BLACKJACK = "environments/blackjack/data/example_rollouts.jsonl"
 KEEP_ALL = {"sft.reward_threshold": None}
@@ -199,3 +205,255 @@ def test_messages_name_what_is_there(tmp_path):
     with pytest.raises(StorageError, match=r"8 entries: 0\.txt, 1\.txt, 2\.txt, \.\.\."):
         refuse_unless_replaceable(str(tmp_path / "d"), overwrite=True)
     assert os.listdir(tmp_path / "d")
+
+
+# --------------------------------------------------------------------------- item 5: two writers
+def _staged(out: Path | str, body: bytes, overwrite: bool = False, **kw) -> Staging:
+    st = Staging(str(out), overwrite=overwrite, **kw)
+    with st.open("train.jsonl") as f:
+        f.write(body)
+    return st
+
+
+def _race(stagings: list[Staging], manifests: list[dict]) -> list:
+    """Commit all at once (threads released together): each result is the manifest
+    the commit returned, or the exception it raised."""
+    gate = threading.Barrier(len(stagings))
+    results: list = [None] * len(stagings)
+
+    def go(i: int) -> None:
+        gate.wait()
+        try:
+            results[i] = stagings[i].commit(manifests[i])
+        except Exception as e:  # noqa: BLE001 - the result under test
+            results[i] = e
+            stagings[i].abort()
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(stagings))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_local_commit_never_replaces_a_dataset_another_run_published(tmp_path):
+    out = tmp_path / "ds"
+    bodies = [f"run {i}\n".encode() for i in range(8)]
+    stagings = [_staged(out, b) for b in bodies]
+    results = _race(stagings, [{"fingerprint": f"fp{i}"} for i in range(8)])
+    won = [i for i, r in enumerate(results) if isinstance(r, dict)]
+    assert len(won) == 1, results
+    (w,) = won
+    for i, r in enumerate(results):
+        if i != w:
+            assert isinstance(r, StorageError) and r.exit_code == EXIT_USAGE
+            assert str(r) == (
+                f"another gymray run wrote {out} meanwhile (fingerprint fp{w}): set "
+                "overwrite=true to replace it, or choose another output"
+            )
+    assert read_manifest(str(out))["fingerprint"] == f"fp{w}"
+    assert (out / "train.jsonl").read_bytes() == bodies[w]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp dirs left
+
+
+def test_local_commit_of_an_identical_dataset_reuses_it(tmp_path):
+    out = tmp_path / "ds"
+    first, second = _staged(out, b"same\n"), _staged(out, b"same\n")
+    assert first.commit({"fingerprint": "fp", "n": 1}) == {"fingerprint": "fp", "n": 1}
+    published = second.commit({"fingerprint": "fp", "n": 2})
+    assert published == {"fingerprint": "fp", "n": 1} and second.reused == published
+    assert first.reused is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_concurrent_local_overwrites_leave_one_whole_dataset(tmp_path):
+    out = tmp_path / "ds"
+    _staged(out, b"old\n").commit({"fingerprint": "old"})
+    bodies = [f"run {i}\n".encode() * (i + 1) for i in range(8)]
+    stagings = [_staged(out, b, overwrite=True) for b in bodies]
+    results = _race(stagings, [{"fingerprint": f"fp{i}"} for i in range(8)])
+    assert all(isinstance(r, dict) for r in results), results
+    fp = read_manifest(str(out))["fingerprint"]
+    assert (out / "train.jsonl").read_bytes() == bodies[int(fp[2:])]  # never a mix
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+SMALL_RAY = ("ray.num_cpus=1", f"ray.object_store_memory={128 * 1024**2}")
+
+
+def _cli_env(extra: dict | None = None) -> dict:
+    env = {**os.environ, **(extra or {})}
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    env.pop("RAY_ADDRESS", None)  # each run starts its own Ray, as two users' runs would
+    return env
+
+
+def _two_prepares(src: Path, out: str, settings: list[list[str]], cwd: Path, env: dict):
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gymray.run",
+                "sft",
+                f"input={src}",
+                f"output={out}",
+                "sft.reward_threshold=null",
+                *extra,
+                *SMALL_RAY,
+                "--prepare-only",
+                "--json",
+            ],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for extra in settings
+    ]
+    done = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        done.append((p.returncode, stdout, stderr))
+    return done
+
+
+def _check_race(done, out: str) -> tuple[dict, dict]:
+    """Exactly one run published; the other failed with one clear line (exit 2) or
+    reused the identical dataset; the published dataset is the winner's. Returns the
+    winner's summary and the manifest at the output."""
+    ok = [orjson.loads(stdout) for rc, stdout, _ in done if rc == 0]
+    failed = [stderr for rc, _, stderr in done if rc != 0]
+    assert [rc for rc, _, _ in done].count(0) + len(failed) == 2
+    for rc, _, stderr in done:
+        assert rc in (0, EXIT_USAGE), stderr[-3000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
+    for stderr in failed:
+        errors = [x for x in stderr.splitlines() if x.startswith("gymray: error:")]
+        assert len(errors) == 1 and out in errors[0], stderr[-3000:]
+        assert re.search(r"meanwhile|is writing|other inputs or settings", errors[0]), errors
+    writers = [s for s in ok if not s["reused"]]
+    assert len(writers) == 1, [(rc, stderr[-2000:]) for rc, _, stderr in done]
+    manifest = read_manifest(out)
+    assert manifest["fingerprint"] == writers[0]["fingerprint"]
+    for s in ok:
+        assert s["fingerprint"] == writers[0]["fingerprint"]
+    return writers[0], manifest
+
+
+@pytest.mark.parametrize("same", [False, True], ids=["other_settings", "same_settings"])
+def test_two_concurrent_local_prepares_into_one_output(rollouts, tmp_path, same):
+    out = tmp_path / "out" / "ds"
+    extras = [["split.val_fraction=0.2"], ["split.val_fraction=0.2" if same else "split.seed=7"]]
+    done = _two_prepares(rollouts, str(out), extras, tmp_path, _cli_env())
+    winner, _ = _check_race(done, str(out))
+    assert (
+        len((out / "train.jsonl").read_bytes().splitlines()) == winner["counts"]["records"]["train"]
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ds"]
+
+
+# --------------------------------------------------------------------------- item 5 on S3
+def _marker(s3, prefix: str) -> dict | None:
+    raw = _keys(s3, prefix).get(WRITING_MARKER)
+    return orjson.loads(raw) if raw is not None else None
+
+
+def test_a_second_writer_is_refused_while_the_first_writes_on_s3(s3):
+    out = f"s3://{S3_BUCKET}/race/busy"
+    first = _staged(out, b"A\n", fingerprint="a")
+    with pytest.raises(StorageError, match=f"another gymray run .* is writing {out} now"):
+        Staging(out, fingerprint="b")
+    with pytest.raises(StorageError, match=f"another gymray run .* is writing {out} now"):
+        Staging(out, overwrite=True)  # overwrite=true does not cut into a live write
+    assert first.commit({"fingerprint": "a"}) == {"fingerprint": "a"}
+    with pytest.raises(StorageError, match=rf"another gymray run wrote {out} meanwhile"):
+        Staging(out, fingerprint="b")
+    again = Staging(out, fingerprint="a")
+    assert again.reused == {"fingerprint": "a"}  # an identical dataset: kept as it is
+    assert _keys(s3, "race/busy") == {
+        "train.jsonl": b"A\n",
+        MANIFEST: b'{\n  "fingerprint": "a"\n}\n',
+    }
+
+
+def test_a_writer_on_another_host_is_respected_until_its_heartbeat_stops(s3):
+    out = f"s3://{S3_BUCKET}/race/elsewhere"
+    other = {"host": "node-7", "pid": 4242, "token": "t-other", "started": "earlier"}
+    _put(s3, f"race/elsewhere/{WRITING_MARKER}", orjson.dumps({**other, "heartbeat": time.time()}))
+    _put(s3, "race/elsewhere/train.jsonl", b"theirs\n")
+    with pytest.raises(StorageError, match=r"another gymray run \(host node-7, pid 4242"):
+        Staging(out, overwrite=True)
+    assert _keys(s3, "race/elsewhere")["train.jsonl"] == b"theirs\n"
+    # A crashed writer stops its heartbeat: after STALE_MARKER_SECONDS its leftovers go.
+    old = time.time() - 2 * lock.STALE_MARKER_SECONDS
+    _put(s3, f"race/elsewhere/{WRITING_MARKER}", orjson.dumps({**other, "heartbeat": old}))
+    st = Staging(out)
+    assert set(_keys(s3, "race/elsewhere")) == {WRITING_MARKER}
+    assert _marker(s3, "race/elsewhere")["token"] == st.lock.token
+    st.abort()
+    assert _keys(s3, "race/elsewhere") == {}
+
+
+def test_the_heartbeat_keeps_a_long_write_alive(s3, monkeypatch):
+    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.2)
+    out = f"s3://{S3_BUCKET}/race/heartbeat"
+    st = Staging(out)
+    first = _marker(s3, "race/heartbeat")["heartbeat"]
+    time.sleep(1.0)
+    assert _marker(s3, "race/heartbeat")["heartbeat"] > first
+    st.abort()
+    assert _keys(s3, "race/heartbeat") == {}
+
+
+def test_a_writer_that_lost_its_marker_publishes_nothing_and_deletes_nothing(s3):
+    out = f"s3://{S3_BUCKET}/race/lost"
+    st = _staged(out, b"mine\n")
+    theirs = {"host": "node-7", "pid": 1, "token": "t-other", "heartbeat": time.time()}
+    _put(s3, f"race/lost/{WRITING_MARKER}", orjson.dumps(theirs))  # another run took over
+    with pytest.raises(StorageError, match=f"another gymray run .*node-7.* took over {out}"):
+        st.commit({"fingerprint": "mine"})
+    st.abort()
+    left = _keys(s3, "race/lost")
+    assert MANIFEST not in left and orjson.loads(left[WRITING_MARKER]) == theirs
+
+
+def test_two_writers_starting_together_on_s3_one_backs_off(s3):
+    """No conditional put in pyarrow's S3 client: each writer writes its marker,
+    waits SETTLE_SECONDS and reads it back; the one whose marker was replaced backs off."""
+    out = f"s3://{S3_BUCKET}/race/together"
+    theirs = {"host": "node-7", "pid": 1, "token": "t-other", "heartbeat": time.time()}
+    stop = threading.Event()
+
+    def rival() -> None:  # writes its own marker right after ours, as a racing run would
+        while not stop.is_set():
+            m = _marker(s3, "race/together")
+            if m is not None and m.get("token") != "t-other":
+                _put(s3, f"race/together/{WRITING_MARKER}", orjson.dumps(theirs))
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=rival)
+    t.start()
+    try:
+        with pytest.raises(StorageError, match=f"started writing {out} at the same moment"):
+            Staging(out)
+    finally:
+        stop.set()
+        t.join()
+    assert _keys(s3, "race/together") == {WRITING_MARKER: orjson.dumps(theirs)}
+
+
+@pytest.mark.parametrize("same", [False, True], ids=["other_settings", "same_settings"])
+def test_two_concurrent_prepares_into_one_s3_output(s3, rollouts, tmp_path, same):
+    out = f"s3://{S3_BUCKET}/race/cli-{'same' if same else 'other'}"
+    extras = [["split.val_fraction=0.2"], ["split.val_fraction=0.2" if same else "split.seed=7"]]
+    done = _two_prepares(rollouts, out, extras, tmp_path, _cli_env(s3.env()))
+    winner, manifest = _check_race(done, out)
+    keys = _keys(s3, out.split(f"{S3_BUCKET}/", 1)[1])
+    assert WRITING_MARKER not in keys
+    assert len(keys["train.jsonl"].splitlines()) == winner["counts"]["records"]["train"]
+    listed = {f for fs in manifest["files"]["parquet"].values() for f in fs}
+    assert {k for k in keys if k.startswith("parquet/")} == listed
