@@ -81,6 +81,7 @@ def read_manifest(output: str, storage: Any = None) -> dict | None:
 
 OutputState = Literal["absent", "dataset", "unfinished", "other"]
 NAMES_SHOWN = 3  # entries named when refusing a directory that is not a dataset
+INSPECT_ATTEMPTS = 10  # looks at an output that concurrent runs keep replacing
 
 
 def is_dataset_manifest(manifest: dict | None) -> bool:
@@ -96,26 +97,33 @@ def is_dataset_manifest(manifest: dict | None) -> bool:
 def inspect_output(output: str, storage: Any = None) -> tuple[OutputState, dict | None]:
     """What is at ``output`` now, and its manifest if it has one (see :func:`output_state`)."""
     fs, path = filesystem(output, storage)
-    manifest = read_manifest(output, storage)
-    if is_dataset_manifest(manifest):
-        return "dataset", manifest
-    if manifest is not None:
-        return "other", manifest  # someone else's manifest.json, or an unreadable one
-    try:
-        info = fs.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
+    for _ in range(INSPECT_ATTEMPTS):
+        manifest = read_manifest(output, storage)
+        if is_dataset_manifest(manifest):
+            return "dataset", manifest
+        if manifest is not None:
+            return "other", manifest  # someone else's manifest.json, or an unreadable one
+        try:
+            info = fs.get_file_info(path)
+            if info.type == pafs.FileType.NotFound:
+                return "absent", None
+            if info.type != pafs.FileType.Directory:
+                return "other", None
+            names = {
+                i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+            }
+        except OSError as e:
+            raise StorageError(f"cannot list output {output}: {e}") from None
+        if MANIFEST in names:
+            continue  # another run published between the read and the listing: look again
+        if not names:
             return "absent", None
-        if info.type != pafs.FileType.Directory:
-            return "other", None
-        names = {
-            i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-        }
-    except OSError as e:
-        raise StorageError(f"cannot list output {output}: {e}") from None
-    if not names:
-        return "absent", None
-    # Local writes happen in a hidden sibling: a marker means something only in a prefix.
-    return "unfinished" if is_remote(output) and WRITING_MARKER in names else "other", None
+        # Local writes happen in a hidden sibling: a marker means something only in a prefix.
+        return "unfinished" if is_remote(output) and WRITING_MARKER in names else "other", None
+    raise StorageError(
+        f"{output} kept changing while gymray looked at it (other runs publishing there?): "
+        "rerun when they are done"
+    )
 
 
 def output_state(output: str, storage: Any = None) -> OutputState:
