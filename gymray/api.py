@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray.data
+import ray.exceptions
 from omegaconf import OmegaConf
 
 from gymray import recipes
@@ -24,6 +25,7 @@ from gymray.engine.graph import ensure_ray
 from gymray.engine.graph import run as run_graph
 from gymray.engine.read import read_whole, sample_lines
 from gymray.engine.write import Target
+from gymray.errors import GymrayError
 from gymray.jobs.handle import JobHandle
 from gymray.jobs.submit import submit_training
 from gymray.recipes.base import Context
@@ -40,6 +42,7 @@ from gymray.storage import (
     read_manifest,
     refuse_overlap,
 )
+from gymray.storage.failures import write_error
 
 log = logging.getLogger("gymray")
 
@@ -183,10 +186,34 @@ def _build(
         assemble.prepare_dirs(target)
         result = run_graph(spec, inputs, target, settings)
         manifest = publish(staging, target, result, recipe, settings, inputs, tasks, fp, output)
-    except BaseException:
+    except BaseException as e:
         staging.abort()
-        raise
+        failure = _failure(e, output)
+        if failure is None or failure is e:
+            raise
+        raise failure from (e if isinstance(e, OSError) else None)
     return manifest, staging.reused is not None
+
+
+def _failure(e: BaseException, output: str) -> GymrayError | None:
+    """What to tell the user about the exception that ended a build, or None to let
+    it through as it is. Ray hands over a worker's or task's exception wrapped (its
+    message a traceback): the cause is what the user needs, in one line. An OSError
+    from storage (disk full, permissions, network) becomes a StorageIOError."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ray.exceptions.RayTaskError):
+            e = e.cause
+        elif isinstance(e, GymrayError):
+            return e
+        elif isinstance(e, OSError):
+            return write_error(e, output, os.path.basename(e.filename) if e.filename else None)
+        elif isinstance(e, ray.exceptions.RayError):
+            e = e.__cause__  # e.g. Ray Data's UserCodeException, where its cause survived
+        else:
+            return None
+    return None
 
 
 def _resolved(output: str) -> str:

@@ -16,6 +16,7 @@ from gymray.errors import GymrayError
 from gymray.histogram import reward_summary
 from gymray.recipes.base import Outcome, Recipe
 from gymray.storage import InputFile, Staging, join
+from gymray.storage.failures import writing
 
 EXAMPLES = 3
 EXAMPLE_BYTES = 1 << 20
@@ -100,7 +101,7 @@ def publish(
         ),
     }
     examples = _first_records(target, EXAMPLES)
-    with staging.open("report.md") as f:
+    with writing(output, "report.md"), staging.open("report.md") as f:
         f.write(render(manifest, examples, warnings, sections).encode())
     return staging.commit(manifest)
 

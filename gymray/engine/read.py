@@ -21,6 +21,7 @@ import ray
 
 from gymray.errors import ConfigError
 from gymray.storage import InputFile, filesystem, is_remote, open_input
+from gymray.storage.failures import writing
 
 SAMPLE_LINES = 50
 SAMPLE_BYTES = 4 << 20
@@ -258,9 +259,11 @@ class ScratchCopies:
 
 
 def _copy_uncompressed(f: InputFile, dest: str, storage: Any) -> int:
-    with open_input(f, storage) as src, open(dest, "wb") as out:
-        shutil.copyfileobj(src, out, 16 << 20)
-        return out.tell()
+    scratch, name = os.path.split(dest)
+    with writing(scratch, name, fix="set ray.scratch to a directory with room for the copies"):
+        with open_input(f, storage) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, 16 << 20)
+            return out.tell()
 
 
 def partitions_for(inputs: list[InputFile], settings) -> int:

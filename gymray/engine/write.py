@@ -33,14 +33,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gymray import formats
-from gymray.errors import StorageError
+from gymray.errors import GymrayError, StorageError
 from gymray.storage import filesystem
+from gymray.storage.failures import writing
 
 PARTS = "_parts"
 PROBE = f"{PARTS}/.visible"
 SPLITS = ("train", "val")
 AGGREGATES = ("count", "sum", "min", "max")
 STATUS_TABLE = pa.schema([("key", pa.string()), ("stats", pa.large_binary())])
+FAILED = "!failed"  # the key of a status row that holds a worker's GymrayError
 
 
 @dataclass
@@ -113,7 +115,26 @@ def write_block(
     task_sorted: bool,
 ) -> pa.Table:
     """Write one block of outcome rows (a table, or its consecutive stretches) as
-    parts; return the part's stats as one row."""
+    parts; return the part's stats as one row.
+
+    A GymrayError (a full disk, an output this node cannot see) is returned as a
+    ``FAILED`` row, not raised: Ray Data would wrap it, drop its cause and log its
+    traceback, where the driver raises it as it is, one line for the user."""
+    try:
+        return _write_block(batch, target, fmt_name, files, val_fraction, dedup, task_sorted)
+    except GymrayError as e:
+        return pa.table({"key": [FAILED], "stats": [pickle.dumps(e)]}, schema=STATUS_TABLE)
+
+
+def _write_block(
+    batch: pa.Table | Iterator[pa.Table],
+    target: Target,
+    fmt_name: str,
+    files: list[str],
+    val_fraction: float,
+    dedup: bool,
+    task_sorted: bool,
+) -> pa.Table:
     tables = iter([batch]) if isinstance(batch, pa.Table) else batch
     first = next((t for t in tables if t.num_rows), None)
     if first is None:
@@ -125,8 +146,10 @@ def write_block(
     try:
         for table in itertools.chain([first], tables):
             part.add(table, val_fraction, task_sorted)
-    finally:
-        part.close()
+    except BaseException:
+        part.close(quiet=True)  # the first failure is the one to report
+        raise
+    part.close()
     stats = part.finish()
     return pa.table(
         {"key": [stats.key], "stats": [pickle.dumps(stats, protocol=5)]}, schema=STATUS_TABLE
@@ -134,11 +157,13 @@ def write_block(
 
 
 class _PartWriter:
-    """Opens a part file the first time something is written to it."""
+    """Opens a part file the first time something is written to it. A failing
+    write (disk full, permissions) raises a StorageIOError naming the part file."""
 
     def __init__(self, fs, target: Target, key: str, fmt: formats.Format):
         self.fs, self.target, self.key, self.fmt = fs, target, key, fmt
         self.streams: dict[str, Any] = {}
+        self.names: dict[str, str] = {}  # stream -> its path in the dataset, for errors
         self.sizes: dict[str, int] = collections.Counter()
         self.parquet: dict[str, pq.ParquetWriter] = {}
         self.rows: dict[str, int] = collections.Counter()
@@ -146,32 +171,48 @@ class _PartWriter:
     def write(self, kind: str, data: bytes) -> None:
         if not data:
             return
-        stream = self.streams.get(kind)
-        if stream is None:
-            path = self.target.join(f"{PARTS}/{self.key}.{kind}.jsonl")
-            stream = self.streams[kind] = self.fs.open_output_stream(path, buffer_size=1 << 20)
-        stream.write(data)
+        rel = f"{PARTS}/{self.key}.{kind}.jsonl"
+        with writing(self.target.output, rel):
+            stream = self.streams.get(kind)
+            if stream is None:
+                path = self.target.join(rel)
+                stream = self.streams[kind] = self.fs.open_output_stream(path, buffer_size=1 << 20)
+                self.names[kind] = rel
+            stream.write(data)
         self.sizes[kind] += len(data)
 
     def write_parquet(self, split: str, table: pa.Table) -> None:
         if not table.num_rows:
             return
-        writer = self.parquet.get(split)
-        if writer is None:
-            path = self.target.join(f"parquet/{split}/{self.key}.parquet")
-            stream = self.streams[f"parquet:{split}"] = self.fs.open_output_stream(path)
-            writer = self.parquet[split] = pq.ParquetWriter(
-                stream, self.fmt.parquet_schema(), compression="zstd"
-            )
-        writer.write_table(table)
+        rel = f"parquet/{split}/{self.key}.parquet"
+        with writing(self.target.output, rel):
+            writer = self.parquet.get(split)
+            if writer is None:
+                kind = f"parquet:{split}"
+                stream = self.streams[kind] = self.fs.open_output_stream(self.target.join(rel))
+                self.names[kind] = rel
+                writer = self.parquet[split] = pq.ParquetWriter(
+                    stream, self.fmt.parquet_schema(), compression="zstd"
+                )
+            writer.write_table(table)
         self.rows[split] += table.num_rows
 
-    def close(self) -> None:
-        for writer in self.parquet.values():
-            writer.close()
-        for stream in self.streams.values():
-            if not stream.closed:
-                stream.close()
+    def close(self, quiet: bool = False) -> None:
+        """Close everything (flushing the buffers, where a full disk shows), even
+        after a failure; raise the first failure unless ``quiet``."""
+        files = [(self.names[f"parquet:{s}"], w) for s, w in self.parquet.items()]
+        files += [(self.names[k], s) for k, s in self.streams.items()]
+        first = None
+        for rel, f in files:
+            try:
+                with writing(self.target.output, rel):
+                    if not getattr(f, "closed", False):
+                        f.close()
+            except Exception as e:  # noqa: BLE001 - every file gets closed; the first error wins
+                first = first or e
+        self.parquet.clear()
+        if first is not None and not quiet:
+            raise first
 
 
 class _Part:
@@ -255,8 +296,8 @@ class _Part:
         if rejected_rows:
             writer.write("rejects", _reject_lines(batch, rejected_rows, files))
 
-    def close(self) -> None:
-        self.writer.close()
+    def close(self, quiet: bool = False) -> None:
+        self.writer.close(quiet)
 
     def finish(self) -> PartStats:
         stats = self.stats

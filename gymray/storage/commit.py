@@ -29,7 +29,8 @@ from typing import Any, Literal
 import orjson
 import pyarrow.fs as pafs
 
-from gymray.errors import StorageError, StorageIOError
+from gymray.errors import StorageError
+from gymray.storage.failures import write_error, writing
 from gymray.storage.fs import filesystem, is_remote, join
 from gymray.storage.lock import WRITING_MARKER, PrefixLock, host, pid_alive, who
 
@@ -255,12 +256,13 @@ class Staging:
             state, manifest = refuse_unless_replaceable(output, storage, overwrite)
             if not self._may_write(state, manifest):
                 return
-            os.makedirs(parent, exist_ok=True)
-            _clean_stale_local(parent, name)
-            self.path = os.path.join(
-                parent, f".{name}{TMP_TAG}{host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            )
-            os.makedirs(self.path)
+            with writing(output):
+                os.makedirs(parent, exist_ok=True)
+                _clean_stale_local(parent, name)
+                self.path = os.path.join(
+                    parent, f".{name}{TMP_TAG}{host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                )
+                os.makedirs(self.path)
 
     def _may_write(self, state: OutputState, manifest: dict | None) -> bool:
         """False when an identical dataset is published (then ``reused`` is set);
@@ -304,7 +306,7 @@ class Staging:
             self._clear(keep_marker=True)
         except OSError as e:
             lock.release()
-            raise StorageIOError(f"cannot write output {self.output}: {e}") from None
+            raise write_error(e, self.output) from None
         except BaseException:
             lock.release()
             raise
@@ -363,7 +365,7 @@ class Staging:
         return self._publish_local(manifest)
 
     def _write_manifest(self, manifest: dict) -> None:
-        with self.open(MANIFEST) as f:
+        with writing(self.output, MANIFEST), self.open(MANIFEST) as f:
             f.write(
                 orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
             )

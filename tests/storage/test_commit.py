@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ import pytest
 from support import S3_BUCKET, fixture
 
 import gymray
-from gymray.errors import EXIT_USAGE
+from gymray.errors import EXIT_IO, EXIT_USAGE, StorageIOError
 from gymray.storage import MANIFEST, WRITING_MARKER, Staging, StorageError, lock, read_manifest
 
 BLACKJACK = "environments/blackjack/data/example_rollouts.jsonl"
@@ -457,3 +458,126 @@ def test_two_concurrent_prepares_into_one_s3_output(s3, rollouts, tmp_path, same
     assert len(keys["train.jsonl"].splitlines()) == winner["counts"]["records"]["train"]
     listed = {f for fs in manifest["files"]["parquet"].values() for f in fs}
     assert {k for k in keys if k.startswith("parquet/")} == listed
+
+
+# --------------------------------------------------------------------------- item 6: disk full
+@pytest.fixture
+def small_fs(tmp_path):
+    """``small_fs(kib, ",ro")``: a real file system of that size (tmpfs) to fill up. Needs
+    the right to mount (root, or CAP_SYS_ADMIN); skipped without it."""
+    mounts: list[Path] = []
+
+    def make(kib: int, options: str = "") -> Path:
+        mnt = tmp_path / f"fs-{len(mounts)}"
+        mnt.mkdir()
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command: cannot make a small file system to fill up")
+        p = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k{options}", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+        )
+        if p.returncode != 0:
+            pytest.skip(
+                f"cannot mount a {kib} KiB tmpfs to fill up (needs root or CAP_SYS_ADMIN): "
+                f"{p.stderr.strip()}"
+            )
+        mounts.append(mnt)
+        return mnt
+
+    yield make
+    for mnt in mounts:
+        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
+
+
+@pytest.fixture
+def big_rollouts(tmp_path) -> Path:
+    """~3 MB of rollouts (distinct lines, so nothing is dropped as a duplicate)."""
+    lines = [x for x in fixture(BLACKJACK).read_bytes().split(b"\n") if x]
+    path = tmp_path / "big" / "rollouts.jsonl"
+    path.parent.mkdir()
+    with open(path, "wb") as f:
+        i = 0
+        while f.tell() < 3 << 20:
+            row = orjson.loads(lines[i % len(lines)])
+            row["_copy"] = i
+            f.write(orjson.dumps(row) + b"\n")
+            i += 1
+    return path
+
+
+NO_SPACE = r"no space left on device writing {out} \({file}\): free space or choose another output"
+
+
+def test_disk_full_in_the_workers_is_one_line_and_exit_8(small_fs, big_rollouts, tmp_path):
+    mnt = small_fs(1024)
+    out = mnt / "ds"
+    p = subprocess.run(
+        [sys.executable, "-m", "gymray.run", "sft", f"input={big_rollouts}", f"output={out}",
+         "sft.reward_threshold=null", *SMALL_RAY, "--prepare-only"],
+        env=_cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == EXIT_IO, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    errors = [x for x in p.stderr.splitlines() if x.startswith("gymray: error:")]
+    assert len(errors) == 1, p.stderr[-3000:]
+    assert re.fullmatch(
+        "gymray: error: " + NO_SPACE.format(out=re.escape(str(out)), file=r"(_parts|parquet)/.+"),
+        errors[0],
+    ), errors[0]
+    assert os.listdir(mnt) == []  # the staging directory is gone
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_disk_full_while_assembling_in_ray_tasks(small_fs, big_rollouts, tmp_path):
+    """Room for the workers' parts but not for the assembled files: the copy tasks
+    fail, and their error reaches the caller as one StorageIOError."""
+    settings = {"sft.reward_threshold": None, "sft.dedup": False}
+    sized = gymray.prepare("sft", input=str(big_rollouts), output=str(tmp_path / "m"), **settings)
+    files = [p for p in (tmp_path / "m").rglob("*") if p.is_file() and p.name != MANIFEST]
+    parts = sum(p.stat().st_size for p in files if p.suffix in (".jsonl", ".parquet"))
+    train = (tmp_path / "m" / "train.jsonl").stat().st_size
+    # the parts (as big as the files they become) fit; half of train.jsonl more does not
+    mnt = small_fs((parts + train // 2) // 1024 + 4 * len(files) + 64)
+    out = mnt / "ds"
+    with pytest.raises(StorageIOError) as e:
+        gymray.prepare("sft", input=str(big_rollouts), output=str(out), **settings)
+    assert re.fullmatch(
+        NO_SPACE.format(out=re.escape(str(out)), file=r"(train|val|filtered|rejects)\.jsonl"),
+        str(e.value),
+    ), str(e.value)
+    assert e.value.exit_code == EXIT_IO
+    assert os.listdir(mnt) == []
+    assert sized.counts["records"]["train"]
+
+
+def test_disk_full_writing_the_manifest_on_the_driver(small_fs):
+    mnt = small_fs(256)
+    out = mnt / "ds"
+    st = Staging(str(out))
+    with open(mnt / "filler", "wb", buffering=0) as f:  # fill it up, to the last page
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    with pytest.raises(
+        StorageIOError, match=NO_SPACE.format(out=re.escape(str(out)), file=MANIFEST)
+    ):
+        st.commit({"fingerprint": "x"})
+    st.abort()
+    assert os.listdir(mnt) == ["filler"]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_read_only_output_is_one_line_and_exit_8(small_fs, rollouts):
+    # (root writes through permission bits, so a read-only mount stands in for EACCES)
+    mnt = small_fs(256, ",ro")
+    out = mnt / "ds"
+    with pytest.raises(StorageIOError) as e:
+        gymray.prepare("sft", input=str(rollouts), output=str(out), **KEEP_ALL)
+    assert str(e.value) == (
+        f"read-only file system writing {out}: make it writable for gymray and its Ray "
+        "workers, or choose another output"
+    )
+    assert e.value.exit_code == EXIT_IO
