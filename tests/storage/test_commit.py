@@ -1,8 +1,13 @@
-"""What a prepare may replace, on real files (and a real S3 server where it matters).
+"""Publishing a dataset (gymray/storage/commit.py) on real files, a real S3 server
+(SeaweedFS) and real small file systems (tmpfs, mounted when allowed).
 
-``overwrite=true`` replaces a gymray dataset and nothing else: not a directory of
-someone's files, not a home directory, not the directory a run starts in, and
-never the rollouts a dataset is made from.
+- ``overwrite=true`` replaces a gymray dataset and nothing else: not a directory
+  of someone's files, not a home directory, not the directory a run starts in,
+  and never the rollouts a dataset is made from;
+- two runs into one output never silently replace each other, locally (the
+  rename only lands where nothing is) or on S3 (a marker with an owner token);
+- a full disk, wherever it is met (workers, Ray tasks, driver), is one line
+  naming the output and the file, exit 8, and nothing is left behind.
 """
 
 from __future__ import annotations
@@ -17,12 +22,21 @@ import time
 from pathlib import Path
 
 import orjson
+import pyarrow.fs as pafs
 import pytest
 from support import S3_BUCKET, fixture
 
 import gymray
 from gymray.errors import EXIT_IO, EXIT_USAGE, StorageIOError
-from gymray.storage import MANIFEST, WRITING_MARKER, Staging, StorageError, lock, read_manifest
+from gymray.storage import (
+    MANIFEST,
+    WRITING_MARKER,
+    Staging,
+    StorageError,
+    lock,
+    read_manifest,
+    refuse_unless_replaceable,
+)
 
 BLACKJACK = "environments/blackjack/data/example_rollouts.jsonl"
 KEEP_ALL = {"sft.reward_threshold": None}
@@ -99,8 +113,6 @@ def test_overwrite_never_replaces_the_current_directory(rollouts, tmp_path, monk
 
 @pytest.mark.usefixtures("ray_session")
 def test_overwrite_never_replaces_a_file_system_root(rollouts):
-    from gymray.storage.commit import refuse_unless_replaceable
-
     refused("output / contains the input", input=str(rollouts), output="/", overwrite=True)
     with pytest.raises(StorageError, match="/ is not a gymray dataset"):
         refuse_unless_replaceable("/", overwrite=True)
@@ -159,8 +171,6 @@ def _put(s3, key: str, data: bytes) -> None:
 
 
 def _keys(s3, prefix: str) -> dict[str, bytes]:
-    import pyarrow.fs as pafs
-
     fs = s3.filesystem()
     base = f"{S3_BUCKET}/{prefix}"
     out = {}
@@ -195,8 +205,6 @@ def test_overwrite_never_clears_a_foreign_prefix_or_its_inputs_on_s3(s3):
 
 
 def test_messages_name_what_is_there(tmp_path):
-    from gymray.storage.commit import refuse_unless_replaceable
-
     (tmp_path / "f").write_text("x")
     with pytest.raises(StorageError, match=r"is a file"):
         refuse_unless_replaceable(str(tmp_path / "f"), overwrite=True)
