@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any
 
+import ray.exceptions
 from omegaconf import OmegaConf
 
 from gymray import recipes
@@ -23,7 +24,7 @@ from gymray.engine.graph import ensure_ray
 from gymray.engine.graph import run as run_graph
 from gymray.engine.read import read_whole, sample_lines
 from gymray.engine.write import Target
-from gymray.errors import ConfigError
+from gymray.errors import ConfigError, GymrayError
 from gymray.jobs.client import connect, parent_submission_id
 from gymray.jobs.handle import JobHandle
 from gymray.jobs.submit import submit_training
@@ -39,7 +40,9 @@ from gymray.storage import (
     is_remote,
     local_dataset_path,
     read_manifest,
+    refuse_overlap,
 )
+from gymray.storage.failures import write_error
 
 log = logging.getLogger("gymray")
 
@@ -73,6 +76,7 @@ def prepare(
     check_output_path(settings.output)
     inputs = expand_inputs(settings.input, settings.storage)
     tasks, owners = _task_files(settings, inputs)
+    refuse_overlap(settings.output, [f.uri for f in inputs], [f.uri for f in tasks])
     fp = fingerprint(settings, inputs, tasks)
     existing = reusable(settings, fp)
     if existing is not None:
@@ -84,10 +88,15 @@ def prepare(
         return PrepareResult(existing["output"], existing, True, paths(existing), settings)
     ensure_ray(settings.ray)
     log.info("preparing %s records into %s", settings.algo, _resolved(settings.output))
-    manifest = _build(settings, inputs, tasks, owners, fp)
+    manifest, reused = _build(settings, inputs, tasks, owners, fp)
+    if reused:
+        log.info(
+            "reusing %s: another run published it meanwhile (fingerprint %s)", settings.output, fp
+        )
+        manifest["output"] = _resolved(settings.output)
     for warning in manifest.get("warnings", []):
         log.warning("%s", warning)
-    return PrepareResult(manifest["output"], manifest, False, paths(manifest), settings)
+    return PrepareResult(manifest["output"], manifest, reused, paths(manifest), settings)
 
 
 def _task_files(settings: SettingsBase, inputs: list[InputFile]) -> tuple[list[InputFile], dict]:
@@ -120,7 +129,11 @@ def kwargs_overrides(overrides: dict[str, Any]) -> dict:
     return OmegaConf.to_container(OmegaConf.merge(*layers)) if layers else {}
 
 
-def _build(settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: str) -> dict:
+def _build(
+    settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: str
+) -> tuple[dict, bool]:
+    """Write the dataset; return its manifest, and whether it is an identical one
+    another run published meanwhile (then this run's files are dropped)."""
     output = _resolved(settings.output)
     files = [f.uri for f in inputs]  # names in records, rejects and counts: the user's
     context = Context(
@@ -131,20 +144,48 @@ def _build(settings: SettingsBase, inputs: list, tasks: list, owners: dict, fp: 
     )
     recipe = recipes.get(settings.algo)(settings, context)
     spec = Spec(recipe, files, [file_environment(u) for u in files], settings.storage)
-    staging = Staging(output, settings.storage, overwrite=settings.overwrite)
+    staging = Staging(output, settings.storage, overwrite=settings.overwrite, fingerprint=fp)
+    if staging.reused is not None:
+        return staging.reused, True
     try:
         target = Target(output, staging.path, settings.storage)
         target.prepare()
         started = time.monotonic()
         result = run_graph(spec, inputs, target, settings)
         result.seconds = time.monotonic() - started
-        return publish(staging, target, result, recipe, settings, inputs, tasks, fp, output)
-    except BaseException:
+        manifest = publish(staging, target, result, recipe, settings, inputs, tasks, fp, output)
+    except BaseException as e:
         staging.abort()
-        raise
+        failure = _failure(e, output)
+        if failure is None or failure is e:
+            raise
+        raise failure from (e if isinstance(e, OSError) else None)
+    return manifest, staging.reused is not None
+
+
+def _failure(e: BaseException, output: str) -> GymrayError | None:
+    """What to tell the user about the exception that ended a build, or None to let
+    it through as it is. Ray hands over a worker's or task's exception wrapped (its
+    message a traceback): the cause is what the user needs, in one line. An OSError
+    from storage (disk full, permissions, network) becomes a StorageIOError."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ray.exceptions.RayTaskError):
+            e = e.cause
+        elif isinstance(e, GymrayError):
+            return e
+        elif isinstance(e, OSError):
+            return write_error(e, output, os.path.basename(e.filename) if e.filename else None)
+        elif isinstance(e, ray.exceptions.RayError):
+            e = e.__cause__  # e.g. Ray Data's UserCodeException, where its cause survived
+        else:
+            return None
+    return None
 
 
 def _resolved(output: str) -> str:
+    # Expanded as storage.filesystem expands it: the path checked is the path written.
     return output if is_remote(output) else os.path.abspath(os.path.expanduser(output))
 
 

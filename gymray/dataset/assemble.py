@@ -28,6 +28,7 @@ import ray
 from pyarrow.fs import FileSelector
 
 from gymray.engine.write import PARTS, SPLITS, PartStats, Target
+from gymray.storage.failures import writing
 
 COPY_CHUNK = 256 << 20  # bytes of a destination file one copy task writes
 
@@ -152,7 +153,7 @@ def assemble(target: Target, files: dict[str, list[Piece]], remote: bool) -> Non
             refs.append(_stream_copy.remote(target, name, pieces))
             continue
         dest = os.path.join(target.path, name)
-        with open(dest, "wb") as f:
+        with writing(target.output, name), open(dest, "wb") as f:
             f.truncate(total)
         chunk: list[Piece] = []
         chunk_at = at = 0
@@ -160,16 +161,21 @@ def assemble(target: Target, files: dict[str, list[Piece]], remote: bool) -> Non
             chunk.append(p)
             at += p.length
             if at - chunk_at >= COPY_CHUNK:
-                refs.append(_copy_at.remote(target.path, name, chunk, chunk_at))
+                refs.append(_copy_at.remote(target, name, chunk, chunk_at))
                 chunk, chunk_at = [], at
         if chunk:
-            refs.append(_copy_at.remote(target.path, name, chunk, chunk_at))
+            refs.append(_copy_at.remote(target, name, chunk, chunk_at))
     ray.get(refs)
 
 
 @ray.remote(num_cpus=0.5)
-def _copy_at(base: str, name: str, pieces: list[Piece], dest_offset: int) -> None:
+def _copy_at(target: Target, name: str, pieces: list[Piece], dest_offset: int) -> None:
     """Copy pieces into a local/NFS file at their offsets: in the kernel where it can."""
+    with writing(target.output, name):
+        _copy_pieces(target.path, name, pieces, dest_offset)
+
+
+def _copy_pieces(base: str, name: str, pieces: list[Piece], dest_offset: int) -> None:
     dst = os.open(os.path.join(base, name), os.O_WRONLY)
     try:
         at = dest_offset
@@ -203,7 +209,7 @@ def _stream_copy(target: Target, name: str, pieces: list[Piece]) -> None:
     fs = target.fs()
     opened = {}
     try:
-        with fs.open_output_stream(target.join(name)) as out:
+        with writing(target.output, name), fs.open_output_stream(target.join(name)) as out:
             for p in pieces:
                 src = opened.get(p.src) or opened.setdefault(
                     p.src, fs.open_input_file(target.join(p.src))
@@ -251,11 +257,12 @@ def _fix_part(target: Target, key: str, is_val, dropped, moved) -> None:
     both = pa.concat_tables([tables[s] for s in SPLITS if s in tables])
     new = {"train": ~is_val & ~moved & ~dropped, "val": (is_val | moved) & ~dropped}
     for s in SPLITS:
-        if s in tables:
-            fs.delete_file(paths[s])
-        if new[s].any():
-            with fs.open_output_stream(paths[s]) as f:
-                pq.write_table(both.take(pa.array(where[new[s]])), f, compression="zstd")
+        with writing(target.output, target.parquet(s, key)):
+            if s in tables:
+                fs.delete_file(paths[s])
+            if new[s].any():
+                with fs.open_output_stream(paths[s]) as f:
+                    pq.write_table(both.take(pa.array(where[new[s]])), f, compression="zstd")
 
 
 def parquet_files(target: Target, parts: list[PartStats]) -> dict[str, list[str]]:
@@ -274,7 +281,7 @@ def parquet_files(target: Target, parts: list[PartStats]) -> dict[str, list[str]
 def write_empty_parquet(target: Target, split: str, schema: pa.Schema) -> str:
     rel = f"parquet/{split}/empty.parquet"
     fs = target.fs()
-    with fs.open_output_stream(target.join(rel)) as f:
+    with writing(target.output, rel), fs.open_output_stream(target.join(rel)) as f:
         pq.write_table(schema.empty_table(), f)
     return rel
 
@@ -283,12 +290,13 @@ def remove_parts(target: Target, parquet: dict[str, list[str]]) -> None:
     """Remove the parts directories (of every attempt) and any Parquet file that is not
     the dataset's (a task of a failed attempt may have finished after it was given up)."""
     fs = target.fs()
-    for info in fs.get_file_info(FileSelector(target.path, allow_not_found=True)):
-        if info.base_name.startswith(PARTS):
-            fs.delete_dir(info.path)
-    for split, keep in parquet.items():
-        keep_paths = {target.join(rel) for rel in keep}
-        folder = target.join(f"parquet/{split}")
-        for info in fs.get_file_info(FileSelector(folder, allow_not_found=True)):
-            if info.is_file and info.path not in keep_paths:
-                fs.delete_file(info.path)
+    with writing(target.output, PARTS):
+        for info in fs.get_file_info(FileSelector(target.path, allow_not_found=True)):
+            if info.base_name.startswith(PARTS):
+                fs.delete_dir(info.path)
+        for split, keep in parquet.items():
+            keep_paths = {target.join(rel) for rel in keep}
+            folder = target.join(f"parquet/{split}")
+            for info in fs.get_file_info(FileSelector(folder, allow_not_found=True)):
+                if info.is_file and info.path not in keep_paths:
+                    fs.delete_file(info.path)

@@ -19,7 +19,7 @@ import ray
 
 import gymray
 from gymray.errors import StorageError
-from gymray.storage import MANIFEST, InputFile, join, output_state, read_manifest
+from gymray.storage import MANIFEST, InputFile, join, refuse_unless_replaceable
 
 log = logging.getLogger("gymray")
 
@@ -35,31 +35,21 @@ def fingerprint(settings: Any, inputs: list[InputFile], tasks: list[InputFile]) 
 
 
 def reusable(settings: Any, fp: str) -> dict | None:
-    """The manifest to reuse, or None to (re)build; refuses to clobber by accident."""
-    existing = read_manifest(settings.output, settings.storage)
-    if existing is not None:
+    """The manifest to reuse, or None to (re)build; refuses to clobber by accident,
+    and refuses whatever is not a gymray dataset even with ``overwrite=true``."""
+    state, existing = refuse_unless_replaceable(
+        settings.output, settings.storage, settings.overwrite
+    )
+    if state == "dataset":
         if existing.get("fingerprint") == fp and not settings.overwrite:
             return existing
         if not settings.overwrite:
-            if not existing.get("fingerprint"):
-                raise StorageError(
-                    f"{settings.output} holds a {MANIFEST} gymray cannot read; "
-                    "set overwrite=true to replace it, or choose another output"
-                )
             raise StorageError(
                 f"{settings.output} holds a dataset built from other inputs or settings "
                 f"(fingerprint {existing.get('fingerprint')} != {fp}); "
                 "set overwrite=true to replace it, or choose another output"
             )
         return None
-    # Local and object stores alike: a prefix without a manifest is not a dataset,
-    # but only gymray's own unfinished writes are replaced without overwrite=true.
-    state = output_state(settings.output, settings.storage)
-    if state == "other" and not settings.overwrite:
-        raise StorageError(
-            f"{settings.output} exists and is not a gymray dataset (no {MANIFEST}); "
-            "choose another output or set overwrite=true"
-        )
     if state == "unfinished":
         log.info(
             "%s holds the leftovers of an unfinished gymray run (no %s): replacing them",

@@ -20,6 +20,7 @@ from gymray.errors import GymrayError
 from gymray.histogram import reward_summary
 from gymray.recipes.base import Outcome, Recipe
 from gymray.storage import InputFile, Staging, join
+from gymray.storage.failures import writing
 
 EXAMPLES = 3  # in report.md (cut there); report.html shows whole records
 # Records are read for the reports from the head of train.jsonl and val.jsonl: at most
@@ -39,7 +40,11 @@ def publish(
     fingerprint: str,
     output: str,
 ) -> dict:
-    """Turn the parts under ``target`` into the dataset and commit it; return its manifest."""
+    """Turn the parts under ``target`` into the dataset and commit it; return the
+    manifest now at the output (this one, or an identical one another run published)."""
+    # On an object store the final files go straight to the output prefix: make sure
+    # no other run took it over while the workers wrote.
+    staging.check_owner()
     parts = result.parts
     fmt = formats.get(recipe.format)
     started = time.monotonic()
@@ -112,12 +117,11 @@ def publish(
         ),
     }
     records = _first_records(target, HEAD_RECORDS)
-    with staging.open("report.md") as f:
+    with writing(output, "report.md"), staging.open("report.md") as f:
         f.write(render(manifest, records[:EXAMPLES], warnings, sections).encode())
-    with staging.open("report.html") as f:
+    with writing(output, "report.html"), staging.open("report.html") as f:
         f.write(render_html(manifest, choose_examples(records), sections).encode())
-    staging.commit(manifest)
-    return manifest
+    return staging.commit(manifest)
 
 
 def _first_records(target: Target, n: int) -> list[dict]:

@@ -42,7 +42,7 @@ from gymray.engine.read import (
     read_lines,
     shuffle_mode,
 )
-from gymray.engine.write import Target, write_block
+from gymray.engine.write import FAILED, Target, write_block
 from gymray.errors import RAY_LOST, AuthError, ClusterError, ConfigError, causes
 from gymray.jobs.client import auth_token
 from gymray.storage import InputFile
@@ -264,11 +264,13 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
                 batch_format="pyarrow",
                 fn_kwargs={"spec": spec, "inputs": readable, "write_args": write_args},
             )  # fmt: skip
-        parts = [
-            pickle.loads(raw)
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow")
-            for raw in batch.column("stats").to_pylist()
-        ]
+        parts = []
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            keys, stats = batch.column("key").to_pylist(), batch.column("stats").to_pylist()
+            for key, raw in zip(keys, stats, strict=True):
+                if key == FAILED:
+                    raise pickle.loads(raw)  # a worker's GymrayError, as it raised it
+                parts.append(pickle.loads(raw))
     finally:
         if copies is not None:
             copies.remove()

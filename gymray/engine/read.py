@@ -21,6 +21,7 @@ import ray
 
 from gymray.errors import ConfigError, StorageError, UnreadableInput
 from gymray.storage import InputFile, filesystem, is_remote, open_input
+from gymray.storage.failures import writing
 
 SAMPLE_LINES = 50
 SAMPLE_BYTES = 4 << 20
@@ -336,13 +337,15 @@ class ScratchCopies:
 def _copy_uncompressed(f: InputFile, dest: str, storage: Any) -> tuple[int, str | None]:
     """(size of the copy, why the input breaks there or None): a broken input's
     copy holds what could be read of it."""
-    with open(dest, "wb") as out:
-        try:
-            with open_input(f, storage) as src:
-                shutil.copyfileobj(src, out, 16 << 20)
-        except UnreadableInput as e:
-            return out.tell(), str(e)
-        return out.tell(), None
+    scratch, name = os.path.split(dest)
+    with writing(scratch, name, fix="set ray.scratch to a directory with room for the copies"):
+        with open(dest, "wb") as out:
+            try:
+                with open_input(f, storage) as src:
+                    shutil.copyfileobj(src, out, 16 << 20)
+            except UnreadableInput as e:
+                return out.tell(), str(e)
+            return out.tell(), None
 
 
 def partitions_for(inputs: list[InputFile], settings) -> int:

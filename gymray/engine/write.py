@@ -32,13 +32,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gymray import formats
-from gymray.errors import StorageError
+from gymray.errors import GymrayError, StorageError
 from gymray.storage import filesystem
+from gymray.storage.failures import writing
 
 PARTS = "_parts"
 SPLITS = ("train", "val")
 AGGREGATES = ("count", "sum", "min", "max")
 STATUS_TABLE = pa.schema([("key", pa.string()), ("stats", pa.large_binary())])
+FAILED = "!failed"  # the key of a status row that holds a worker's GymrayError
 
 
 @dataclass
@@ -69,10 +71,11 @@ class Target:
     def prepare(self) -> None:
         """The directories workers write into, and the file that proves they see them."""
         fs = self.fs()
-        for d in (self.parts, "parquet/train", "parquet/val"):
-            fs.create_dir(self.join(d), recursive=True)
-        with fs.open_output_stream(self.join(self.probe)) as f:
-            f.write(b"gymray: workers check that they see this file before they write\n")
+        with writing(self.output, self.probe):
+            for d in (self.parts, "parquet/train", "parquet/val"):
+                fs.create_dir(self.join(d), recursive=True)
+            with fs.open_output_stream(self.join(self.probe)) as f:
+                f.write(b"gymray: workers check that they see this file before they write\n")
 
     def parquet(self, split: str, key: str) -> str:
         prefix = "" if not self.attempt else f"r{self.attempt}-"
@@ -161,7 +164,26 @@ def write_block(
     task_sorted: bool,
 ) -> pa.Table:
     """Write one block of outcome rows (a table, its consecutive stretches, or an
-    OutcomeBuilder's lists) as parts; return the part's stats as one row."""
+    OutcomeBuilder's lists) as parts; return the part's stats as one row.
+
+    A GymrayError (a full disk, an output this node cannot see) is returned as a
+    ``FAILED`` row, not raised: Ray Data would wrap it, drop its cause and log its
+    traceback, where the driver raises it as it is, one line for the user."""
+    try:
+        return _write_block(batch, target, fmt_name, files, val_fraction, dedup, task_sorted)
+    except GymrayError as e:
+        return pa.table({"key": [FAILED], "stats": [pickle.dumps(e)]}, schema=STATUS_TABLE)
+
+
+def _write_block(
+    batch: Any,
+    target: Target,
+    fmt_name: str,
+    files: list[str],
+    val_fraction: float,
+    dedup: bool,
+    task_sorted: bool,
+) -> pa.Table:
     fmt = formats.get(fmt_name)
     tables = iter([batch]) if isinstance(batch, pa.Table) or hasattr(batch, "cols") else batch
     first = next((t for t in tables if t.num_rows), None)
@@ -177,8 +199,10 @@ def write_block(
     try:
         for table in itertools.chain([first], tables):
             part.add(table, val_fraction, task_sorted)
-    finally:
-        part.close()
+    except BaseException:
+        part.close(quiet=True)  # the first failure is the one to report
+        raise
+    part.close()
     stats = part.finish()
     return pa.table(
         {"key": [stats.key], "stats": [pickle.dumps(stats, protocol=5)]}, schema=STATUS_TABLE
@@ -186,11 +210,13 @@ def write_block(
 
 
 class _PartWriter:
-    """Opens a part file the first time something is written to it."""
+    """Opens a part file the first time something is written to it. A failing
+    write (disk full, permissions) raises a StorageIOError naming the part file."""
 
     def __init__(self, fs, target: Target, key: str, fmt: formats.Format):
         self.fs, self.target, self.key, self.fmt = fs, target, key, fmt
         self.streams: dict[str, Any] = {}
+        self.names: dict[str, str] = {}  # stream -> its path in the dataset, for errors
         self.sizes: dict[str, int] = collections.Counter()
         self.parquet: dict[str, pq.ParquetWriter] = {}
         self.rows: dict[str, int] = collections.Counter()
@@ -198,35 +224,51 @@ class _PartWriter:
     def write(self, kind: str, data: bytes) -> None:
         if not data:
             return
-        stream = self.streams.get(kind)
-        if stream is None:
-            path = self.target.join(f"{self.target.parts}/{self.key}.{kind}.jsonl")
-            stream = self.streams[kind] = self.fs.open_output_stream(path, buffer_size=1 << 20)
-        stream.write(data)
+        rel = f"{self.target.parts}/{self.key}.{kind}.jsonl"
+        with writing(self.target.output, rel):
+            stream = self.streams.get(kind)
+            if stream is None:
+                path = self.target.join(rel)
+                stream = self.streams[kind] = self.fs.open_output_stream(path, buffer_size=1 << 20)
+                self.names[kind] = rel
+            stream.write(data)
         self.sizes[kind] += len(data)
 
     def write_parquet(self, split: str, table: pa.Table) -> None:
         if not table.num_rows:
             return
-        writer = self.parquet.get(split)
-        if writer is None:
-            path = self.target.join(self.target.parquet(split, self.key))
-            stream = self.streams[f"parquet:{split}"] = self.fs.open_output_stream(path)
-            # No dictionaries (record text never repeats) nor statistics: a quarter
-            # less CPU than pyarrow's defaults, for the same size.
-            writer = self.parquet[split] = pq.ParquetWriter(
-                stream, self.fmt.parquet_schema(), compression="zstd", compression_level=1,
-                use_dictionary=False, write_statistics=False,
-            )  # fmt: skip
-        writer.write_table(table)
+        rel = self.target.parquet(split, self.key)
+        with writing(self.target.output, rel):
+            writer = self.parquet.get(split)
+            if writer is None:
+                kind = f"parquet:{split}"
+                stream = self.streams[kind] = self.fs.open_output_stream(self.target.join(rel))
+                self.names[kind] = rel
+                # No dictionaries (record text never repeats) nor statistics: a quarter
+                # less CPU than pyarrow's defaults, for the same size.
+                writer = self.parquet[split] = pq.ParquetWriter(
+                    stream, self.fmt.parquet_schema(), compression="zstd", compression_level=1,
+                    use_dictionary=False, write_statistics=False,
+                )  # fmt: skip
+            writer.write_table(table)
         self.rows[split] += table.num_rows
 
-    def close(self) -> None:
-        for writer in self.parquet.values():
-            writer.close()
-        for stream in self.streams.values():
-            if not stream.closed:
-                stream.close()
+    def close(self, quiet: bool = False) -> None:
+        """Close everything (flushing the buffers, where a full disk shows), even
+        after a failure; raise the first failure unless ``quiet``."""
+        files = [(self.names[f"parquet:{s}"], w) for s, w in self.parquet.items()]
+        files += [(self.names[k], s) for k, s in self.streams.items()]
+        first = None
+        for rel, f in files:
+            try:
+                with writing(self.target.output, rel):
+                    if not getattr(f, "closed", False):
+                        f.close()
+            except Exception as e:  # noqa: BLE001 - every file gets closed; the first error wins
+                first = first or e
+        self.parquet.clear()
+        if first is not None and not quiet:
+            raise first
 
 
 class _Part:
@@ -307,8 +349,8 @@ class _Part:
         if rejected_rows:
             writer.write("rejects", _reject_lines(rows.reject_rows(rejected_rows), files))
 
-    def close(self) -> None:
-        self.writer.close()
+    def close(self, quiet: bool = False) -> None:
+        self.writer.close(quiet)
 
     def finish(self) -> PartStats:
         stats = self.stats

@@ -5,9 +5,12 @@ from gymray.storage.commit import (
     MANIFEST,
     WRITING_MARKER,
     Staging,
+    inspect_output,
     output_state,
     read_bytes,
     read_manifest,
+    refuse_overlap,
+    refuse_unless_replaceable,
 )
 from gymray.storage.fs import filesystem, is_remote, join
 from gymray.storage.inputs import InputFile, existing_file, expand_inputs, open_input
@@ -22,6 +25,7 @@ __all__ = [
     "StorageError",
     "expand_inputs",
     "filesystem",
+    "inspect_output",
     "is_remote",
     "join",
     "local_dataset_path",
@@ -29,4 +33,6 @@ __all__ = [
     "output_state",
     "read_bytes",
     "read_manifest",
+    "refuse_overlap",
+    "refuse_unless_replaceable",
 ]

@@ -1,42 +1,48 @@
 """Publishing a dataset directory atomically, and reading what is published.
 
 * local / NFS: written into a hidden temporary sibling
-  (``.<name>.gymray-tmp-<host>-<pid>-<rand>``), then renamed into place;
-* object stores: a ``_gymray_writing.json`` marker first, then the data objects,
-  then ``manifest.json`` last. A prefix without a manifest is not a dataset:
-  readers (and gymray's own reuse check) treat it as absent, and the next run
-  deletes what a crashed run left there.
+  (``.<name>.gymray-tmp-<host>-<pid>-<rand>``), then renamed into place. The
+  rename is the compare-and-publish: it fails onto a non-empty directory, so a
+  run never replaces a dataset another run published meanwhile unless told to
+  overwrite (then the old one is moved aside first, and the last run wins);
+* object stores: a ``_gymray_writing.json`` marker first (it holds the prefix
+  for one writer: :mod:`gymray.storage.lock`), then the data objects, then
+  ``manifest.json`` last. A prefix without a manifest is not a dataset: readers
+  (and gymray's own reuse check) treat it as absent, and the next run deletes
+  what a crashed run left there.
+
+Only nothing, a gymray dataset (a manifest with a fingerprint) or gymray's own
+unfinished write is ever replaced, whatever ``overwrite`` says.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import posixpath
 import shutil
-import socket
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 import pyarrow.fs as pafs
 
 from gymray.errors import StorageError
+from gymray.storage.failures import write_error, writing
 from gymray.storage.fs import filesystem, is_remote, join
+from gymray.storage.lock import WRITING_MARKER, PrefixLock, host, pid_alive, who
 
 log = logging.getLogger("gymray")
 
 MANIFEST = "manifest.json"
-# Written first on object stores, deleted after the manifest: a prefix holding it
-# and no manifest is a write in progress or a crashed one, never a dataset.
-WRITING_MARKER = "_gymray_writing.json"
 # A temporary dir of another host cannot be checked for a live owner: it is
 # taken as abandoned once nothing in it changed for this long.
 STALE_SECONDS = 24 * 3600
 TMP_TAG = ".gymray-tmp-"
 OLD_TAG = ".gymray-old-"
+PUBLISH_ATTEMPTS = 20  # local renames tried while concurrent overwrites keep publishing
 
 
 # --------------------------------------------------------------------------- reading outputs
@@ -75,48 +81,164 @@ def read_manifest(output: str, storage: Any = None) -> dict | None:
 
 
 OutputState = Literal["absent", "dataset", "unfinished", "other"]
+NAMES_SHOWN = 3  # entries named when refusing a directory that is not a dataset
+INSPECT_ATTEMPTS = 10  # looks at an output that concurrent runs keep replacing
+
+
+def is_dataset_manifest(manifest: dict | None) -> bool:
+    """A manifest gymray wrote: a JSON object with a fingerprint. Many tools write a
+    ``manifest.json``; only one with a fingerprint makes a directory a gymray dataset."""
+    return (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("fingerprint"), str)
+        and bool(manifest["fingerprint"])
+    )
+
+
+def inspect_output(output: str, storage: Any = None) -> tuple[OutputState, dict | None]:
+    """What is at ``output`` now, and its manifest if it has one (see :func:`output_state`)."""
+    fs, path = filesystem(output, storage)
+    for _ in range(INSPECT_ATTEMPTS):
+        manifest = read_manifest(output, storage)
+        if is_dataset_manifest(manifest):
+            return "dataset", manifest
+        if manifest is not None:
+            return "other", manifest  # someone else's manifest.json, or an unreadable one
+        try:
+            info = fs.get_file_info(path)
+            if info.type == pafs.FileType.NotFound:
+                return "absent", None
+            if info.type != pafs.FileType.Directory:
+                return "other", None
+            names = {
+                i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+            }
+        except OSError as e:
+            raise StorageError(f"cannot list output {output}: {e}") from None
+        if MANIFEST in names:
+            continue  # another run published between the read and the listing: look again
+        if not names:
+            return "absent", None
+        # Local writes happen in a hidden sibling: a marker means something only in a prefix.
+        return "unfinished" if is_remote(output) and WRITING_MARKER in names else "other", None
+    raise StorageError(
+        f"{output} kept changing while gymray looked at it (other runs publishing there?): "
+        "rerun when they are done"
+    )
 
 
 def output_state(output: str, storage: Any = None) -> OutputState:
-    """What is at ``output`` now: a committed dataset, nothing, the leftovers of an
-    unfinished gymray write (object stores; they are replaced without asking),
-    or something else (replaced only with ``overwrite=true``)."""
+    """What is at ``output`` now: a committed gymray dataset (a manifest with a
+    fingerprint), nothing (or an empty directory), the leftovers of an unfinished
+    gymray write (object stores; replaced without asking), or something else, which
+    gymray never replaces, not even with ``overwrite=true``."""
+    return inspect_output(output, storage)[0]
+
+
+def refuse_unless_replaceable(
+    output: str, storage: Any = None, overwrite: bool = False
+) -> tuple[OutputState, dict | None]:
+    """The state of ``output`` (and its manifest) when gymray may write there; a
+    :class:`StorageError` naming what is there when it is not gymray's to replace.
+    ``overwrite`` does not change this: it replaces gymray datasets only."""
+    state, manifest = inspect_output(output, storage)
+    if state != "other":
+        return state, manifest
+    fix = (
+        "gymray never replaces it, not even with overwrite=true: choose another output "
+        "(a new or empty directory)"
+    )
+    if manifest is not None:
+        raise StorageError(
+            f"{output} holds a {MANIFEST} gymray cannot read (not a gymray dataset: no "
+            f"fingerprint); {fix}"
+        )
     fs, path = filesystem(output, storage)
-    if read_manifest(output, storage) is not None:
-        return "dataset"
     try:
         info = fs.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
-            return "absent"
         if info.type != pafs.FileType.Directory:
-            return "other"
-        names = {
+            raise StorageError(f"{output} is a file, not a gymray dataset; {fix}")
+        names = sorted(
             i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-        }
+        )
     except OSError as e:
         raise StorageError(f"cannot list output {output}: {e}") from None
-    if not names:
-        return "absent"
-    return "unfinished" if WRITING_MARKER in names else "other"
+    shown = ", ".join(names[:NAMES_SHOWN]) + (", ..." if len(names) > NAMES_SHOWN else "")
+    raise StorageError(
+        f"{output} is not a gymray dataset (no {MANIFEST}; it holds {len(names)} "
+        f"entr{'y' if len(names) == 1 else 'ies'}: {shown}); {fix}"
+    )
+
+
+def _place(uri: str) -> tuple[str, str]:
+    """Where a path or URI points, comparable by prefix: real paths for local files
+    (symlinks resolved), ``(scheme, bucket/key)`` for object stores."""
+    if is_remote(uri):
+        scheme, rest = uri.split("://", 1)
+        scheme = {"s3a": "s3", "gcs": "gs"}.get(scheme.lower(), scheme.lower())
+        return scheme, posixpath.normpath("/" + rest).strip("/")
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    return "", os.path.realpath(os.path.expanduser(path))
+
+
+def _within(inner: tuple[str, str], outer: tuple[str, str]) -> bool:
+    if inner[0] != outer[0]:
+        return False
+    sep = "/" if inner[0] else os.sep
+    return inner[1].startswith(outer[1].rstrip(sep) + sep)
+
+
+def refuse_overlap(output: str, inputs: list[str], tasks: list[str]) -> None:
+    """Refuse an output that is, contains, or lies inside an input or tasks file:
+    writing a dataset there (or overwriting it) could delete what it is made from."""
+    out = _place(output)
+    for kind, uris in (("input", inputs), ("tasks file", tasks)):
+        for uri in uris:
+            place = _place(uri)
+            if place == out:
+                how = "is"
+            elif _within(place, out):
+                how = "contains"
+            elif _within(out, place):
+                how = "is inside"
+            else:
+                continue
+            raise StorageError(
+                f"output {output} {how} the {kind} {uri}: a dataset written there could "
+                "delete what it is made from; choose an output apart from the inputs"
+            )
 
 
 # --------------------------------------------------------------------------- writing outputs
-def _host() -> str:
-    return socket.gethostname()
-
-
 class Staging:
     """Where a dataset is written before it is published.
 
     ``open(relpath)`` gives a writable stream (plain writes or a
     ``pyarrow.parquet.ParquetWriter``); ``commit(manifest)`` publishes;
     ``abort()`` removes what was written.
+
+    Two runs into one output never silently replace each other: without
+    ``overwrite`` the second publishes only where nothing is (a dataset that
+    appeared meanwhile with the same ``fingerprint`` is kept and ``reused`` set
+    to its manifest; any other is refused). With ``overwrite`` the last commit
+    wins, whole. See the module doc for how, locally and on object stores.
     """
 
-    def __init__(self, output: str, storage: Any = None, overwrite: bool = False):
+    def __init__(
+        self,
+        output: str,
+        storage: Any = None,
+        overwrite: bool = False,
+        fingerprint: str | None = None,
+    ):
         self.output = output
         self.storage = storage
+        self.overwrite = overwrite
+        self.fingerprint = fingerprint
         self.remote = is_remote(output)
+        self.reused: dict | None = None
+        self.lock: PrefixLock | None = None
+        self.path: str | None = None  # where files are written (none when a dataset is reused)
         self._streams: list = []
         self.fs, self.final_path = filesystem(output, storage)
         if self.remote:
@@ -126,72 +248,68 @@ class Staging:
                     "e.g. s3://bucket/datasets/sft-v1"
                 )
             self.path = self.final_path
-            self._begin_remote(overwrite)
+            self._begin_remote()
         else:
             parent, name = os.path.split(self.final_path)
             if not name:
                 raise StorageError(f"output {output} is not a directory name gymray can create")
-            os.makedirs(parent, exist_ok=True)
-            _clean_stale_local(parent, name)
-            self.path = os.path.join(
-                parent, f".{name}{TMP_TAG}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            )
-            os.makedirs(self.path)
+            state, manifest = refuse_unless_replaceable(output, storage, overwrite)
+            if not self._may_write(state, manifest):
+                return
+            with writing(output):
+                os.makedirs(parent, exist_ok=True)
+                _clean_stale_local(parent, name)
+                self.path = os.path.join(
+                    parent, f".{name}{TMP_TAG}{host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                )
+                os.makedirs(self.path)
 
-    def _begin_remote(self, overwrite: bool) -> None:
-        fs, prefix = self.fs, self.path
-        marker = posixpath.join(prefix, WRITING_MARKER)
-        raw = read_bytes(join(self.output, WRITING_MARKER), self.storage)
-        if raw is not None:
-            owner = _loads_or_empty(raw)
-            if owner.get("host") == _host() and owner.get("pid") not in (None, os.getpid()):
-                if _pid_alive(int(owner["pid"])):
-                    raise StorageError(
-                        f"another gymray run (pid {owner['pid']} on this host) is writing "
-                        f"{self.output} now: wait for it to finish or stop it"
-                    )
-            # Another host's writer cannot be checked from here: object stores have no
-            # locks, so the newest writer wins and the older one's manifest never lands.
-            log.info(
-                "%s holds an unfinished write (host %s, pid %s, started %s): replacing it",
-                self.output,
-                owner.get("host"),
-                owner.get("pid"),
-                owner.get("started"),
-            )
-        elif output_state(self.output, self.storage) == "other" and not overwrite:
-            raise StorageError(
-                f"{self.output} exists and is not a gymray dataset: choose another output "
-                "or set overwrite=true"
-            )
-        manifest = posixpath.join(prefix, MANIFEST)
+    def _may_write(self, state: OutputState, manifest: dict | None) -> bool:
+        """False when an identical dataset is published (then ``reused`` is set);
+        raises when another one is and overwrite is off."""
+        if state != "dataset" or self.overwrite:
+            return True
+        if self.fingerprint is not None and manifest.get("fingerprint") == self.fingerprint:
+            self.reused = manifest
+            return False
+        raise self._published_meanwhile(manifest)
+
+    def _published_meanwhile(self, manifest: dict) -> StorageError:
+        return StorageError(
+            f"another gymray run wrote {self.output} meanwhile (fingerprint "
+            f"{manifest.get('fingerprint')}): set overwrite=true to replace it, or choose "
+            "another output"
+        )
+
+    def _begin_remote(self) -> None:
+        self.lock = lock = PrefixLock(self.fs, self.path, self.output)
+        busy = lock.busy()
+        if busy is not None:
+            raise StorageError(lock.busy_message(busy))
+        state, manifest = refuse_unless_replaceable(self.output, self.storage, self.overwrite)
+        if not self._may_write(state, manifest):
+            return
+        left = lock.owner()
+        if left is not None:
+            log.info("%s holds an unfinished write (%s): replacing it", self.output, who(left))
+        lock.acquire()
         try:
-            published = fs.get_file_info(manifest).type == pafs.FileType.File
-            if published and not overwrite:
-                raise StorageError(
-                    f"{self.output} holds a dataset; set overwrite=true to replace it"
-                )
-            # The marker goes first: whatever a crash leaves from here on is
-            # recognisably an unfinished gymray write, cleaned up by the next run.
-            with fs.open_output_stream(marker) as f:
-                f.write(
-                    orjson.dumps(
-                        {
-                            "host": _host(),
-                            "pid": os.getpid(),
-                            "started": datetime.now(UTC).isoformat(timespec="seconds"),
-                            "what": "gymray is writing a dataset here; it is not a dataset "
-                            f"until {MANIFEST} exists",
-                        }
-                    )
-                )
-            if published:
+            # A run may have published between the check above and the marker.
+            state, manifest = inspect_output(self.output, self.storage)
+            if not self._may_write(state, manifest):
+                lock.release()
+                return
+            if state == "dataset":
                 # Un-publish first: from here on readers see "no dataset", never the
                 # old manifest over a mix of old and new objects.
-                fs.delete_file(manifest)
+                self.fs.delete_file(posixpath.join(self.path, MANIFEST))
             self._clear(keep_marker=True)
         except OSError as e:
-            raise StorageError(f"cannot write output {self.output}: {e}") from None
+            lock.release()
+            raise write_error(e, self.output) from None
+        except BaseException:
+            lock.release()
+            raise
 
     def _clear(self, keep_marker: bool) -> None:
         """Delete everything under the prefix, the marker last (or not at all)."""
@@ -231,45 +349,98 @@ class Staging:
     def delete(self, relpath: str) -> None:
         self.fs.delete_file(self.local_path(relpath))
 
-    def commit(self, manifest: dict) -> None:
+    def check_owner(self) -> None:
+        """Raise if another run took the output over (object stores; see
+        :mod:`gymray.storage.lock`). Called before the files are assembled."""
+        if self.lock is not None:
+            self.lock.check()
+
+    def commit(self, manifest: dict) -> dict:
+        """Publish; return the manifest now at the output: this one, or the one of
+        an identical dataset another run published meanwhile (``reused``)."""
         self._close_streams()
-        with self.open(MANIFEST) as f:
+        if self.remote:
+            return self._commit_remote(manifest)
+        self._write_manifest(manifest)
+        return self._publish_local(manifest)
+
+    def _write_manifest(self, manifest: dict) -> None:
+        with writing(self.output, MANIFEST), self.open(MANIFEST) as f:
             f.write(
                 orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
             )
-        if self.remote:
-            # Published by the manifest above; the marker only matters without one.
+
+    def _commit_remote(self, manifest: dict) -> dict:
+        lock = self.lock
+        lock.stop()  # no heartbeat may rewrite the marker once the manifest is there
+        lock.check()
+        existing = read_manifest(self.output, self.storage)
+        if is_dataset_manifest(existing) and not self.overwrite:
+            # Only a writer that ignores markers (an older gymray) gets here: leave its
+            # dataset to it.
+            lock.release()
+            if existing.get("fingerprint") == manifest.get("fingerprint"):
+                self.reused = existing
+                return existing
+            raise self._published_meanwhile(existing)
+        self._write_manifest(manifest)
+        # Published by the manifest above; the marker only matters without one.
+        lock.release()
+        return manifest
+
+    def _publish_local(self, manifest: dict) -> dict:
+        """Rename the staging directory into place, only where nothing is (a
+        rename onto a non-empty directory or a file fails): compare-and-publish.
+        With overwrite, a dataset found there is moved aside first; should another
+        run publish in between, the loop moves that one aside too: last one wins."""
+        parent, name = os.path.split(self.final_path)
+        olds = []
+        for _ in range(PUBLISH_ATTEMPTS):
             try:
-                self.fs.delete_file(posixpath.join(self.path, WRITING_MARKER))
-            except OSError:
-                pass
-            return
-        old = None
-        if os.path.lexists(self.final_path):
-            parent, name = os.path.split(self.final_path)
+                os.rename(self.path, self.final_path)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                    raise
+            # Only a gymray dataset is ever moved aside (and deleted).
+            state, existing = refuse_unless_replaceable(self.output, self.storage, overwrite=True)
+            if state != "dataset":
+                continue  # it went away meanwhile: try again
+            if not self.overwrite:
+                shutil.rmtree(self.path, ignore_errors=True)
+                self.path = None
+                if existing.get("fingerprint") == manifest.get("fingerprint"):
+                    self.reused = existing
+                    return existing
+                raise self._published_meanwhile(existing)
             old = os.path.join(parent, f".{name}{OLD_TAG}{uuid.uuid4().hex[:8]}")
-            os.rename(self.final_path, old)
-        os.rename(self.path, self.final_path)
-        if old:
+            try:
+                os.rename(self.final_path, old)
+            except FileNotFoundError:
+                continue  # another run moved it aside first
+            olds.append(old)
+        else:
+            raise StorageError(
+                f"could not publish {self.output}: other gymray runs kept replacing it "
+                f"({PUBLISH_ATTEMPTS} tries); rerun when they are done"
+            )
+        for old in olds:
             _remove(old)
+        return manifest
 
     def abort(self) -> None:
         self._close_streams()
         try:
-            if self.remote:
-                self._clear(keep_marker=False)
-            else:
+            if self.lock is not None:
+                self.lock.stop()
+                # Another run's prefix now, if it took over: nothing of it is deleted.
+                if self.lock.held and self.lock.owned():
+                    self._clear(keep_marker=False)
+                self.lock.release()
+            elif not self.remote and self.path:
                 shutil.rmtree(self.path, ignore_errors=True)
         except OSError:
             pass  # the next run cleans up (marker / stale tmp dir)
-
-
-def _loads_or_empty(raw: bytes) -> dict:
-    try:
-        d = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return d if isinstance(d, dict) else {}
 
 
 def _remove(path: str) -> None:
@@ -300,7 +471,7 @@ def _clean_stale_local(parent: str, name: str) -> None:
     is gone (same host: its pid is dead; another host: untouched for a day) and
     old copies a commit did not get to delete."""
     tmp_prefix, old_prefix = f".{name}{TMP_TAG}", f".{name}{OLD_TAG}"
-    host = _host()
+    this_host = host()
     for entry in os.listdir(parent):
         full = os.path.join(parent, entry)
         if entry.startswith(old_prefix):
@@ -310,8 +481,8 @@ def _clean_stale_local(parent: str, name: str) -> None:
             continue
         try:
             owner_host, pid, _ = entry[len(tmp_prefix) :].rsplit("-", 2)
-            if owner_host == host:
-                stale = not _pid_alive(int(pid))
+            if owner_host == this_host:
+                stale = not pid_alive(int(pid))
             else:
                 stale = time.time() - _newest_mtime(full) > STALE_SECONDS
         except (ValueError, OSError):
@@ -319,13 +490,3 @@ def _clean_stale_local(parent: str, name: str) -> None:
         if stale:
             log.info("removing %s, left by an unfinished gymray run", full)
             _remove(full)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

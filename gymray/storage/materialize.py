@@ -7,8 +7,9 @@ import os
 import posixpath
 from typing import Any
 
-from gymray.errors import StorageError
+from gymray.errors import StorageError, StorageIOError
 from gymray.storage.commit import MANIFEST, Staging, read_manifest
+from gymray.storage.failures import DENIED, NO_SPACE, error_number, write_error
 from gymray.storage.fs import filesystem, is_remote
 
 log = logging.getLogger("gymray")
@@ -79,7 +80,9 @@ def local_dataset_path(output: str, materialize_to: str | None = None, storage: 
         staging.commit(local)
     except OSError as e:
         staging.abort()
-        raise StorageError(f"cannot copy {output} to {dest}: {e}") from None
+        if error_number(e) in NO_SPACE or error_number(e) in DENIED:
+            raise write_error(e, dest, fix="choose another storage.materialize_to") from None
+        raise StorageIOError(f"cannot copy {output} to {dest}: {e}") from None
     except BaseException:
         staging.abort()
         raise
