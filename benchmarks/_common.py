@@ -855,22 +855,28 @@ def run_suite(
            for c in cases}  # fmt: skip
     before = (a.baseline_runs + 1) // 2
 
+    def keep(c: dict, kind: str, run: dict) -> None:
+        """Every measured run, also appended to DATA/runs/.../logs/runs.jsonl as it
+        ends (an interrupted run keeps what it measured)."""
+        raw[c["name"]][kind].append(run)
+        with open(logs / "runs.jsonl", "a") as f:
+            f.write(json.dumps({"case": c["name"], "kind": kind, **run}) + "\n")
+
     def singles(n: int, first: bool) -> None:
         for c in cases:
-            r = raw[c["name"]]
             for i in range(n):
                 if "baseline" not in a.skip:
-                    keep = first and i == 0  # compared with gymray's output later
-                    out = work / c["slug"] / ("baseline-keep" if keep else "baseline")
+                    kept = first and i == 0  # compared with gymray's output later
+                    out = work / c["slug"] / ("baseline-keep" if kept else "baseline")
                     _clean(out)
                     quiet = settle(corpus, a.quiet_cores, a.quiet_wait)
                     say(f"{c['name']}: full single-process baseline ...")
                     run = run_child(baseline_cmd(c, out), role="baseline process",
                                     interval=a.sample_interval, log=logs / "baseline.log", pss_every=1)  # fmt: skip
                     run["settle"] = quiet
-                    r["baseline"].append(run)
+                    keep(c, "baseline", run)
                     say(f"  {run['result']['seconds']} s timed, {run['wall_seconds']} s process")
-                    if not keep:
+                    if not kept:
                         _clean(out)
                 if minimal_cmd and "minimal" not in a.skip:
                     out = work / c["slug"] / "minimal"
@@ -880,14 +886,14 @@ def run_suite(
                     run = run_child(minimal_cmd(c, out / "out.jsonl"), role="baseline process",
                                     interval=a.sample_interval, log=logs / "minimal.log", pss_every=1)  # fmt: skip
                     run["settle"] = quiet
-                    r["minimal"].append(run)
+                    keep(c, "minimal", run)
                     say(f"  {run['result']['seconds']} s timed, {run['wall_seconds']} s process")
                     _clean(out)
 
     def check(c: dict, result: dict, label: str) -> None:
         r = raw[c["name"]]
-        keep = work / c["slug"] / "baseline-keep"
-        if a.no_compare or not r["baseline"] or not keep.exists():
+        kept = work / c["slug"] / "baseline-keep"
+        if a.no_compare or not r["baseline"] or not kept.exists():
             return
         b = r["baseline"][0]["result"]
         gc, bc = result["counts"], b["counts"]
@@ -933,7 +939,7 @@ def run_suite(
                                       **sets, **extra}  # fmt: skip
                             run = drv.prepare(algo, kwargs, a.sample_interval)
                             run["settle"] = quiet
-                            r["prepare"].append(run)
+                            keep(c, "prepare", run)
                             say(
                                 f"  {run['wall_seconds']} s, {run['measures']['cpu_seconds']} CPU-s"
                             )
@@ -956,7 +962,7 @@ def run_suite(
                         run = run_child(cmd, role="driver", head=head, env=env, after=1.0,
                                         interval=a.sample_interval, log=logs / f"cli-{c['slug']}.log")  # fmt: skip
                         run["settle"] = quiet
-                        r["cli"].append(run)
+                        keep(c, "cli", run)
                         say(f"  {run['wall_seconds']} s, {run['measures']['cpu_seconds']} CPU-s")
                         if i == 0:
                             check(c, run["result"], "cli")
@@ -971,6 +977,9 @@ def run_suite(
         for c in cases:
             _clean(work / c["slug"])
     info["logs"] = str(logs)
+    if not a.keep_output:
+        info["logs"] += " (deleted)"
+        _clean(work)
     return raw, info
 
 
@@ -990,8 +999,11 @@ def summarize_case(r: dict) -> dict:
             "timed_cpu_seconds": res["cpu_seconds"],
             "process_wall_seconds": run["wall_seconds"],
             "process_cpu_seconds": run["process_cpu_seconds"],
-            "peak_rss_gib": run["process_peak_rss_gib"],
+            # sampled from /proc (ru_maxrss of a child also counts the harness's pages
+            # it had at fork, before exec)
+            "peak_rss_gib": m["peak_rss_sum_gib"],
             "peak_pss_gib": m["peak_pss_sum_gib"],
+            "ru_maxrss_gib": run["process_peak_rss_gib"],
             "other_cpu_seconds": m["other_cpu_seconds"],
             "machine_before": run.get("settle"),
             "all_timed_seconds": [x["result"]["seconds"] for x in runs],
@@ -1068,7 +1080,7 @@ def table(summary: dict) -> str:
     """A plain-text table of the figures (printed at the end of a run)."""
     rows = [
         "case | side | wall s | x full | x minimal | CPU-s | CPU/full | driver % | "
-        "workers / shuffle / daemons CPU-s | peak RSS / PSS GiB"
+        "workers / shuffle / daemons CPU-s | peak RSS / PSS GiB | others' cores"
     ]
     for name, c in summary["cases"].items():
         for label, s in (
@@ -1079,7 +1091,8 @@ def table(summary: dict) -> str:
                 rows.append(
                     f"{name} | {label} | {s['timed_seconds']} ({s['process_wall_seconds']} proc) | | | "
                     f"{s['timed_cpu_seconds']} ({s['process_cpu_seconds']}) | | | | "
-                    f"{s['peak_rss_gib']} / {s['peak_pss_gib']}"
+                    f"{s['peak_rss_gib']} / {s['peak_pss_gib']} | "
+                    f"{round(s['other_cpu_seconds'] / s['process_wall_seconds'], 2)}"
                 )
         for kind in ("prepare", "cli"):
             for when in ("cold", "warm"):
@@ -1096,6 +1109,7 @@ def table(summary: dict) -> str:
                     f"{rt['wall_vs_minimal']} | {g['cpu_seconds']} | {rt['cpu_vs_full']} | "
                     f"{round(100 * (g['driver_share'] or 0), 1)} | {round(workers, 1)} / "
                     f"{roles.get('shuffle + sort', 0)} / {roles.get('ray daemons', 0)} | "
-                    f"{g['peak_rss_sum_gib']} / {g['peak_pss_sum_gib']}"
+                    f"{g['peak_rss_sum_gib']} / {g['peak_pss_sum_gib']} | "
+                    f"{round(g['other_cpu_seconds'] / g['wall_seconds'], 2)}"
                 )
     return "\n".join(rows)
