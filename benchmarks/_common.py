@@ -848,6 +848,14 @@ def run_suite(
     3. the head stopped (its processes only).
 
     Returns (per-case raw runs, head info)."""
+
+    # Stopped by SIGTERM or SIGINT (even when started in the background, where
+    # SIGINT is ignored): unwind, so that the head is stopped.
+    def _stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     work = a.data_dir / "runs" / f"{algo}-{os.getpid()}"
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
