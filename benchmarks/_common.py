@@ -549,8 +549,12 @@ class RayHead:
             "processes": s["processes_seen"],
         }
 
-    def stop(self) -> dict:
-        """SIGTERM the head's processes, SIGKILL what is left after 15 s."""
+    def stop(self, keep_logs: Path | None = None) -> dict:
+        """SIGTERM the head's processes, SIGKILL what is left after 15 s; with
+        ``keep_logs``, copy the session's logs there first (a failed run)."""
+        if keep_logs and self.temp_dir:
+            for logs in Path(self.temp_dir).glob("session_*/logs"):
+                shutil.copytree(logs, keep_logs / logs.parent.name, dirs_exist_ok=True)
         pids = self.tree() if self.temp_dir else set()
         for p in pids:
             try:
@@ -678,11 +682,17 @@ class Driver:
         self.ready["start_seconds"] = round(time.perf_counter() - t0, 2)
 
     def _reply(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            raise RuntimeError(f"prepare_driver.py exited; see {self.log}")
-        reply = json.loads(line)
+        while True:  # skip anything else a library printed on stdout
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait()
+                raise RuntimeError(f"prepare_driver.py exited; see {self.log}")
+            if line.startswith("{"):
+                try:
+                    reply = json.loads(line)
+                    break
+                except ValueError:
+                    pass
         if "error" in reply:
             raise RuntimeError(f"prepare failed: {reply['error']}; see {self.log}")
         return reply
@@ -975,7 +985,12 @@ def run_suite(
                         if i == 0:
                             check(c, run["result"], "cli")
                         _clean(out)
-        finally:
+        except BaseException:
+            # keep the head's logs (worker deaths are explained there), then unwind
+            info["stop"] = head.stop(keep_logs=logs / "ray")
+            say(f"head stopped after a failure; its logs are in {logs / 'ray'}")
+            raise
+        else:
             info["stop"] = head.stop()
             say(f"head stopped: {info['stop']}")
     for c in cases:
