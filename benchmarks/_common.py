@@ -239,7 +239,8 @@ def _all_processes() -> dict[int, tuple]:
     return out
 
 
-DAEMONS = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env")
+DAEMONS = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env",
+           "ray.util.client.server")  # fmt: skip
 SHUFFLE_WORDS = ("Aggregator", "shuffle", "Shuffle", "sort", "Sort", "_sample_block")
 SHUFFLE_TASKS = {"map", "reduce", "merge", "map_partition"}  # Ray Data exchange tasks
 MAP_PREFIXES = ("MapBatches", "Map(", "ReadRange", "Read", "FlatMap", "Filter", "Project", "Write")
@@ -467,6 +468,7 @@ class RayHead:
         self.object_store_gib = object_store_gib
         self.worker_niceness = worker_niceness
         self.address: str | None = None
+        self.port: int | None = None
         self.temp_dir: str | None = None
         self._daemons: set[int] = set()
 
@@ -496,6 +498,7 @@ class RayHead:
             self.stop()
             raise RuntimeError("ray start failed; its output is above")
         self.address = f"127.0.0.1:{port}"
+        self.port = port
         seconds = time.perf_counter() - t0
         self.daemons(refresh=True)
         return {
@@ -513,12 +516,16 @@ class RayHead:
         if refresh or not self._daemons:
             if self.temp_dir:
                 mark = self.temp_dir.rstrip("/") + "/session_"
+                gcs = f":{self.port} "  # the Ray client server names the GCS, not the dir
                 mine = _ancestors()
-                self._daemons = {
-                    int(p)
-                    for p in os.listdir("/proc")
-                    if p.isdigit() and int(p) not in mine and mark in _cmdline(int(p))
-                }
+                found = set()
+                for p in os.listdir("/proc"):
+                    if not p.isdigit() or int(p) in mine:
+                        continue
+                    cmd = _cmdline(int(p)) + " "
+                    if mark in cmd or ("ray.util.client.server" in cmd and gcs in cmd):
+                        found.add(int(p))
+                self._daemons = found
         return set(self._daemons)
 
     def tree(self) -> set[int]:
