@@ -1,7 +1,13 @@
-"""Shared pieces of the gymray benchmarks: corpus building, Ray start-up,
-memory sampling, output comparison and result files.
+"""Shared pieces of the gymray benchmarks: corpus building, a Ray head of the
+benchmark's own, CPU and memory accounting of every process from /proc, the
+measured runs (baselines, ``gymray.prepare`` in a connected driver, the CLI),
+output comparison, ratios and result files.
 
 Not part of the package and not run in CI; see ``benchmarks/README.md``.
+Nothing here imports gymray's internals: the gymray side is driven through
+``gymray.prepare`` (``prepare_driver.py``) and ``python -m gymray.run``, so the
+benchmark survives engine changes. Only the full single-process baselines
+(``bench_sft.py`` / ``bench_dpo.py``) use gymray's pure modules.
 """
 
 from __future__ import annotations
@@ -14,17 +20,28 @@ import os
 import platform
 import resource
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-MAKE_CORPUS = Path(os.environ.get("GYMRAY_MAKE_CORPUS", "/work/shared/bench/make_corpus.py"))
-DEFAULT_DATA = Path(os.environ.get("GYMRAY_BENCH_DATA", "/tmp/gymray-bench"))
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+# ../shared beside the repo (a worktree of it, or the main checkout)
+SHARED = Path(os.environ.get("GYMRAY_SHARED") or HERE.parents[1] / "shared")
+MAKE_CORPUS = Path(os.environ.get("GYMRAY_MAKE_CORPUS") or SHARED / "bench" / "make_corpus.py")
+DEFAULT_DATA = Path(
+    os.environ.get("GYMRAY_BENCH_DATA") or Path(tempfile.gettempdir()) / "gymray-bench"
+)
+RESULTS = HERE / "results"
 GIB = 1 << 30
-PSS_EVERY = 10  # samples between PSS reads (2 s at the default interval)
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # --------------------------------------------------------------------------- args
@@ -35,504 +52,730 @@ def common_args(ap: argparse.ArgumentParser) -> None:
         "--data-dir",
         type=Path,
         default=DEFAULT_DATA,
-        help=f"where corpora and outputs go (default {DEFAULT_DATA}; keep it outside the repo)",
+        help="corpora and outputs (default: $GYMRAY_BENCH_DATA, else TMPDIR/gymray-bench; "
+        f"here {DEFAULT_DATA})",
     )
-    ap.add_argument("--num-cpus", type=int, default=2, help="ray.init(num_cpus=...)")
+    ap.add_argument("--num-cpus", type=int, default=2, help="ray start --num-cpus (default 2)")
     ap.add_argument(
-        "--object-store-gib",
-        type=float,
-        default=None,
-        help="ray.init(object_store_memory=...) in GiB (default: Ray's default)",
+        "--object-store-gib", type=float, default=None, help="ray start --object-store-memory"
     )
     ap.add_argument(
         "--worker-niceness",
         type=int,
         default=0,
-        help="RAY_worker_niceness for the local Ray (Ray's default is 15: its workers then "
-        "yield the CPU to everything else on a shared machine, the baseline included; "
-        "0 gives both sides the same priority)",
+        help="RAY_worker_niceness of the head (Ray's default 15 makes its workers yield to "
+        "every other process on a shared machine; 0 gives gymray and the baselines the same "
+        "priority)",
     )
     ap.add_argument(
-        "--block-bytes",
+        "--runs",
         type=int,
-        default=None,
-        help="gymray ray.block_bytes (raw bytes of lines per block; default: gymray's)",
+        default=3,
+        help="gymray.prepare calls in one connected driver: the first is cold, the rest warm",
+    )
+    ap.add_argument("--cli-runs", type=int, default=2, help="CLI runs: the first cold, then warm")
+    ap.add_argument(
+        "--baseline-runs",
+        type=int,
+        default=2,
+        help="runs of each single-process loop, split before and after the gymray runs "
+        "(the best is compared: a noisy machine only ever slows a run down)",
     )
     ap.add_argument(
         "--skip",
-        choices=("none", "gymray", "baseline"),
-        default="none",
-        help="leave one side out (e.g. to profile the other)",
-    )
-    ap.add_argument(
-        "--data-context",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="set a ray.data.DataContext field in this driver before prepare (repeatable; "
-        "VALUE is JSON), e.g. op_resource_reservation_enabled=false",
+        choices=("baseline", "minimal", "prepare", "cli"),
+        help="leave a side out (repeatable)",
     )
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra gymray setting for every gymray run, e.g. ray.block_bytes=8388608")  # fmt: skip
     ap.add_argument("--no-compare", action="store_true", help="do not compare the output lines")
     ap.add_argument("--keep-output", action="store_true", help="keep the outputs after the run")
     ap.add_argument("--tag", default="", help="suffix of the results file name")
     ap.add_argument("--no-save", action="store_true", help="print the summary, write no file")
-    ap.add_argument("--sample-interval", type=float, default=0.2, help="memory sampling period (s)")
+    ap.add_argument("--sample-interval", type=float, default=0.2, help="/proc sampling period (s)")
     ap.add_argument(
-        "--runs",
-        type=int,
-        default=1,
-        help="time each side this many times, alternating (same Ray); the best of each "
-        "is reported (a shared machine's noise only ever slows a run down)",
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        help="before each measured run, wait up to this many seconds for the machine to be "
+        "quiet (a shared machine: other processes using < --quiet-cores cores)",
     )
+    ap.add_argument("--quiet-cores", type=float, default=0.3, help="see --quiet-wait")
 
 
 # --------------------------------------------------------------------------- corpus
-def corpus_summary(path: Path) -> dict | None:
+def build_corpus(path: Path, make_args: list[str], *, generator: list[str] | None = None) -> dict:
+    """Run the corpus generator into ``path`` unless a complete corpus with the
+    same arguments is there already (``corpus.json`` is written last, so a
+    half-built corpus is rebuilt)."""
+    cmd = generator or [sys.executable, str(MAKE_CORPUS)]
     f = path / "corpus.json"
     if f.is_file():
         try:
-            return json.loads(f.read_text())
+            summary = json.loads(f.read_text())
         except ValueError:
-            return None
-    return None
-
-
-def build_corpus(path: Path, make_args: list[str], *, make_corpus: list[str] | None = None) -> dict:
-    """Run make_corpus.py into ``path`` unless a complete corpus with the same
-    arguments is there already (``corpus.json`` is written last, so a half-built
-    corpus is rebuilt)."""
-    cmd = make_corpus or [sys.executable, str(MAKE_CORPUS)]
-    summary = corpus_summary(path)
-    if summary and summary.get("args") == make_args:
-        summary["reused"] = True
-        return summary
+            summary = {}
+        if summary.get("args") == make_args:
+            return {**summary, "reused": True}
     if path.exists():
         shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".building")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     out = subprocess.run(cmd + [str(tmp)] + make_args, check=True, capture_output=True, text=True)
     made = json.loads(out.stdout.strip().splitlines()[-1])
     tmp.rename(path)
     summary = {
         "args": make_args,
-        "generator": " ".join(cmd[1:]),
+        "generator": " ".join(Path(c).name for c in cmd[1:]),
         "build_seconds": round(time.perf_counter() - t0, 1),
         **made,
     }
-    (path / "corpus.json").write_text(json.dumps(summary, indent=1))
-    summary["reused"] = False
-    return summary
+    f.write_text(json.dumps(summary, indent=1))
+    return {**summary, "reused": False}
 
 
 def rollout_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.name.endswith(".jsonl"))
 
 
-def warm_page_cache(files: list[Path]) -> float:
-    """Read the corpus once so neither side pays for the disk (both then read
-    from the page cache); returns the seconds it took."""
-    t0 = time.perf_counter()
-    for p in files:
-        with open(p, "rb", buffering=0) as f:
-            while f.read(64 << 20):
-                pass
-    return time.perf_counter() - t0
-
-
-# --------------------------------------------------------------------------- ray
-def start_ray(num_cpus: int, object_store_gib: float | None, worker_niceness: int = 0) -> dict:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ["RAY_worker_niceness"] = str(worker_niceness)
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
-    # address="local": always a new Ray of our own, never a cluster someone else
-    # started on this machine with `ray start` (ray.init() would join that one).
-    kwargs: dict = {
-        "address": "local",
-        "num_cpus": num_cpus,
-        "include_dashboard": False,
-        "log_to_driver": False,
-    }
-    if object_store_gib:
-        kwargs["object_store_memory"] = int(object_store_gib * GIB)
-    t0 = time.perf_counter()
-    ray.init(**kwargs)
+def corpus_info(path: Path, made: dict, make_args: list[str]) -> dict:
+    files = rollout_files(path)
+    nbytes = sum(p.stat().st_size for p in files)
     return {
-        "startup_seconds": round(time.perf_counter() - t0, 2),
-        "num_cpus": num_cpus,
-        "worker_niceness": worker_niceness,
-        "object_store_memory_gib": round(ray.cluster_resources()["object_store_memory"] / GIB, 2),
+        "path": str(path),
+        "generator": made.get("generator"),
+        "make_args": make_args,
+        "files": len(files),
+        "lines": made["lines"],
+        "bad_lines": made.get("bad_lines", 0),
+        "bytes": nbytes,
+        "gb": round(nbytes / 1e9, 3),
+        "mean_line_bytes": round(nbytes / max(1, made["lines"])),
+        "reused": made["reused"],
     }
 
 
-# --------------------------------------------------------------------------- memory
-class MemorySampler:
-    """Samples, every ``interval`` seconds, the RSS summed over this process, its
-    descendants (a local Ray's GCS, raylet and workers) and any process whose
-    command line has ``ray::`` or ``raylet`` (workers of a Ray this process
-    joined), and the object store's used bytes.
+def settle(corpus: Path, quiet_cores: float = 0.3, max_wait: float = 0.0) -> dict:
+    """Before a measured run: the corpus in the page cache (every side reads it
+    from memory), earlier outputs written back (no writeback steals the run's
+    CPU), then up to ``max_wait`` seconds for the machine to go quiet (other
+    processes, e.g. someone's tests, using less than ``quiet_cores`` cores over
+    2 s). Returns how long it waited and the load it saw last."""
+    for p in rollout_files(corpus):
+        with open(p, "rb") as fh:
+            while fh.read(64 << 20):
+                pass
+    os.sync()
+    t0 = time.perf_counter()
+    while True:
+        b0 = machine_busy_seconds()
+        time.sleep(2.0)
+        load = (machine_busy_seconds() - b0) / 2.0
+        waited = time.perf_counter() - t0
+        if load < quiet_cores or waited >= max_wait:
+            return {"waited_seconds": round(waited, 1), "machine_cores_busy_before": round(load, 2)}
 
-    RSS double-counts pages shared between processes (the object store is
-    shared memory that every reader maps); ``private`` is the same sum without
-    shared pages (RSS minus ``shared``), and ``pss`` (proportional set size,
-    from /proc/PID/smaps_rollup) counts a shared page once over all processes:
-    the PSS sum is the memory the run really holds. The peak of each is kept
-    separately.
+
+# --------------------------------------------------------------------------- /proc
+def _stat(pid: int) -> tuple[int, float, int, int] | None:
+    """(ppid, CPU seconds user+system, start time in ticks since boot, RSS bytes)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(b")") + 2 :].split()  # fields from 3 (state) on
+    return (
+        int(rest[1]),
+        (int(rest[11]) + int(rest[12])) / CLK,
+        int(rest[19]),
+        int(rest[21]) * PAGE,
+    )
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _pss(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for row in f:
+                if row.startswith(b"Pss:"):
+                    return int(row.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _uptime_ticks() -> int:
+    with open("/proc/uptime") as f:
+        return int(float(f.read().split()[0]) * CLK)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy, all cores (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest is inside user)
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / CLK
+
+
+def _all_processes() -> dict[int, tuple]:
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None:
+                out[int(name)] = st
+    return out
+
+
+DAEMONS = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env",
+           "ray.util.client.server")  # fmt: skip
+SHUFFLE_WORDS = ("Aggregator", "shuffle", "Shuffle", "sort", "Sort", "_sample_block")
+SHUFFLE_TASKS = {"map", "reduce", "merge", "map_partition"}  # Ray Data exchange tasks
+MAP_PREFIXES = ("MapBatches", "Map(", "ReadRange", "Read", "FlatMap", "Filter", "Project", "Write")
+DATA_ACTORS = ("_StatsActor", "_AutoscalingCoordinator", "AutoscalingRequester", "SplitCoordinator")
+
+
+def short_title(title: str) -> str:
+    """``ray::Name`` for Ray workers, else the program or script name."""
+    if title.startswith("ray::"):
+        return title.split(" ")[0][:70]
+    parts = title.split(" ")
+    name = os.path.basename(parts[0])
+    if name.startswith("python"):
+        script = next((os.path.basename(x) for x in parts[1:] if x.endswith(".py")), None)
+        if script == "main.py" and "runtime_env" in title:
+            script = "runtime_env/agent/main.py"
+        name = script or name
+    return name
+
+
+def role_of(title: str, is_driver: bool) -> str:
+    """A process's role from its title (Ray workers retitle themselves per task)."""
+    if is_driver:
+        return "driver"
+    if title.startswith("ray::"):
+        name = title[5:].split(" ")[0]
+        if name.startswith(("DashboardAgent", "RuntimeEnvAgent")):
+            return "ray daemons"
+        if name.startswith("IDLE"):
+            return "workers: start-up/idle"
+        if name.startswith(DATA_ACTORS):
+            return "ray data control actors"
+        if any(w in name for w in SHUFFLE_WORDS) or name.split(".")[-1] in SHUFFLE_TASKS:
+            return "shuffle + sort"
+        if name.startswith(MAP_PREFIXES):
+            return "map workers"
+        return "other ray tasks"  # gymray's own Ray tasks (assembling files, Parquet fixes)
+    if "default_worker.py" in title:
+        return "workers: start-up/idle"
+    if any(d in title for d in DAEMONS):
+        return "ray daemons"
+    return "other"
+
+
+class Meter:
+    """CPU and memory of a set of process trees, sampled from /proc.
+
+    The trees are the children of this (harness) process (a driver, the CLI, a
+    baseline) and the processes of the benchmark's Ray head (its daemons and, as
+    the raylet's children, every worker and actor). Every ``interval`` seconds
+    each process's utime+stime is read and the increase since the last sample
+    is credited to the role its title had (a worker that was running a task and
+    is IDLE now is credited to that task); a process born during the window
+    counts from 0. Memory: the RSS sum at every sample and the PSS sum
+    (``/proc/PID/smaps_rollup``, shared pages split among the processes mapping
+    them) every ``pss_every`` samples; their peaks.
+
+    What a process spends between its last sample and its exit is not seen
+    (Ray does not reap its workers into the raylet's cutime): at most one
+    interval per exiting process. Processes the harness waits for are given
+    exactly (``exact`` in :meth:`stop`, from ``wait4``). ``other_cpu_seconds``
+    is the rest of the machine meanwhile (other users, kernel writeback).
     """
 
-    def __init__(self, interval: float = 0.2, object_store: bool = True):
-        import psutil  # ray vendors it (ray/thirdparty_files); import ray first
-
-        self.psutil = psutil
-        self.interval = interval
-        self.me = psutil.Process()
-        self.object_store = object_store
-        self._stop = threading.Event()
-        self._procs: dict[int, object] = {}
-        self.peak_rss = 0
-        self.peak_private = 0
-        self.peak_driver_rss = 0
-        self.peak_object_store = 0
-        self.peak_shm = 0
-        self.peak_processes = 0
+    def __init__(
+        self,
+        roots: Callable[[], set[int]],
+        driver: Callable[[], int | None] = lambda: None,
+        interval: float = 0.2,
+        pss_every: int = 5,
+    ):
+        self.roots, self.driver = roots, driver
+        self.interval, self.pss_every = interval, pss_every
+        self.me = os.getpid()
+        self.last: dict[int, float] = {}
+        self.title: dict[int, str] = {}
+        self.by_role: dict[str, float] = {}
+        self.by_title: dict[str, float] = {}
+        self.credited: dict[int, dict[tuple[str, str], float]] = {}  # pid -> (role, title) -> s
         self.samples = 0
-        self.timeline: list[tuple[float, int, int]] = []  # (t, rss sum, object store)
-        self._t0 = 0.0
-        self._shm0 = _shm_used()
-        self._machine0 = _machine_used()
-        self.peak_machine = 0
-        self._state = None
-        self._cpu: dict[int, float] = {}  # pid -> CPU seconds (last seen)
-        self._role: dict[int, str] = {}
-        self.worker_nice: set[int] = set()
-        self.peak_breakdown: list[tuple[str, int]] = []
-        self.peak_pss = 0
-        self.pss_ok = True
-        self.sampler_cpu = 0.0
-        self._cpu0: dict[int, float] = {}
-        self._busy0 = 0.0
-        self.own_cpu = self.machine_cpu = 0.0
+        self.peak_rss = self.peak_pss = self.peak_driver_rss = 0
+        self.rss0 = self.pss0 = 0
+        self.peak_roles: dict[str, int] = {}
+        self.seen: set[int] = set()
+        self.gone: set[int] = set()
+        self._stop = threading.Event()
 
-    def _discover(self) -> None:
-        """This process, its descendants, and the processes of the Ray session this
-        process is connected to (its raylet/GCS/agents name the session directory
-        on their command line; workers are the raylet's children). Other Ray
-        clusters on the machine (someone's tests) are not counted."""
-        ps = self.psutil
-        found = {self.me.pid: self.me}
-        roots = [self.me]
-        session = _session_dir()
-        if session:
-            for p in ps.process_iter(["cmdline"]):
-                cmd = " ".join(p.info.get("cmdline") or ())
-                if session in cmd and (
-                    "raylet" in cmd
-                    or "ray::" in cmd
-                    or "gcs_server" in cmd
-                    or "dashboard" in cmd
-                    or "log_monitor" in cmd
-                ):
-                    found.setdefault(p.pid, p)
-                    roots.append(p)
-        for r in roots:
-            try:
-                for c in r.children(recursive=True):
-                    found.setdefault(c.pid, c)
-            except ps.Error:
-                pass
-        self._procs = found
-        for pid, p in found.items():
-            role = self._role.get(pid)
-            # A worker's title changes from ray::IDLE to the task or actor it runs.
-            if (
-                role is None
-                or role.startswith("ray worker ray::IDLE")
-                or role.endswith("(starting)")
-            ):
-                self._role[pid] = self._role_of(p)
+    def _tree(self) -> tuple[dict[int, tuple], set[int]]:
+        procs = _all_processes()
+        children: dict[int, list[int]] = {}
+        for pid, st in procs.items():
+            children.setdefault(st[0], []).append(pid)
+        todo = [p for p in self.roots() | set(children.get(self.me, ())) if p in procs]
+        tree: set[int] = set()
+        while todo:
+            p = todo.pop()
+            if p not in tree and p != self.me:
+                tree.add(p)
+                todo.extend(children.get(p, ()))
+        return procs, tree
 
-    def _role_of(self, p) -> str:
-        if p.pid == self.me.pid:
-            return "driver"
-        try:
-            cmd = " ".join(p.cmdline())
-        except self.psutil.Error:
-            return "other"
-        if cmd.startswith("ray::") or "default_worker.py" in cmd:
-            try:
-                self.worker_nice.add(p.nice())
-            except self.psutil.Error:
-                pass
-            # Ray Data's own actors (stats, autoscaling coordinator, shuffle
-            # aggregators) are workers too; the title says which.
-            return "ray worker " + (cmd.split()[0] if cmd.startswith("ray::") else "(starting)")
-        if not cmd:
-            return "other"
-        parts = cmd.split()
-        name = os.path.basename(parts[0])
-        if name.startswith("python"):
-            name = next((os.path.basename(x) for x in parts[1:] if x.endswith(".py")), name)
-        return "ray daemon " + name
-
-    def _object_store_used(self) -> int:
-        if not self.object_store:
-            return 0
-        try:
-            import ray
-            from ray._private.internal_api import get_memory_info_reply, get_state_from_address
-
-            if not ray.is_initialized():
-                return 0
-            if self._state is None:
-                self._state = get_state_from_address(ray.get_runtime_context().gcs_address)
-            reply = get_memory_info_reply(self._state, timeout_seconds=5)
-            return int(reply.store_stats.object_store_bytes_used)
-        except Exception:
-            self.object_store = False  # an internal API: give up quietly
-            return 0
-
-    def sample(self) -> None:
-        ps = self.psutil
-        if self.samples % 10 == 0:
-            self._discover()
-        rss = private = 0
-        n = 0
-        per_proc: list[tuple[str, int]] = []
+    def _sample(self, credit: bool) -> None:
+        procs, tree = self._tree()
+        driver = self.driver()
+        rss = 0
+        roles: dict[str, int] = {}
+        pss_now = self.samples % self.pss_every == 0
         pss = 0
-        # smaps_rollup makes the kernel walk every page table: ~10 ms per big
-        # process, so PSS is read every PSS_EVERY samples only (the sampler's own
-        # CPU is reported apart and taken out of the driver's)
-        pss_now = self.samples % PSS_EVERY == 0
-        for pid, p in list(self._procs.items()):
-            try:
-                mi = p.memory_info()
-            except ps.Error:
-                self._procs.pop(pid, None)
-                continue
-            try:
-                t = p.cpu_times()
-                self._cpu[pid] = t.user + t.system + t.children_user + t.children_system
-            except ps.Error:
-                pass
-            if self.pss_ok and pss_now:
-                try:
-                    pss += p.memory_full_info().pss
-                except (ps.Error, AttributeError, OSError):
-                    self.pss_ok = False
-            n += 1
-            per_proc.append((self._role.get(pid, "other"), mi.rss))
-            rss += mi.rss
-            private += mi.rss - getattr(mi, "shared", 0)
-            if pid == self.me.pid:
-                self.peak_driver_rss = max(self.peak_driver_rss, mi.rss)
-        store = self._object_store_used() if self.samples % 5 == 0 else 0
-        shm = _shm_used() - self._shm0
+        for pid in tree:
+            ppid, cpu, start, prss = procs[pid]
+            title = _cmdline(pid)
+            role_title = title
+            if pid not in self.last:
+                self.seen.add(pid)
+                self.last[pid] = 0.0 if (credit and start >= self.t0_ticks) else cpu
+            prev = self.title.get(pid)
+            if prev and title.startswith("ray::IDLE") and not prev.startswith("ray::IDLE"):
+                role_title = prev  # it just finished that task
+            delta = cpu - self.last[pid]
+            if credit and delta > 0:
+                role = role_of(role_title, pid == driver)
+                key = "driver" if pid == driver else short_title(role_title)
+                self._credit(pid, role, key, delta)
+            self.last[pid] = cpu
+            self.title[pid] = title
+            rss += prss
+            role = role_of(title, pid == driver)
+            roles[role] = roles.get(role, 0) + prss
+            if pid == driver:
+                self.peak_driver_rss = max(self.peak_driver_rss, prss)
+            if pss_now:
+                pss += _pss(pid) or 0
+        self.gone |= set(self.last) - tree
         if rss > self.peak_rss:
-            self.peak_breakdown = per_proc
-        self.peak_rss = max(self.peak_rss, rss)
+            self.peak_rss, self.peak_roles = rss, roles
         if pss_now:
             self.peak_pss = max(self.peak_pss, pss)
-        self.peak_private = max(self.peak_private, private)
-        self.peak_object_store = max(self.peak_object_store, store)
-        self.peak_shm = max(self.peak_shm, shm)
-        self.peak_machine = max(self.peak_machine, _machine_used() - self._machine0)
-        self.peak_processes = max(self.peak_processes, n)
+        if self.samples == 0:
+            self.rss0, self.pss0 = rss, pss
         self.samples += 1
-        self.timeline.append((round(time.perf_counter() - self._t0, 2), rss, store))
+
+    def _credit(self, pid: int, role: str, key: str, seconds: float) -> None:
+        self.by_role[role] = self.by_role.get(role, 0.0) + seconds
+        self.by_title[key] = self.by_title.get(key, 0.0) + seconds
+        mine = self.credited.setdefault(pid, {})
+        mine[(role, key)] = mine.get((role, key), 0.0) + seconds
 
     def _run(self) -> None:
-        t0 = time.thread_time()
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-        self.sampler_cpu = time.thread_time() - t0
+        while not self._stop.wait(self.interval):
+            self._sample(credit=True)
 
-    def __enter__(self) -> MemorySampler:
-        self._t0 = time.perf_counter()
-        self._busy0 = machine_busy_seconds()
-        self._discover()
-        self.sample()
-        self._cpu0 = dict(self._cpu)
-        self._thread = threading.Thread(target=self._run, name="mem-sampler", daemon=True)
+    def start(self) -> Meter:
+        self.t0 = time.perf_counter()
+        self.t0_ticks = _uptime_ticks()
+        self.busy0 = machine_busy_seconds()
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        self.harness0 = r.ru_utime + r.ru_stime
+        self._sample(credit=False)
+        self._thread = threading.Thread(target=self._run, name="meter", daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self, exact: dict[int, tuple[str, float]] | None = None) -> dict:
+        """Stop sampling; ``exact`` maps a waited-for child's pid to (role, its
+        total CPU seconds from wait4), replacing what the samples saw of it."""
         self._stop.set()
         self._thread.join()
-        self._discover()
-        self.sample()
-        self.machine_cpu = machine_busy_seconds() - self._busy0
-        self.own_cpu = (
-            sum(v - self._cpu0.get(pid, 0.0) for pid, v in self._cpu.items()) - self.sampler_cpu
-        )
-
-    def cpu_by_role(self) -> dict:
-        """CPU seconds per process role during the run (workers are named by
-        their last title: ray::IDLE workers ran tasks earlier)."""
-        out: dict[str, float] = {}
-        for pid, v in self._cpu.items():
-            d = v - self._cpu0.get(pid, 0.0)
-            if d < 0.05:
-                continue
-            r = self._role.get(pid, "other")
-            if r == "driver":
-                d -= self.sampler_cpu
-            if r.startswith("ray worker"):
-                title = r[len("ray worker ") :]
-                if any(w in title for w in ("Actor", "Aggregator", "Coordinator")):
-                    r = "ray workers: Ray Data actors"
-                elif "IDLE" in title or "starting" in title:
-                    r = "ray workers: idle (title never seen busy)"
-                else:
-                    r = "ray workers: tasks"
-            elif r.startswith("ray daemon"):
-                r = r.replace("ray daemon ", "ray daemon: ")
-            out[r] = round(out.get(r, 0.0) + d, 1)
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
-
-    def summary(self) -> dict:
+        self._sample(credit=True)
+        wall = time.perf_counter() - self.t0
+        machine = machine_busy_seconds() - self.busy0
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        harness = r.ru_utime + r.ru_stime - self.harness0
+        for pid, (role, cpu) in (exact or {}).items():
+            # a child born in the window: its whole life, from wait4, in place of samples
+            for (r, key), v in self.credited.pop(pid, {}).items():
+                self.by_role[r] -= v
+                self.by_title[key] -= v
+            self._credit(pid, role, "driver" if role == "driver" else role, cpu)
+        total = sum(self.by_role.values())
+        driver = self.by_role.get("driver", 0.0)
         return {
+            "window_seconds": round(wall, 2),
+            "cpu_seconds": round(total, 2),
+            "cpu_seconds_by_role": {
+                k: round(v, 2) for k, v in sorted(self.by_role.items(), key=lambda kv: -kv[1])
+            },
+            "driver_share": round(driver / total, 4) if total else None,
+            "cpu_seconds_by_title": {
+                k: round(v, 2)
+                for k, v in sorted(self.by_title.items(), key=lambda kv: -kv[1])[:14]
+                if v >= 0.05
+            },
+            "machine_cpu_seconds": round(machine, 2),
+            "harness_cpu_seconds": round(harness, 2),
+            "other_cpu_seconds": round(machine - total - harness, 2),
             "peak_rss_sum_gib": round(self.peak_rss / GIB, 3),
-            # what the Ray processes held before prepare started (idle daemons and
-            # workers, warm ones after an earlier run): peak minus this is the run's own
-            "rss_sum_at_start_gib": round(self.timeline[0][1] / GIB, 3) if self.timeline else None,
-            "peak_rss_private_sum_gib": round(self.peak_private / GIB, 3),
-            # PSS shares each shared page (object store, libraries) among the
-            # processes mapping it: the sum is the memory the run really holds
-            "peak_pss_sum_gib": round(self.peak_pss / GIB, 3) if self.pss_ok else None,
+            "peak_pss_sum_gib": round(self.peak_pss / GIB, 3),
+            "rss_sum_at_start_gib": round(self.rss0 / GIB, 3),
+            "pss_sum_at_start_gib": round(self.pss0 / GIB, 3),
             "peak_driver_rss_gib": round(self.peak_driver_rss / GIB, 3),
-            "peak_object_store_used_gib": round(self.peak_object_store / GIB, 3),
-            "peak_dev_shm_growth_gib": round(self.peak_shm / GIB, 3),
-            # the whole machine's MemTotal - MemAvailable, above where it stood when
-            # prepare started (Ray already up): each physical page once
-            "peak_machine_used_growth_gib": round(self.peak_machine / GIB, 3),
-            "peak_processes": self.peak_processes,
-            "cpu_seconds_own": round(self.own_cpu, 1),
-            "cpu_seconds_machine": round(self.machine_cpu, 1),
-            "cpu_seconds_by_role": self.cpu_by_role(),
-            "sampler_cpu_seconds": round(self.sampler_cpu, 1),
-            "worker_nice_values": sorted(self.worker_nice),
-            "rss_gib_by_process_at_peak": [
-                [role[:60], round(r / GIB, 3)]
-                for role, r in sorted(self.peak_breakdown, key=lambda x: -x[1])
-            ],
+            "rss_gib_by_role_at_peak": {
+                k: round(v / GIB, 3)
+                for k, v in sorted(self.peak_roles.items(), key=lambda kv: -kv[1])
+            },
+            "processes_seen": len(self.seen),
+            "processes_exited": len(self.gone),
             "samples": self.samples,
         }
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
-    import psutil
-
-    t = psutil.cpu_times()
-    return (
-        t.user
-        + t.nice
-        + t.system
-        + getattr(t, "irq", 0)
-        + getattr(t, "softirq", 0)
-        + getattr(t, "steal", 0)
-    )
+# --------------------------------------------------------------------------- Ray head
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def _session_dir() -> str | None:
+class RayHead:
+    """A Ray head of the benchmark's own (``ray start --head``), in a temp dir of
+    its own so its processes are told apart from any other Ray on the machine,
+    and stopped by pid (``ray stop`` would stop every Ray on the machine)."""
+
+    def __init__(self, num_cpus: int, object_store_gib: float | None, worker_niceness: int):
+        self.num_cpus = num_cpus
+        self.object_store_gib = object_store_gib
+        self.worker_niceness = worker_niceness
+        self.address: str | None = None
+        self.port: int | None = None
+        self.temp_dir: str | None = None
+        self._daemons: set[int] = set()
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update(RAY_USAGE_STATS_ENABLED="0", RAY_worker_niceness=str(self.worker_niceness))
+        return env
+
+    def start(self) -> dict:
+        # short: the temp dir holds the head's Unix sockets (108-byte path limit)
+        self.temp_dir = tempfile.mkdtemp(prefix="gbr-", dir="/tmp")
+        port = _free_port()
+        ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+        cmd = [
+            ray_bin, "start", "--head", f"--num-cpus={self.num_cpus}",
+            "--include-dashboard=false", f"--port={port}", f"--temp-dir={self.temp_dir}",
+            "--node-ip-address=127.0.0.1", f"--ray-client-server-port={_free_port()}",
+            f"--dashboard-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        if self.object_store_gib:
+            cmd.append(f"--object-store-memory={int(self.object_store_gib * GIB)}")
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, env=self.env(), capture_output=True, text=True)
+        if out.returncode:
+            sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
+            self.stop()
+            raise RuntimeError("ray start failed; its output is above")
+        self.address = f"127.0.0.1:{port}"
+        self.port = port
+        seconds = time.perf_counter() - t0
+        self.daemons(refresh=True)
+        return {
+            "address": self.address,
+            "temp_dir": self.temp_dir,
+            "num_cpus": self.num_cpus,
+            "worker_niceness": self.worker_niceness,
+            "object_store_gib": self.object_store_gib or "Ray's default",
+            "start_seconds": round(seconds, 2),
+        }
+
+    def daemons(self, refresh: bool = False) -> set[int]:
+        """The head's own processes (their command lines name its temp dir); the
+        workers are found as their children."""
+        if refresh or not self._daemons:
+            if self.temp_dir:
+                mark = self.temp_dir.rstrip("/") + "/session_"
+                gcs = f":{self.port} "  # the Ray client server names the GCS, not the dir
+                mine = _ancestors()
+                found = set()
+                for p in os.listdir("/proc"):
+                    if not p.isdigit() or int(p) in mine:
+                        continue
+                    cmd = _cmdline(int(p)) + " "
+                    if mark in cmd or ("ray.util.client.server" in cmd and gcs in cmd):
+                        found.add(int(p))
+                self._daemons = found
+        return set(self._daemons)
+
+    def tree(self) -> set[int]:
+        procs = _all_processes()
+        children: dict[int, list[int]] = {}
+        for pid, st in procs.items():
+            children.setdefault(st[0], []).append(pid)
+        todo, seen = list(self.daemons(refresh=True)), set()
+        mine = _ancestors()
+        while todo:
+            p = todo.pop()
+            if p not in seen and p in procs and p not in mine:
+                seen.add(p)
+                todo.extend(children.get(p, ()))
+        return seen
+
+    def idle_cpu(self, seconds: float = 5.0) -> dict:
+        """CPU the idle head uses (its daemons tick on their own)."""
+        m = Meter(self.daemons).start()
+        time.sleep(seconds)
+        s = m.stop()
+        return {
+            "seconds": s["window_seconds"],
+            "cpu_seconds": s["cpu_seconds"],
+            "cpu_seconds_per_second": round(s["cpu_seconds"] / s["window_seconds"], 3),
+            "rss_sum_gib": s["peak_rss_sum_gib"],
+            "pss_sum_gib": s["peak_pss_sum_gib"],
+            "processes": s["processes_seen"],
+        }
+
+    def stop(self, keep_logs: Path | None = None) -> dict:
+        """SIGTERM the head's processes, SIGKILL what is left after 15 s; with
+        ``keep_logs``, copy the session's logs there first (a failed run)."""
+        if keep_logs and self.temp_dir:
+            for logs in Path(self.temp_dir).glob("session_*/logs"):
+                shutil.copytree(logs, keep_logs / logs.parent.name, dirs_exist_ok=True)
+        pids = self.tree() if self.temp_dir else set()
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 15
+        left = pids
+        while left and time.time() < deadline:
+            time.sleep(0.25)
+            left = {p for p in left if _alive(p)}
+        for p in left:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+        still = {p for p in self.tree()} if self.temp_dir else set()
+        if self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return {"stopped": len(pids), "killed": len(left), "left": sorted(still)}
+
+
+def _ancestors() -> set[int]:
+    """This process and its ancestors (never the head's, never to be stopped)."""
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        st = _stat(pid)
+        pid = st[0] if st else 1
+    return out
+
+
+def _alive(pid: int) -> bool:
+    st = _stat(pid)
+    if st is None:
+        return False
     try:
-        import ray
-
-        return ray._private.worker.global_worker.node.get_session_dir_path()
-    except Exception:
-        return None
-
-
-def _machine_used() -> int:
-    """Memory the machine's processes hold (MemTotal - MemAvailable): page cache
-    that can be dropped is not counted, shared pages are counted once."""
-    info = {}
-    try:
-        with open("/proc/meminfo") as f:
-            for row in f:
-                key, value = row.split(":", 1)
-                info[key] = int(value.split()[0]) * 1024
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state != b"Z"
     except OSError:
-        return 0
-    return info.get("MemTotal", 0) - info.get("MemAvailable", 0)
+        return False
 
 
-def _shm_used() -> int:
-    try:
-        return shutil.disk_usage("/dev/shm").used
-    except OSError:
-        return 0
-
-
-def max_rss_self() -> int:
-    """Peak RSS of this process in bytes (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-# --------------------------------------------------------------------------- baseline child
-def run_child(script: Path, args: list[str]) -> dict:
-    """Run ``script --_baseline ...`` in a fresh interpreter (so its peak RSS is
-    its own, not the Ray driver's) and return the JSON it prints last."""
+# --------------------------------------------------------------------------- measured runs
+def run_child(
+    cmd: list[str],
+    *,
+    role: str,
+    head: RayHead | None = None,
+    env: dict | None = None,
+    interval: float = 0.2,
+    after: float = 0.0,
+    log: Path | None = None,
+    pss_every: int = 5,
+) -> dict:
+    """Run ``cmd`` (its own process) under a :class:`Meter`, wait for it with
+    ``wait4`` (its exact CPU and peak RSS), and return the last JSON line it
+    printed together with the measures. ``after`` seconds are waited after it
+    exits before the window closes (a CLI's job workers being torn down)."""
+    holder: dict = {}
+    roots = head.daemons if head else (lambda: set())
+    meter = Meter(roots, driver=lambda: holder.get("pid"), interval=interval, pss_every=pss_every)
+    meter.start()
     t0 = time.perf_counter()
-    busy0 = machine_busy_seconds()
-    out = subprocess.run(
-        [sys.executable, str(script), "--_baseline", *args], capture_output=True, text=True
-    )
-    if out.returncode:
-        sys.stderr.write(out.stderr[-4000:])
-        raise RuntimeError(f"the baseline failed (exit {out.returncode}); its stderr is above")
-    wall = time.perf_counter() - t0
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["process_wall_seconds"] = round(wall, 2)
-    result["cpu_seconds_machine"] = round(machine_busy_seconds() - busy0, 1)
-    return result
-
-
-def own_cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def noise(own: float, machine: float, seconds: float) -> dict:
-    """CPU the rest of the machine used while a side ran: other people's tests
-    on a shared 2-core box make a run slower, so say how much there was."""
-    other = max(0.0, machine - own)
+    err = open(log, "ab") if log else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=tempfile.gettempdir()
+        )
+        holder["pid"] = proc.pid
+        out = proc.stdout.read()
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if log:
+            err.close()
+    if after:
+        time.sleep(after)
+    cpu = ru.ru_utime + ru.ru_stime
+    m = meter.stop(exact={proc.pid: (role, cpu)})
+    if proc.returncode:
+        tail = log.read_text()[-4000:] if log and log.exists() else ""
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}\n{tail}")
+    lines = out.decode().strip().splitlines()
+    result = _last_json(lines)
     return {
-        "cpu_seconds_own": round(own, 1),
-        "cpu_seconds_other_processes": round(other, 1),
-        "other_processes_cores_busy": round(other / seconds, 2) if seconds else None,
+        "result": result,
+        "wall_seconds": round(wall, 2),
+        "process_cpu_seconds": round(cpu, 2),
+        "process_peak_rss_gib": round(ru.ru_maxrss * 1024 / GIB, 3),
+        "measures": m,
     }
+
+
+def _last_json(lines: list[str]) -> dict:
+    """The JSON document the child printed last (one line, or an indented block)."""
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("{"):
+            try:
+                return json.loads("\n".join(lines[i:]))
+            except ValueError:
+                continue
+    return {}
+
+
+class Driver:
+    """A Python process connected to the head (``prepare_driver.py``) that calls
+    ``gymray.prepare`` on request: the first call is cold (Ray Data starts its
+    workers for this job), later ones warm."""
+
+    def __init__(self, head: RayHead, log: Path):
+        self.head, self.log = head, log
+        self.err = open(log, "ab")
+        env = {**head.env(), "RAY_ADDRESS": head.address}
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "prepare_driver.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, env=env,
+            cwd=tempfile.gettempdir(), text=True,
+        )  # fmt: skip
+        self.ready = self._reply()
+        self.ready["start_seconds"] = round(time.perf_counter() - t0, 2)
+
+    def _reply(self) -> dict:
+        while True:  # skip anything else a library printed on stdout
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait()
+                raise RuntimeError(f"prepare_driver.py exited; see {self.log}")
+            if line.startswith("{"):
+                try:
+                    reply = json.loads(line)
+                    break
+                except ValueError:
+                    pass
+        if "error" in reply:
+            raise RuntimeError(f"prepare failed: {reply['error']}; see {self.log}")
+        return reply
+
+    def prepare(self, algo: str, kwargs: dict, interval: float = 0.2) -> dict:
+        meter = Meter(self.head.daemons, driver=lambda: self.proc.pid, interval=interval).start()
+        self.proc.stdin.write(json.dumps({"algo": algo, "kwargs": kwargs}) + "\n")
+        self.proc.stdin.flush()
+        reply = self._reply()
+        m = meter.stop()
+        return {"result": reply, "wall_seconds": reply["seconds"], "measures": m}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.err.close()
 
 
 # --------------------------------------------------------------------------- compare
 def line_multiset_digest(paths: list[Path]) -> tuple[int, str]:
-    """(line count, sha256 of the sorted lines): equal digests mean equal multisets."""
-    lines: list[bytes] = []
+    """(line count, digest of the sorted per-line hashes): equal digests mean equal
+    multisets of lines (streamed: a line's 16-byte hash is all that is kept)."""
+    hashes: list[bytes] = []
     for p in paths:
-        if p.is_file():
-            data = p.read_bytes()
-            if data:
-                lines.extend(data.rstrip(b"\n").split(b"\n"))
-    lines.sort()
+        if not p.is_file():
+            continue
+        with open(p, "rb") as f:
+            for line in f:
+                hashes.append(hashlib.blake2b(line.rstrip(b"\n"), digest_size=16).digest())
+    hashes.sort()
     h = hashlib.sha256()
-    for ln in lines:
-        h.update(ln)
-        h.update(b"\n")
-    return len(lines), h.hexdigest()
+    for x in hashes:
+        h.update(x)
+    return len(hashes), h.hexdigest()
 
 
-# --------------------------------------------------------------------------- results
-def environment() -> dict:
+def gymray_lines(result: dict) -> list[Path]:
+    paths = result.get("paths") or {}
+    return [Path(paths[k]) for k in ("train", "val") if paths.get(k)]
+
+
+# --------------------------------------------------------------------------- summaries
+def side(run: dict) -> dict:
+    """The figures of one measured run, flat."""
+    m = run["measures"]
+    out = {
+        "wall_seconds": run["wall_seconds"],
+        "cpu_seconds": m["cpu_seconds"],
+        "cpu_seconds_by_role": m["cpu_seconds_by_role"],
+        "driver_share": m["driver_share"],
+        "peak_rss_sum_gib": m["peak_rss_sum_gib"],
+        "peak_pss_sum_gib": m["peak_pss_sum_gib"],
+        "rss_sum_at_start_gib": m["rss_sum_at_start_gib"],
+        "peak_driver_rss_gib": m["peak_driver_rss_gib"],
+        "other_cpu_seconds": m["other_cpu_seconds"],
+        "harness_cpu_seconds": m["harness_cpu_seconds"],
+        "machine_before": run.get("settle"),
+    }
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def environment(driver_ready: dict | None = None) -> dict:
     import orjson
 
     env = {
         "python": platform.python_version(),
+        "executable": sys.executable,
         "orjson": orjson.__version__,
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
@@ -541,32 +784,36 @@ def environment() -> dict:
     try:
         import ray
 
-        env["ray"] = ray.__version__
-    except ImportError:
-        pass
-    try:
         import gymray
 
         pkg = Path(gymray.__file__).resolve().parent
+        env["ray"] = ray.__version__
         env["gymray"] = gymray.__version__
-        env["gymray_source"] = str(pkg)
-        # The package is edited while benchmarks run: name the exact sources measured.
+        env["gymray_file"] = str(Path(gymray.__file__).resolve())
         h = hashlib.sha256()
         for f in sorted(pkg.rglob("*.py")):
             h.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes())
         env["gymray_sources_sha256"] = h.hexdigest()[:16]
+        git = ["git", "-C", str(pkg.parent)]
         env["git_head"] = subprocess.run(
-            ["git", "-C", str(pkg.parent), "rev-parse", "HEAD"], capture_output=True, text=True
+            git + ["rev-parse", "HEAD"], capture_output=True, text=True
         ).stdout.strip()
-    except Exception:
-        pass
+        env["git_dirty_gymray"] = bool(
+            subprocess.run(
+                git + ["status", "--porcelain", "--", "gymray"], capture_output=True, text=True
+            ).stdout.strip()
+        )
+    except Exception as e:  # noqa: BLE001 (best effort)
+        env["gymray_error"] = repr(e)
+    if driver_ready:
+        env["gymray_file_in_driver"] = driver_ready.get("gymray_file")
     return env
 
 
 def save(summary: dict, name: str, tag: str, no_save: bool) -> Path | None:
-    text = json.dumps(summary, indent=2)
-    print(text, flush=True)
+    text = json.dumps(summary, indent=1)
     if no_save:
+        print(text, flush=True)
         return None
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -576,146 +823,323 @@ def save(summary: dict, name: str, tag: str, no_save: bool) -> Path | None:
     return path
 
 
-def rate(nbytes: int, lines: int, seconds: float | None) -> dict:
-    if not seconds:
-        return {"mb_per_s": None, "lines_per_s": None}
-    return {
-        "mb_per_s": round(nbytes / 1e6 / seconds, 1),
-        "lines_per_s": round(lines / seconds, 1),
-    }
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def best_of(runs: list[dict]) -> dict:
-    """The fastest run; ``peak`` memory figures are the worst over all runs."""
-    best = dict(min(runs, key=lambda r: r["seconds"]))
-    secs = sorted(r["seconds"] for r in runs)
-    best["all_seconds"] = [r["seconds"] for r in runs]
-    best["median_seconds"] = secs[len(secs) // 2]
-    return best
-
-
-def dedup_key():
-    """``f(record, tools) -> (content hash, JSONL line)`` the way the installed
-    gymray computes them (the helpers moved between versions)."""
-    try:
-        from gymray.records import content_hashes, encode
-
-        from gymray.rollouts import hash64
-
-        def key(record: dict, tools: list) -> tuple[int, bytes]:
-            line, fields = encode(record)
-            return hash64(content_hashes(fields)[1]), line
-
-    except ImportError:
-        import orjson
-        from gymray.pipeline import record_hashes
-
-        def key(record: dict, tools: list) -> tuple[int, bytes]:
-            return record_hashes(record, tools, 0)[1], orjson.dumps(record) + b"\n"
-
-    return key
-
-
-def apply_data_context(items: list[str]) -> dict:
-    """``--data-context KEY=VALUE`` on the driver's current DataContext (prepare
-    plans its pipeline in this process, so the settings reach it)."""
-    if not items:
-        return {}
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    done = {}
+# --------------------------------------------------------------------------- one run
+def parse_sets(items: list[str]) -> dict:
+    """``key=value`` settings as ``gymray.prepare`` keywords (values parsed as JSON
+    when they are JSON, as the CLI's OmegaConf would; else strings)."""
+    out = {}
     for item in items:
         key, _, raw = item.partition("=")
-        if not hasattr(ctx, key):
-            raise SystemExit(f"--data-context: DataContext has no field {key!r}")
         try:
-            value = json.loads(raw)
+            out[key] = json.loads(raw)
         except ValueError:
-            value = raw
-        setattr(ctx, key, value)
-        done[key] = value
-    return done
+            out[key] = raw
+    return out
 
 
-TARGET_PEAK_GIB = 4.0  # the issues' peak-memory target for gymray
+def _clean(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
-def max_pss(runs: list[dict]) -> float | None:
-    vals = [r["memory"].get("peak_pss_sum_gib") for r in runs]
-    return None if None in vals or not vals else max(vals)
+def run_suite(
+    a: argparse.Namespace,
+    algo: str,
+    corpus: Path,
+    cases: list[dict],
+    baseline_cmd: Callable[[dict, Path], list[str]],
+    minimal_cmd: Callable[[dict, Path], list[str]] | None = None,
+) -> tuple[dict, dict]:
+    """Measure, in one run, for every case (``{"name", "slug", "sets"}``):
 
+    1. the single-process baselines (full, and the minimal loop when given), half
+       of ``--baseline-runs`` before the head starts, the rest after it stops
+       (they never share the machine with an idle Ray);
+    2. ``ray start --head``; per case, a driver connected to it calling
+       ``gymray.prepare`` ``--runs`` times (cold, then warm), then ``--cli-runs``
+       runs of ``python -m gymray.run ... --prepare-only`` with ``RAY_ADDRESS``
+       set (each a new Ray job: cold workers every time);
+    3. the head stopped (its processes only).
 
-def below_target(gib: float | None) -> bool | None:
-    return None if gib is None else gib < TARGET_PEAK_GIB
+    Returns (per-case raw runs, head info)."""
 
+    # Stopped by SIGTERM or SIGINT (even when started in the background, where
+    # SIGINT is ignored): unwind, so that the head is stopped.
+    def _stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
 
-def judge(
-    summary: dict,
-    g: dict | None,
-    b: dict | None,
-    g_runs: list[dict],
-    compare: bool,
-    ratio_min: float,
-    ratio_aim: float | None = None,
-) -> None:
-    """Fill ``summary`` with what the two sides are judged by: ``check`` (same
-    counts, same record lines), the ratio, ``targets`` and gymray's memory timeline."""
-    targets: dict = {"gymray_peak_memory_gib_max": TARGET_PEAK_GIB, "ratio_min": ratio_min}
-    if ratio_aim is not None:
-        targets["ratio_aim"] = ratio_aim
-    if g:
-        sg = summary["gymray"]
-        targets["gymray_peak_memory_met"] = sg["peak_memory_gib"] < TARGET_PEAK_GIB
-        targets["gymray_peak_pss_met"] = below_target(sg["peak_pss_sum_gib"])
-        targets["gymray_peak_machine_used_met"] = below_target(
-            g["memory"].get("peak_machine_used_growth_gib")
-        )
-        summary["gymray_memory_timeline"] = {
-            "columns": ["seconds", "rss_sum_gib", "object_store_used_gib"],
-            "points": g["memory_timeline"],
-        }
-    if g and b:
-        ratio = b["seconds"] / g["seconds"]
-        gc, bc = g["counts"], b["counts"]
-        same_records = sum(gc["records"].values()) == bc["records"]
-        check: dict = {
-            "same_record_count": same_records,
-            "same_counts": same_records
-            and gc["input_lines"] == bc["input_lines"]
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    work = a.data_dir / "runs" / f"{algo}-{os.getpid()}"
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    raw = {c["name"]: {"baseline": [], "minimal": [], "prepare": [], "cli": [], "check": {}}
+           for c in cases}  # fmt: skip
+    before = (a.baseline_runs + 1) // 2
+
+    def keep(c: dict, kind: str, run: dict) -> None:
+        """Every measured run, also appended to DATA/runs/.../logs/runs.jsonl as it
+        ends (an interrupted run keeps what it measured)."""
+        raw[c["name"]][kind].append(run)
+        with open(logs / "runs.jsonl", "a") as f:
+            f.write(json.dumps({"case": c["name"], "kind": kind, **run}) + "\n")
+
+    def singles(n: int, first: bool) -> None:
+        for c in cases:
+            for i in range(n):
+                if "baseline" not in a.skip:
+                    kept = first and i == 0  # compared with gymray's output later
+                    out = work / c["slug"] / ("baseline-keep" if kept else "baseline")
+                    _clean(out)
+                    quiet = settle(corpus, a.quiet_cores, a.quiet_wait)
+                    say(f"{c['name']}: full single-process baseline ...")
+                    run = run_child(baseline_cmd(c, out), role="baseline process",
+                                    interval=a.sample_interval, log=logs / "baseline.log", pss_every=1)  # fmt: skip
+                    run["settle"] = quiet
+                    keep(c, "baseline", run)
+                    say(f"  {run['result']['seconds']} s timed, {run['wall_seconds']} s process")
+                    if not kept:
+                        _clean(out)
+                if minimal_cmd and "minimal" not in a.skip:
+                    out = work / c["slug"] / "minimal"
+                    out.mkdir(parents=True, exist_ok=True)
+                    quiet = settle(corpus, a.quiet_cores, a.quiet_wait)
+                    say(f"{c['name']}: minimal loop ...")
+                    run = run_child(minimal_cmd(c, out / "out.jsonl"), role="baseline process",
+                                    interval=a.sample_interval, log=logs / "minimal.log", pss_every=1)  # fmt: skip
+                    run["settle"] = quiet
+                    keep(c, "minimal", run)
+                    say(f"  {run['result']['seconds']} s timed, {run['wall_seconds']} s process")
+                    _clean(out)
+
+    def check(c: dict, result: dict, label: str) -> None:
+        r = raw[c["name"]]
+        kept = work / c["slug"] / "baseline-keep"
+        if a.no_compare or not r["baseline"] or not kept.exists():
+            return
+        b = r["baseline"][0]["result"]
+        gc, bc = result["counts"], b["counts"]
+        gn, gd = line_multiset_digest(gymray_lines(result))
+        bn, bd = line_multiset_digest([Path(b["train"])])
+        r["check"][label] = {
+            "same_counts": gc["input_lines"] == bc["input_lines"]
             and gc["used"] == bc["used"]
             and gc["filtered"] == bc["filtered"]
-            and gc["rejected"] == bc["rejected"],
+            and gc["rejected"] == bc["rejected"]
+            and sum(gc["records"].values()) == bc["records"],
+            "gymray_lines": gn,
+            "baseline_lines": bn,
+            "same_lines_multiset": gd == bd,
         }
-        if compare:
-            gp = g["paths"]
-            gn, gd = line_multiset_digest(
-                [Path(gp["train"])] + ([Path(gp["val"])] if gp.get("val") else [])
-            )
-            bn, bd = line_multiset_digest([Path(b["train"])])
-            check.update(
-                {"gymray_lines": gn, "baseline_lines": bn, "same_lines_multiset": gd == bd}
-            )
-        summary["check"] = check
-        summary["ratio_baseline_over_gymray"] = round(ratio, 3)
-        if len(g_runs) > 1:
-            summary["ratio_of_medians"] = round(b["median_seconds"] / g["median_seconds"], 3)
-        targets["ratio_met"] = ratio >= ratio_min
-        if ratio_aim is not None:
-            targets["ratio_aim_met"] = ratio >= ratio_aim
-    summary["targets"] = targets
+        say(f"  check vs baseline: {r['check'][label]}")
+
+    singles(before, first=True)
+    head = RayHead(a.num_cpus, a.object_store_gib, a.worker_niceness)
+    extra = parse_sets(a.set)
+    info: dict = {}
+    if not {"prepare", "cli"} <= set(a.skip):
+        say("ray start --head ...")
+        try:
+            info = head.start()
+            info["idle"] = head.idle_cpu(5.0)
+            say(f"  head at {info['address']}, idle {info['idle']}")
+            for c in cases:
+                r = raw[c["name"]]
+                sets = parse_sets(c["sets"])
+                if "prepare" not in a.skip:
+                    drv = Driver(head, logs / f"driver-{c['slug']}.log")
+                    r["driver"] = drv.ready
+                    try:
+                        for i in range(a.runs):
+                            out = work / c["slug"] / "prepare"
+                            _clean(out)
+                            quiet = settle(corpus, a.quiet_cores, a.quiet_wait)
+                            say(
+                                f"{c['name']}: gymray.prepare #{i + 1} ({'cold' if i == 0 else 'warm'}) ..."
+                            )
+                            kwargs = {"input": str(corpus), "output": str(out), "overwrite": True,
+                                      **sets, **extra}  # fmt: skip
+                            run = drv.prepare(algo, kwargs, a.sample_interval)
+                            run["settle"] = quiet
+                            keep(c, "prepare", run)
+                            say(
+                                f"  {run['wall_seconds']} s, {run['measures']['cpu_seconds']} CPU-s"
+                            )
+                            if i == 0:
+                                check(c, run["result"], "prepare")
+                            _clean(out)
+                    finally:
+                        drv.close()
+                    time.sleep(2)  # the job's workers go away
+                if "cli" not in a.skip:
+                    env = {**head.env(), "RAY_ADDRESS": head.address}
+                    for i in range(a.cli_runs):
+                        out = work / c["slug"] / "cli"
+                        _clean(out)
+                        quiet = settle(corpus, a.quiet_cores, a.quiet_wait)
+                        say(f"{c['name']}: python -m gymray.run #{i + 1} ...")
+                        cmd = [sys.executable, "-m", "gymray.run", algo, f"input={corpus}",
+                               f"output={out}", "overwrite=true", *c["sets"], *a.set,
+                               "--prepare-only", "--json"]  # fmt: skip
+                        run = run_child(cmd, role="driver", head=head, env=env, after=1.0,
+                                        interval=a.sample_interval, log=logs / f"cli-{c['slug']}.log")  # fmt: skip
+                        run["settle"] = quiet
+                        keep(c, "cli", run)
+                        say(f"  {run['wall_seconds']} s, {run['measures']['cpu_seconds']} CPU-s")
+                        if i == 0:
+                            check(c, run["result"], "cli")
+                        _clean(out)
+        except BaseException:
+            # keep the head's logs (worker deaths are explained there), then unwind
+            info["stop"] = head.stop(keep_logs=logs / "ray")
+            say(f"head stopped after a failure; its logs are in {logs / 'ray'}")
+            raise
+        else:
+            info["stop"] = head.stop()
+            say(f"head stopped: {info['stop']}")
+    for c in cases:
+        _clean(work / c["slug"] / "baseline-keep")
+    singles(a.baseline_runs - before, first=False)
+    if not a.keep_output:
+        for c in cases:
+            _clean(work / c["slug"])
+    info["logs"] = str(logs)
+    if not a.keep_output:
+        info["logs"] += " (deleted)"
+        _clean(work)
+    return raw, info
 
 
-def with_gymray_load(run: dict) -> dict:
-    """A gymray run with its `load` (own vs other processes' CPU) attached."""
-    m = run["memory"]
-    run["load"] = noise(m["cpu_seconds_own"], m["cpu_seconds_machine"], run["seconds"])
-    return run
+def summarize_case(r: dict) -> dict:
+    """Figures and ratios of one case from its raw runs."""
+    out: dict = {}
+    # the fastest run of each loop (a shared machine's noise only slows a run down)
+    full = min(r["baseline"], key=lambda x: x["result"]["seconds"]) if r["baseline"] else None
+    mini = min(r["minimal"], key=lambda x: x["result"]["seconds"]) if r["minimal"] else None
+
+    def single(run: dict | None, runs: list[dict]) -> dict | None:
+        if run is None:
+            return None
+        res, m = run["result"], run["measures"]
+        return {
+            "timed_seconds": res["seconds"],
+            "timed_cpu_seconds": res["cpu_seconds"],
+            "process_wall_seconds": run["wall_seconds"],
+            "process_cpu_seconds": run["process_cpu_seconds"],
+            # sampled from /proc (ru_maxrss of a child also counts the harness's pages
+            # it had at fork, before exec)
+            "peak_rss_gib": m["peak_rss_sum_gib"],
+            "peak_pss_gib": m["peak_pss_sum_gib"],
+            "ru_maxrss_gib": run["process_peak_rss_gib"],
+            "other_cpu_seconds": m["other_cpu_seconds"],
+            "machine_before": run.get("settle"),
+            "all_timed_seconds": [x["result"]["seconds"] for x in runs],
+            "all_process_wall_seconds": [x["wall_seconds"] for x in runs],
+            "records": res.get("counts", {}).get("records", res.get("records")),
+            **({"counts": res["counts"]} if "counts" in res else {}),
+            **(
+                {
+                    k: res[k]
+                    for k in res
+                    if k.endswith("_seconds") and k not in ("seconds", "cpu_seconds")
+                }
+            ),
+        }
+
+    out["baseline_full"] = single(full, r["baseline"])
+    out["minimal_loop"] = single(mini, r["minimal"])
+    if r["prepare"]:
+        cold, warm = r["prepare"][0], r["prepare"][1:]
+        out["prepare"] = {
+            "driver": r.get("driver"),
+            "counts": cold["result"]["counts"],
+            "cold": side(cold),
+            "warm": side(min(warm, key=lambda x: x["wall_seconds"])) if warm else None,
+            "all_wall_seconds": [x["wall_seconds"] for x in r["prepare"]],
+            "cold_by_title": cold["measures"]["cpu_seconds_by_title"],
+            "warm_by_title": min(warm, key=lambda x: x["wall_seconds"])["measures"][
+                "cpu_seconds_by_title"
+            ]
+            if warm
+            else None,  # fmt: skip
+            "warm_rss_gib_by_role_at_peak": min(warm, key=lambda x: x["wall_seconds"])["measures"][
+                "rss_gib_by_role_at_peak"
+            ]
+            if warm
+            else None,  # fmt: skip
+        }
+    if r["cli"]:
+        out["cli"] = {
+            "counts": r["cli"][0]["result"].get("counts"),
+            "cold": side(r["cli"][0])
+            | {"process_peak_rss_gib": r["cli"][0]["process_peak_rss_gib"]},
+            "warm": side(r["cli"][1])
+            | {"process_peak_rss_gib": r["cli"][1]["process_peak_rss_gib"]}
+            if len(r["cli"]) > 1
+            else None,
+            "all_wall_seconds": [x["wall_seconds"] for x in r["cli"]],
+            "cold_by_title": r["cli"][0]["measures"]["cpu_seconds_by_title"],
+        }
+    out["check"] = r["check"]
+    ratios: dict = {}
+    fb, mb = out["baseline_full"], out["minimal_loop"]
+    for kind in ("prepare", "cli"):
+        for when in ("cold", "warm"):
+            g = (out.get(kind) or {}).get(when)
+            if not g:
+                continue
+            # prepare is timed around the call: compare with the loops' timed part;
+            # the CLI end to end: with the loops' whole process (interpreter included)
+            wall = "timed_seconds" if kind == "prepare" else "process_wall_seconds"
+            cpu = "timed_cpu_seconds" if kind == "prepare" else "process_cpu_seconds"
+            ratios[f"{kind}_{when}"] = {
+                "wall_vs_full": ratio(fb and fb[wall], g["wall_seconds"]),
+                "wall_vs_minimal": ratio(mb and mb[wall], g["wall_seconds"]),
+                "cpu_vs_full": ratio(g["cpu_seconds"], fb and fb[cpu]),
+                "cpu_vs_minimal": ratio(g["cpu_seconds"], mb and mb[cpu]),
+                "driver_share": g["driver_share"],
+            }
+    out["ratios"] = ratios
+    return out
 
 
-def run_baseline(script: Path, corpus: Path, out: Path, i: int, runs: int) -> dict:
-    """One baseline run in a fresh interpreter (its peak memory is its own), with its load."""
-    print(f"[{i + 1}/{runs}] baseline (single process) ...", file=sys.stderr, flush=True)
-    b = run_child(script, [str(corpus), str(out)])
-    b["load"] = noise(b["cpu_seconds"], b["cpu_seconds_machine"], b["process_wall_seconds"])
-    return b
+def table(summary: dict) -> str:
+    """A plain-text table of the figures (printed at the end of a run)."""
+    rows = [
+        "case | side | wall s | x full | x minimal | CPU-s | CPU/full | driver % | "
+        "workers / shuffle / daemons CPU-s | peak RSS / PSS GiB | others' cores"
+    ]
+    for name, c in summary["cases"].items():
+        for label, s in (
+            ("full loop", c.get("baseline_full")),
+            ("minimal loop", c.get("minimal_loop")),
+        ):
+            if s:
+                rows.append(
+                    f"{name} | {label} | {s['timed_seconds']} ({s['process_wall_seconds']} proc) | | | "
+                    f"{s['timed_cpu_seconds']} ({s['process_cpu_seconds']}) | | | | "
+                    f"{s['peak_rss_gib']} / {s['peak_pss_gib']} | "
+                    f"{round(s['other_cpu_seconds'] / s['process_wall_seconds'], 2)}"
+                )
+        for kind in ("prepare", "cli"):
+            for when in ("cold", "warm"):
+                g = (c.get(kind) or {}).get(when)
+                if not g:
+                    continue
+                rt = c["ratios"][f"{kind}_{when}"]
+                roles = g["cpu_seconds_by_role"]
+                workers = sum(
+                    v for k, v in roles.items() if k.startswith(("map", "workers", "other ray"))
+                )
+                rows.append(
+                    f"{name} | {kind} {when} | {g['wall_seconds']} | {rt['wall_vs_full']} | "
+                    f"{rt['wall_vs_minimal']} | {g['cpu_seconds']} | {rt['cpu_vs_full']} | "
+                    f"{round(100 * (g['driver_share'] or 0), 1)} | {round(workers, 1)} / "
+                    f"{roles.get('shuffle + sort', 0)} / {roles.get('ray daemons', 0)} | "
+                    f"{g['peak_rss_sum_gib']} / {g['peak_pss_sum_gib']} | "
+                    f"{round(g['other_cpu_seconds'] / g['wall_seconds'], 2)}"
+                )
+    return "\n".join(rows)

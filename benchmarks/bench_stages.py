@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
-"""Where gymray's SFT time goes, stage by stage, in one process and without Ray.
+"""Where gymray's per-rollout (SFT) CPU goes, stage by stage, in one process and without Ray.
 
-    python benchmarks/bench_stages.py CORPUS_DIR [--block-bytes N] [--files K]
+    python benchmarks/bench_stages.py CORPUS_DIR [--set sft.reward_threshold=0] [--files K]
 
-Runs the same functions Ray runs (``gymray.pipeline.read_lines`` ->
-``process_lines`` -> ``gymray.writer.DatasetSink.consume``) one after the
-other over the corpus and times each, then times an instrumented mirror of
-``process_lines``' loop to split it further (Arrow -> Python, parse_line,
-sft_record, hashes, OutcomeBuilder rows, Arrow table). Compare the sum with
-bench_sft.py's baseline seconds: the difference is what gymray's design costs
-before any Ray overhead; gymray's wall time minus (this sum / cores) is Ray's.
+Runs the functions a Ray Data worker runs, one after the other, over the
+corpus and times each (wall and CPU): the driver's read planning
+(``engine.read.plan_units``), then per unit ``engine.read.read_lines`` ->
+``engine.blocks.process_lines`` -> ``engine.write.write_block`` (the worker
+writing its parts: JSONL + Parquet + listings). Then a mirror of
+``process_lines``' loop timed piece by piece (Arrow -> Python, ``check_line``,
+the prefilter, ``convert``, the recipe's ``record``, ``OutcomeBuilder.add``
+(encode, hashes, Parquet columns), ``OutcomeBuilder.table``), and the minimal
+loop's own steps for reference.
 
-Uses package internals, so it follows the package: if a signature changes,
-this script needs the same change.
+The sum is the CPU gymray's work costs before Ray: compare it with the
+benchmarks' single-process loops, and with gymray's measured CPU-seconds
+(the rest is Ray: worker start-up, scheduling, object store, daemons) and
+the driver's share (``plan_units`` runs in the driver).
+
+Uses package internals, so it follows the package: when a signature changes,
+this script needs the same change (the benchmarks proper use only
+``gymray.prepare`` and the CLI).
 """
 
 from __future__ import annotations
@@ -20,18 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 class Clock:
@@ -45,236 +46,152 @@ class Clock:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("corpus", type=Path)
-    ap.add_argument("--block-bytes", type=int, default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="gymray setting, e.g. sft.reward_threshold=0 (repeatable)")  # fmt: skip
     ap.add_argument("--files", type=int, default=0, help="only the first K files (0: all)")
-    ap.add_argument(
-        "--what-if", action="store_true", help="also time the alternatives behind the suggestions"
-    )
     a = ap.parse_args()
 
-    import inspect
-
-    import _common as C
     import orjson
-    import pyarrow as pa
-    from gymray.pipeline import OutcomeBuilder, process_lines, read_lines
-    from gymray.writer import DatasetSink
 
+    from gymray import formats, recipes
     from gymray.config import load_settings
-    from gymray.recipes.sft import sft_record
-    from gymray.rollouts import Reject, parse_line, unit_interval
-    from gymray.storage import Staging, expand_inputs
+    from gymray.dataset import assemble
+    from gymray.engine.blocks import OutcomeBuilder, Spec, process_lines
+    from gymray.engine.read import plan_units, read_lines
+    from gymray.engine.write import Target, write_block
+    from gymray.recipes.base import Context
+    from gymray.rollouts import (
+        Reject,
+        check_line,
+        convert,
+        file_environment,
+        hash64,
+        task_key_of,
+        unit_interval,
+    )
+    from gymray.storage import expand_inputs
 
     out = tempfile.mkdtemp(prefix="gymray-stages-")
-    overrides = {"input": [str(a.corpus)], "output": os.path.join(out, "ds")}
-    if a.block_bytes:
-        overrides["ray"] = {"block_bytes": a.block_bytes}
-    settings = load_settings("sft", overrides)
+    settings = load_settings(
+        "sft", [f"input={a.corpus}", f"output={os.path.join(out, 'ds')}", *a.set]
+    )
     inputs = expand_inputs(settings.input)
     if a.files:
         inputs = inputs[: a.files]
     files = [f.uri for f in inputs]
     nbytes = sum(f.size for f in inputs)
+    recipe = recipes.get("sft")(settings, Context(files))
+    spec = Spec(recipe, files, [file_environment(u) for u in files])
+    target = Target(settings.output, os.path.join(out, "staging"))
+    os.makedirs(target.path)
+    assemble.prepare_dirs(target)
+    write_args = {
+        "target": target, "fmt_name": recipe.format, "files": files,
+        "val_fraction": settings.split.val_fraction, "dedup": recipe.dedup, "task_sorted": False,
+    }  # fmt: skip
     clk = Clock()
+    P, C = time.perf_counter, time.process_time
 
-    # 1-3 streamed block by block, as a worker and the driver see them (holding
-    # every block at once would time page faults, not the stages)
-    staging = Staging(settings.output, settings.storage, overwrite=True)
-    sink = DatasetSink(
-        staging, "openai", files, val_fraction=settings.split.val_fraction, dedup=True
-    )
-    lines = nblocks = outcome_bytes = 0
-    P = time.perf_counter
-    for fid, f in enumerate(inputs):
-        it = read_lines(f, fid, settings.ray.block_bytes, settings.storage)
+    # 0. the driver's read plan (large local files are split into line-aligned ranges)
+    t, c = P(), C()
+    units = plan_units(inputs, settings.ray.split_bytes)
+    clk.add("0 plan_units (driver: ranges of large files, newline count)", P() - t, C() - c)
+
+    # 1-3 streamed block by block, as a worker sees them
+    lines = nblocks = 0
+    for fid, span in units:
+        it = read_lines(inputs[fid], fid, settings.ray.block_bytes, None, span)
         while True:
-            t, c = P(), cpu()
+            t, c = P(), C()
             b = next(it, None)
-            clk.add("1 read_lines (read + split + Arrow lines table)", P() - t, cpu() - c)
+            clk.add("1 read_lines (read + split + Arrow lines table)", P() - t, C() - c)
             if b is None:
                 break
             lines += b.num_rows
             nblocks += 1
-            t, c = P(), cpu()
-            o = process_lines(b, settings, files)
-            clk.add("2 process_lines (worker: parse + recipe + outcome table)", P() - t, cpu() - c)
-            outcome_bytes += o.nbytes
-            t, c = P(), cpu()
-            sink.consume(o)
-            clk.add("3 DatasetSink.consume + finish (driver: JSONL + Parquet)", P() - t, cpu() - c)
-    t, c = P(), cpu()
-    done = sink.finish()
-    clk.add("3 DatasetSink.consume + finish (driver: JSONL + Parquet)", P() - t, cpu() - c)
-    staging.abort()
+            t, c = P(), C()
+            o = process_lines(b, spec)
+            clk.add("2 process_lines (parse + recipe + outcome table)", P() - t, C() - c)
+            t, c = P(), C()
+            write_block(o, **write_args)
+            clk.add("3 write_block (JSONL + Parquet + listing parts)", P() - t, C() - c)
 
     # 4. process_lines split further (a mirror of its loop, timed piece by piece)
+    fmt = formats.get(recipe.format)
     names = [os.path.basename(f) for f in files]
-    sft, chat, seed = settings.sft, settings.chat, settings.split.seed
-    takes_hashes = "content_hash" in inspect.signature(OutcomeBuilder.add).parameters
-    content_key = C.dedup_key()
-    if takes_hashes:
-        from gymray.pipeline import record_hashes
-    blocks = (
-        b for fid, f in enumerate(inputs) for b in read_lines(f, fid, settings.ray.block_bytes)
-    )
-    for b in blocks:
-        t0, c0 = P(), cpu()
-        file_ids = b.column("file_id").to_pylist()
-        line_nos = b.column("line").to_pylist()
-        raws = b.column("raw").to_pylist()
-        clk.add("4a Arrow -> Python (to_pylist of raw)", P() - t0, cpu() - c0)
-        builder = OutcomeBuilder(sft.format)
-        for file_id, line, raw in zip(file_ids, line_nos, raws, strict=True):
-            t0, c0 = P(), cpu()
-            r = parse_line(raw, names[file_id], chat.reasoning)
-            t1 = P()
-            clk.wall["4b parse_line (orjson.loads + conversion)"] = (
-                clk.wall.get("4b parse_line (orjson.loads + conversion)", 0) + t1 - t0
-            )
-            if isinstance(r, Reject):
-                builder.add(file_id, line, "rejected", reason=r.reason, raw=raw)
-                continue
-            record, reason = sft_record(r, (files[file_id], line), sft, chat)
-            t2 = P()
-            clk.wall["4c sft_record"] = clk.wall.get("4c sft_record", 0) + t2 - t1
-            if record is None:
-                builder.add(
-                    file_id, line, "filtered", reason=reason, reward=r.reward, task_key=r.task_key
-                )
-                clk.wall["4e OutcomeBuilder.add"] = (
-                    clk.wall.get("4e OutcomeBuilder.add", 0) + P() - t2
-                )
-                continue
-            # hashes: older gymray took them from the caller, newer computes them in add()
-            extra = {}
-            if takes_hashes:
-                extra["tools_hash"], extra["content_hash"] = record_hashes(record, r.tools, seed)
-            else:
-                content_key(record, r.tools)  # timed here; add() computes it again
-            u = unit_interval(r.task_key, seed)
-            t3 = P()
-            clk.wall["4d content hash + unit_interval"] = (
-                clk.wall.get("4d content hash + unit_interval", 0) + t3 - t2
-            )
-            builder.add(
-                file_id,
-                line,
-                "used",
-                reward=r.reward,
-                task_key=r.task_key,
-                record=record,
-                split_u=u,
-                **extra,
-            )
-            clk.wall["4e OutcomeBuilder.add"] = clk.wall.get("4e OutcomeBuilder.add", 0) + P() - t3
-        t0, c0 = P(), cpu()
-        builder.table()
-        clk.add("4f OutcomeBuilder.table (Python -> Arrow)", P() - t0, cpu() - c0)
+    for fid, span in units:
+        for b in read_lines(inputs[fid], fid, settings.ray.block_bytes, None, span):
+            t, c = P(), C()
+            rows = zip(b.column("file_id").to_pylist(), b.column("line").to_pylist(),
+                       b.column("raw").to_pylist(), strict=True)  # fmt: skip
+            rows = list(rows)
+            clk.add("4a Arrow -> Python (to_pylist)", P() - t, C() - c)
+            builder = OutcomeBuilder(fmt)
+            for file_id, line, raw in rows:
+                t, c = P(), C()
+                checked = check_line(raw)
+                clk.add("4b check_line (orjson.loads + checks)", P() - t, C() - c)
+                if isinstance(checked, Reject):
+                    builder.add(file_id, line, "rejected", reason=checked.reason, raw=raw)
+                    continue
+                t, c = P(), C()
+                reason = recipe.prefilter(checked)
+                if reason is not None:
+                    key = task_key_of(checked.obj, checked.request, names[file_id])[0]
+                    builder.add(file_id, line, "filtered", reason=reason, task_key=key)
+                    clk.add("4c prefilter (+ filtered row)", P() - t, C() - c)
+                    continue
+                clk.add("4c prefilter (+ filtered row)", P() - t, C() - c)
+                t, c = P(), C()
+                r = convert(checked, names[file_id], spec.reasoning)
+                clk.add("4d convert (chat messages, tools, task key)", P() - t, C() - c)
+                if isinstance(r, Reject):
+                    builder.add(file_id, line, "rejected", reason=r.reason, raw=raw)
+                    continue
+                t, c = P(), C()
+                record, reason = recipe.record(r, (files[file_id], line))
+                clk.add("4e recipe.record (sft_record)", P() - t, C() - c)
+                t, c = P(), C()
+                if record is None:
+                    builder.add(file_id, line, "filtered", reason=reason, task_key=r.task_key)
+                else:
+                    builder.add(file_id, line, "used", reward=r.reward, task_key=r.task_key,
+                                record=record, split_u=unit_interval(r.task_key, spec.seed),
+                                task_hash=hash64(r.task_key))  # fmt: skip
+                clk.add("4f OutcomeBuilder.add (encode, hashes, columns)", P() - t, C() - c)
+            t, c = P(), C()
+            builder.table()
+            clk.add("4g OutcomeBuilder.table (Python -> Arrow)", P() - t, C() - c)
 
-    # 5. the baseline's read for comparison: whole file, split
-    t, c = time.perf_counter(), cpu()
-    n = 0
+    # 5. the minimal loop's own steps, for reference
+    t, c = P(), C()
     for f in inputs:
         with open(f.path, "rb") as fh:
-            n += len(fh.read().split(b"\n"))
-    clk.add("5 (baseline) open().read().split(b'\\n')", time.perf_counter() - t, cpu() - c)
-    t, c = time.perf_counter(), cpu()
+            fh.read().split(b"\n")
+    clk.add("5a (reference) open().read().split(b'\\n')", P() - t, C() - c)
+    t, c = P(), C()
     for f in inputs:
         with open(f.path, "rb") as fh:
             for raw in fh.read().split(b"\n"):
                 if raw:
                     orjson.loads(raw)
-    clk.add(
-        "6 (reference) read + split + orjson.loads of every line",
-        time.perf_counter() - t,
-        cpu() - c,
-    )
-
-    # 7. what-ifs behind the suggestions (not gymray code; same inputs)
-    if a.what_if:
-        import numpy as np
-        import pyarrow.fs as pafs
-
-        fs = pafs.LocalFileSystem()
-        bb = settings.ray.block_bytes
-        t, c = P(), cpu()
-        nlines = 0
-        for f in inputs:
-            # Arrow lines block without a Python bytes object per line: newline
-            # offsets by numpy, values keep their "\n" (orjson accepts it).
-            with fs.open_input_stream(f.path) as stream:
-                carry = b""
-                while True:
-                    chunk = stream.read(bb)
-                    if not chunk and not carry:
-                        break
-                    data = carry + chunk if carry else chunk
-                    cut = data.rfind(b"\n") + 1 if chunk else len(data)
-                    if cut <= 0:
-                        carry = data
-                        continue
-                    view = np.frombuffer(data, dtype=np.uint8, count=cut)
-                    ends = np.flatnonzero(view == 10) + 1
-                    if not chunk and (len(ends) == 0 or ends[-1] != cut):
-                        ends = np.append(ends, cut)
-                    offsets = np.concatenate([[0], ends]).astype(np.int64)
-                    arr = pa.LargeBinaryArray.from_buffers(
-                        pa.large_binary(),
-                        len(ends),
-                        [None, pa.py_buffer(offsets), pa.py_buffer(data)],
-                    )
-                    nlines += len(arr)
-                    carry = data[cut:]
-                    if not chunk:
-                        break
-        clk.add(
-            "7a what-if: read with numpy newline offsets, no per-line bytes", P() - t, cpu() - c
-        )
-        thr = sft.reward_threshold
-        t, c = P(), cpu()
-        for fid, f in enumerate(inputs):
-            with open(f.path, "rb") as fh:
-                for n, raw in enumerate(fh.read().split(b"\n"), 1):
-                    if not raw:
-                        continue
-                    obj = orjson.loads(raw)
-                    rw = obj.get("reward") if isinstance(obj, dict) else None
-                    if thr is not None and isinstance(rw, (int, float)) and rw < thr:
-                        continue  # filtered: below_reward_threshold, no conversion
-                    r = parse_line(
-                        raw, names[fid], chat.reasoning
-                    )  # (parses again: an upper bound)
-                    if not isinstance(r, Reject):
-                        sft_record(r, (files[fid], n), sft, chat)
-        clk.add(
-            "7b what-if: baseline loop with the reward filter before conversion", P() - t, cpu() - c
-        )
-        t, c = P(), cpu()
-        for fid, f in enumerate(inputs):
-            with open(f.path, "rb") as fh:
-                for n, raw in enumerate(fh.read().split(b"\n"), 1):
-                    if not raw:
-                        continue
-                    r = parse_line(raw, names[fid], chat.reasoning)
-                    if not isinstance(r, Reject):
-                        sft_record(r, (files[fid], n), sft, chat)
-        clk.add("7c (for 7b) the same loop without it", P() - t, cpu() - c)
+    clk.add("5b (reference) read + split + orjson.loads of every line", P() - t, C() - c)
+    shutil.rmtree(out, ignore_errors=True)
 
     summary = {
         "corpus": str(a.corpus),
+        "settings": a.set,
         "files": len(inputs),
+        "units": len(units),
         "lines": lines,
         "bytes": nbytes,
         "block_bytes": settings.ray.block_bytes,
         "blocks": nblocks,
-        "mean_block_rows": round(lines / max(1, nblocks), 1),
-        "outcome_bytes": outcome_bytes,
-        "records": done["counts"]["records"],
         "seconds": {k: round(v, 2) for k, v in sorted(clk.wall.items())},
         "cpu_seconds": {k: round(v, 2) for k, v in sorted(clk.cpu.items())},
-        "pa_version": pa.__version__,
+        "sum_cpu_seconds_0_to_3": round(sum(v for k, v in clk.cpu.items() if k[0] in "0123"), 2),
     }
     print(json.dumps(summary, indent=2))
     return 0

@@ -4,7 +4,7 @@
     make_small_corpus.py OUT_DIR [--max-line-bytes N] [--distinct-completions]
                          [--tasks N] [--repeats K] [--shards S] [--seed X] [--bad-fraction F]
 
-Uses ``/work/shared/bench/make_corpus.py`` (``GYMRAY_MAKE_CORPUS``) for the
+Uses ``../shared/bench/make_corpus.py`` (``GYMRAY_MAKE_CORPUS``) for the
 fixture templates, the prompt tags and the bad lines, and repeats its main loop
 exactly (same RNG calls, so the same task order, rewards and bad lines), with
 two changes:
@@ -33,7 +33,10 @@ import os
 import pathlib
 import random
 
-MAKE_CORPUS = os.environ.get("GYMRAY_MAKE_CORPUS", "/work/shared/bench/make_corpus.py")
+MAKE_CORPUS = os.environ.get(
+    "GYMRAY_MAKE_CORPUS",
+    str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "bench" / "make_corpus.py"),
+)
 MIN_CAP = 32
 CONVERSATION_KEYS = {"responses_create_params", "response", "reward", "agent_ref"}
 

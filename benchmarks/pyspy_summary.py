@@ -2,7 +2,7 @@
 """Summarize a ``py-spy record --subprocesses -f raw`` profile of a benchmark run.
 
     py-spy record -r 40 --subprocesses -f raw -o prof.txt -- \\
-        python benchmarks/bench_sft.py --skip baseline --no-save
+        python benchmarks/bench_sft.py --skip baseline --skip minimal --runs 2 --cli-runs 0 --no-save
     python benchmarks/pyspy_summary.py prof.txt [--top 25] [--rate 40]
 
 Prints CPU samples per process role (driver, Ray workers, Ray's own Python
@@ -17,38 +17,41 @@ import collections
 import re
 
 STAGES = [
-    # worker side
-    "read_lines (gymray/pipeline.py",
-    "_lines_table (gymray/pipeline.py",
-    "process_lines (gymray/pipeline.py",
-    "parse_line (gymray/rollouts.py",
+    # worker side (engine/: per-block work; recipes/, rollouts, chat, formats: pure logic)
+    "read_lines (gymray/engine/read.py",
+    "_lines_table (gymray/engine/read.py",
+    "process_lines (gymray/engine/blocks.py",
+    "check_line (gymray/rollouts.py",
     "load_json (gymray/rollouts.py",
+    "convert (gymray/rollouts.py",
     "prompt_messages (gymray/chat.py",
     "completion_messages (gymray/chat.py",
     "convert_tools (gymray/chat.py",
     "task_key_of (gymray/rollouts.py",
     "sft_record (gymray/recipes/sft.py",
-    "record_hashes (gymray/pipeline.py",
     "unit_interval (gymray/rollouts.py",
-    "OutcomeBuilder.add (gymray/pipeline.py",
-    "dumps_line (gymray/records.py",
-    "column_value (gymray/records.py",
+    "OutcomeBuilder.add (gymray/engine/blocks.py",
+    "encode (gymray/formats.py",
+    "column_value (gymray/formats.py",
     "cut_raw (gymray/rollouts.py",
-    "OutcomeBuilder.table (gymray/pipeline.py",
-    "parse_rollouts (gymray/pipeline.py",
-    "group_block (gymray/pipeline.py",
-    "_rollout_json (gymray/pipeline.py",
-    "_rollout_from_json (gymray/pipeline.py",
+    "OutcomeBuilder.table (gymray/engine/blocks.py",
+    "summarize_lines (gymray/engine/blocks.py",
+    "parse_rollouts (gymray/engine/blocks.py",
+    "decide_block (gymray/engine/blocks.py",
+    "group_block (gymray/engine/blocks.py",
+    "build_block (gymray/engine/blocks.py",
+    "write_block (gymray/engine/write.py",
+    "_fix_part (gymray/dataset/assemble.py",
+    "_copy_at (gymray/dataset/assemble.py",
     # driver side
-    "run_pipeline (gymray/pipeline.py",
-    "DatasetSink.consume (gymray/writer.py",
-    "_ParquetSplit.write (gymray/writer.py",
-    "DatasetSink.finish (gymray/writer.py",
-    "_ensure_val (gymray/writer.py",
-    "render (gymray/report.py",
-    "Staging.commit (gymray/storage.py",
-    "_fingerprint (gymray/api.py",
-    "expand_inputs (gymray/storage.py",
+    "prepare (gymray/api.py",
+    "plan_units (gymray/engine/read.py",
+    "run (gymray/engine/graph.py",
+    "decide (gymray/dataset/assemble.py",
+    "assemble (gymray/dataset/assemble.py",
+    "publish (gymray/dataset/publish.py",
+    "fingerprint (gymray/dataset/manifest.py",
+    "expand_inputs (gymray/storage/inputs.py",
 ]
 
 
