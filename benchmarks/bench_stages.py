@@ -16,7 +16,7 @@ loop's own steps for reference.
 The sum is the CPU gymray's work costs before Ray: compare it with the
 benchmarks' single-process loops, and with gymray's measured CPU-seconds
 (the rest is Ray: worker start-up, scheduling, object store, daemons) and
-the driver's share (``plan_units`` runs in the driver).
+the driver's share (``plan_units`` sends its chunk summaries to Ray tasks).
 
 Uses package internals, so it follows the package: when a signature changes,
 this script needs the same change (the benchmarks proper use only
@@ -53,23 +53,14 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=0, help="only the first K files (0: all)")
     a = ap.parse_args()
 
-    import orjson
-
-    from gymray import formats, recipes
+    from gymray import recipes
     from gymray.config import load_settings
-    from gymray.dataset import assemble
-    from gymray.engine.blocks import OutcomeBuilder, Spec, process_lines
+    from gymray.engine.blocks import Spec, process_lines
     from gymray.engine.read import plan_units, read_lines
     from gymray.engine.write import Target, write_block
     from gymray.recipes.base import Context
     from gymray.rollouts import (
-        Reject,
-        check_line,
-        convert,
         file_environment,
-        hash64,
-        task_key_of,
-        unit_interval,
     )
     from gymray.storage import expand_inputs
 
@@ -86,7 +77,7 @@ def main() -> int:
     spec = Spec(recipe, files, [file_environment(u) for u in files])
     target = Target(settings.output, os.path.join(out, "staging"))
     os.makedirs(target.path)
-    assemble.prepare_dirs(target)
+    target.prepare()
     write_args = {
         "target": target, "fmt_name": recipe.format, "files": files,
         "val_fraction": settings.split.val_fraction, "dedup": recipe.dedup, "task_sorted": False,
@@ -97,7 +88,9 @@ def main() -> int:
     # 0. the driver's read plan (large local files are split into line-aligned ranges)
     t, c = P(), C()
     units = plan_units(inputs, settings.ray.split_bytes)
-    clk.add("0 plan_units (driver: ranges of large files, newline count)", P() - t, C() - c)
+    clk.add(
+        "0 plan_units (chunk summaries: Ray tasks in gymray, in-process here)", P() - t, C() - c
+    )
 
     # 1-3 streamed block by block, as a worker sees them
     lines = nblocks = 0
@@ -118,66 +111,6 @@ def main() -> int:
             write_block(o, **write_args)
             clk.add("3 write_block (JSONL + Parquet + listing parts)", P() - t, C() - c)
 
-    # 4. process_lines split further (a mirror of its loop, timed piece by piece)
-    fmt = formats.get(recipe.format)
-    names = [os.path.basename(f) for f in files]
-    for fid, span in units:
-        for b in read_lines(inputs[fid], fid, settings.ray.block_bytes, None, span):
-            t, c = P(), C()
-            rows = zip(b.column("file_id").to_pylist(), b.column("line").to_pylist(),
-                       b.column("raw").to_pylist(), strict=True)  # fmt: skip
-            rows = list(rows)
-            clk.add("4a Arrow -> Python (to_pylist)", P() - t, C() - c)
-            builder = OutcomeBuilder(fmt)
-            for file_id, line, raw in rows:
-                t, c = P(), C()
-                checked = check_line(raw)
-                clk.add("4b check_line (orjson.loads + checks)", P() - t, C() - c)
-                if isinstance(checked, Reject):
-                    builder.add(file_id, line, "rejected", reason=checked.reason, raw=raw)
-                    continue
-                t, c = P(), C()
-                reason = recipe.prefilter(checked)
-                if reason is not None:
-                    key = task_key_of(checked.obj, checked.request, names[file_id])[0]
-                    builder.add(file_id, line, "filtered", reason=reason, task_key=key)
-                    clk.add("4c prefilter (+ filtered row)", P() - t, C() - c)
-                    continue
-                clk.add("4c prefilter (+ filtered row)", P() - t, C() - c)
-                t, c = P(), C()
-                r = convert(checked, names[file_id], spec.reasoning)
-                clk.add("4d convert (chat messages, tools, task key)", P() - t, C() - c)
-                if isinstance(r, Reject):
-                    builder.add(file_id, line, "rejected", reason=r.reason, raw=raw)
-                    continue
-                t, c = P(), C()
-                record, reason = recipe.record(r, (files[file_id], line))
-                clk.add("4e recipe.record (sft_record)", P() - t, C() - c)
-                t, c = P(), C()
-                if record is None:
-                    builder.add(file_id, line, "filtered", reason=reason, task_key=r.task_key)
-                else:
-                    builder.add(file_id, line, "used", reward=r.reward, task_key=r.task_key,
-                                record=record, split_u=unit_interval(r.task_key, spec.seed),
-                                task_hash=hash64(r.task_key))  # fmt: skip
-                clk.add("4f OutcomeBuilder.add (encode, hashes, columns)", P() - t, C() - c)
-            t, c = P(), C()
-            builder.table()
-            clk.add("4g OutcomeBuilder.table (Python -> Arrow)", P() - t, C() - c)
-
-    # 5. the minimal loop's own steps, for reference
-    t, c = P(), C()
-    for f in inputs:
-        with open(f.path, "rb") as fh:
-            fh.read().split(b"\n")
-    clk.add("5a (reference) open().read().split(b'\\n')", P() - t, C() - c)
-    t, c = P(), C()
-    for f in inputs:
-        with open(f.path, "rb") as fh:
-            for raw in fh.read().split(b"\n"):
-                if raw:
-                    orjson.loads(raw)
-    clk.add("5b (reference) read + split + orjson.loads of every line", P() - t, C() - c)
     shutil.rmtree(out, ignore_errors=True)
 
     summary = {
