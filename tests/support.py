@@ -36,7 +36,7 @@ _GENERATED: list[Path] = []
 
 
 def generated(rel: str) -> Path:
-    """A file of the NeMo Gym-like tree ``gymray.samples.generate.gym_tree`` writes
+    """A file of the NeMo Gym-like tree ``gymray.samples.gym_shapes.gym_tree`` writes
     (same relative paths as the real fixtures), written once per session: for tests
     whose input only has to be Gym-shaped, so they run without ../shared."""
     if not _GENERATED:
@@ -44,7 +44,7 @@ def generated(rel: str) -> Path:
         import shutil
         import tempfile
 
-        from gymray.samples.generate import gym_tree
+        from gymray.samples.gym_shapes import gym_tree
 
         root = Path(tempfile.mkdtemp(prefix="gymray-gym-"))
         atexit.register(shutil.rmtree, root, True)

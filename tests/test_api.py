@@ -47,7 +47,7 @@ def gym_root(request, tmp_path_factory) -> Path:
 
         require_shared()
         return FIXTURES
-    from gymray.samples.generate import gym_tree
+    from gymray.samples.gym_shapes import gym_tree
 
     root = tmp_path_factory.mktemp("gym")
     gym_tree(root)

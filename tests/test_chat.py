@@ -353,7 +353,7 @@ def generated_line(rel: str, n: int) -> bytes:
 
 
 def test_generated_tool_calls_in_input_keep_ids_and_nest_tools():
-    from gymray.samples.generate import citation
+    from gymray.samples.gym_shapes import citation
 
     raw = generated_line("resources_servers/citation_if/data/example_rollouts.jsonl", 1)
     assert orjson.loads(raw) == citation(0, 0)  # first line: task 0, rollout 0
@@ -408,7 +408,7 @@ def test_generated_reasoning_modes(mode, check):
 
 
 def test_every_generated_conversation_is_well_formed(tmp_path):
-    from gymray.samples.generate import gym_tree
+    from gymray.samples.gym_shapes import gym_tree
 
     tree = gym_tree(tmp_path)
     seen = 0

@@ -157,8 +157,8 @@ def test_utf8_encoded_surrogates_are_invalid_utf8():
 
 # --------------------------------------------------------------------------- generated shapes
 # The same checks as on the real fixtures, on lines built in the repo for every shape of
-# the spec (gymray.samples.generate), so that they hold on a clone without ../shared.
-from gymray.samples.generate import gym_tree, line, shapes  # noqa: E402
+# the spec (gymray.samples.gym_shapes), so that they hold on a clone without ../shared.
+from gymray.samples.gym_shapes import gym_tree, line, shapes  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(shapes()))

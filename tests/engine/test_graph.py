@@ -13,7 +13,7 @@ import pytest
 from support import REPO, fixture, generated, read_jsonl, recipe_spec
 
 import gymray
-from gymray.samples.generate import repeats_tree
+from gymray.samples.gym_shapes import repeats_tree
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -97,7 +97,7 @@ def test_grpo_math_joins_ground_truth_from_tasks_file(tmp_path):
 def test_grpo_math_joins_ground_truth_from_generated_tasks_file(tmp_path):
     """The same join on a generated polymath: the rollouts lack expected_answer, its
     _materialized_inputs rows have it, and every row gets it from there."""
-    from gymray.samples.generate import gym_tree
+    from gymray.samples.gym_shapes import gym_tree
 
     tree = gym_tree(tmp_path / "gym")
     rel = "resources_servers/polymath/data/example_rollouts.jsonl"
@@ -397,7 +397,7 @@ def test_dpo_on_generated_repeats_says_why_no_pair(tmp_path):
     """The generated twins of aalcr (every rollout of a task scored alike) and blackjack
     (task 0 dealt a new hand per rollout: another prompt, so no pair); expectations
     derived from the rows the generator wrote."""
-    from gymray.samples.generate import gym_tree
+    from gymray.samples.gym_shapes import gym_tree
 
     tree = gym_tree(tmp_path / "gym")
     rels = ["resources_servers/aalcr/data/example_rollouts.jsonl",

@@ -25,7 +25,7 @@ from support import REPO
 from gymray import cli, errors, jobs
 from gymray.config import JobSettings
 from gymray.errors import ConfigError
-from gymray.samples.generate import gym_tree
+from gymray.samples.gym_shapes import gym_tree
 
 
 def test_nested_driver_job_submits_and_follows_the_training_as_a_child(

@@ -454,7 +454,7 @@ def test_grouped_recipe_from_s3_shuffles_keys_with_scratch_copies(s3, tmp_path):
     DPO shuffles keys and reads lines back by offset: same dataset as shuffling
     whole rollouts straight from S3, records naming the s3:// files. (CLI runs:
     Ray workers read S3 with the credentials in their own environment.)"""
-    from gymray.samples.generate import repeats_tree
+    from gymray.samples.gym_shapes import repeats_tree
 
     repeats = repeats_tree(tmp_path / "rollouts")
     for i, p in enumerate(sorted(repeats.iterdir())):
