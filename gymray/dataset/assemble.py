@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import ray
 from pyarrow.fs import FileSelector
 
-from gymray.engine.write import PARTS, SPLITS, PartStats, Target
+from gymray.engine.write import PARQUET_OPTIONS, PARTS, SPLITS, PartStats, Target
 from gymray.storage.failures import writing
 
 COPY_CHUNK = 256 << 20  # bytes of a destination file one copy task writes
@@ -262,7 +262,7 @@ def _fix_part(target: Target, key: str, is_val, dropped, moved) -> None:
                 fs.delete_file(paths[s])
             if new[s].any():
                 with fs.open_output_stream(paths[s]) as f:
-                    pq.write_table(both.take(pa.array(where[new[s]])), f, compression="zstd")
+                    pq.write_table(both.take(pa.array(where[new[s]])), f, **PARQUET_OPTIONS)
 
 
 def parquet_files(target: Target, parts: list[PartStats]) -> dict[str, list[str]]:
@@ -282,7 +282,7 @@ def write_empty_parquet(target: Target, split: str, schema: pa.Schema) -> str:
     rel = f"parquet/{split}/empty.parquet"
     fs = target.fs()
     with writing(target.output, rel), fs.open_output_stream(target.join(rel)) as f:
-        pq.write_table(schema.empty_table(), f)
+        pq.write_table(schema.empty_table(), f, **PARQUET_OPTIONS)
     return rel
 
 
