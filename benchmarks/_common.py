@@ -987,6 +987,8 @@ def run_suite(
                         run = run_child(cmd, role="driver", head=head, env=env, after=1.0,
                                         interval=a.sample_interval, log=logs / f"cli-{c['slug']}.log")  # fmt: skip
                         run["settle"] = quiet
+                        # --json: {gymray, command, ok, exit_code, error, dataset: {...}, job}
+                        run["result"] = run["result"].get("dataset") or run["result"]
                         keep(c, "cli", run)
                         say(f"  {run['wall_seconds']} s, {run['measures']['cpu_seconds']} CPU-s")
                         if i == 0:

@@ -63,7 +63,7 @@ def baseline(corpus: Path, out_dir: Path, sets: list[str]) -> dict:
     from gymray.config import load_settings
     from gymray.formats import content_hashes, encode
     from gymray.recipes.sft import sft_record
-    from gymray.rollouts import Reject, check_line, convert, cut_raw, hash64, task_key_of
+    from gymray.rollouts import Reject, check_line, convert, cut_raw, task_key_of
     from gymray.storage import expand_inputs
 
     settings = load_settings("sft", sets)  # the settings the CLI would use
@@ -123,7 +123,7 @@ def baseline(corpus: Path, out_dir: Path, sets: list[str]) -> dict:
                 record, reason = sft_record(r, (f.uri, n), sft, chat)
                 if record is not None:
                     line, fields = encode(record)
-                    h = hash64(content_hashes(fields)[1])
+                    h = content_hashes(fields)[1]
                     if sft.dedup and h in seen:
                         record, reason = None, "duplicate"
                 if record is None:
