@@ -1,0 +1,88 @@
+"""The decisions no single block can make (dataset/assemble.py), on parts' stats alone:
+duplicates across parts, the val fallback, and the byte ranges files are made of."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gymray.dataset.assemble import Piece, _ranges, decide
+from gymray.engine.write import PartStats
+
+
+def part(key: str, content: list[int], *, val=None, split_u=None, task=None, tools=None):
+    n = len(content)
+    p = PartStats(key)
+    p.records = {
+        "nbytes": np.full(n, 10),
+        "content_hash": np.array(content, np.int64),
+        "is_val": np.array(val or [False] * n),
+        "split_u": np.array(split_u or [0.5] * n),
+        "task_hash": np.array(task or content, np.int64),
+        "tools_hash": np.array(tools or [7] * n, np.int64),
+    }
+    return p
+
+
+def test_duplicates_across_parts_keep_the_first_in_the_datasets_order():
+    parts = [part("a", [1, 2]), part("b", [2, 3, 1]), part("c", [3])]
+    plan = decide(parts, dedup=True, val_fraction=0.0)
+    assert plan.dropped.keys() == {"b", "c"}
+    assert plan.dropped["b"].tolist() == [True, False, True]
+    assert plan.dropped["c"].tolist() == [True]
+    assert plan.records == {"train": 3, "val": 0}
+    assert plan.tasks == 3
+
+
+def test_without_dedup_nothing_is_dropped():
+    plan = decide([part("a", [1, 1, 1])], dedup=False, val_fraction=0.0)
+    assert plan.dropped == {} and plan.records == {"train": 3, "val": 0}
+
+
+def test_no_task_in_val_moves_the_task_nearest_the_boundary():
+    p = part("a", [1, 2, 3, 4], split_u=[0.9, 0.2, 0.6, 0.2], task=[10, 20, 30, 20])
+    plan = decide([p], dedup=True, val_fraction=0.05)
+    assert plan.moved_task
+    assert plan.moved["a"].tolist() == [False, True, False, True]  # both rollouts of task 20
+    assert plan.records == {"train": 2, "val": 2}
+
+
+def test_no_move_when_val_has_records_one_task_or_no_val_wanted():
+    with_val = part("a", [1, 2], val=[True, False], task=[1, 2])
+    assert not decide([with_val], True, 0.05).moved
+    one_task = part("a", [1, 2], task=[5, 5])
+    assert not decide([one_task], True, 0.05).moved
+    assert not decide([part("a", [1, 2])], True, 0.0).moved
+
+
+def test_a_dropped_duplicate_is_not_what_moves_to_val():
+    # the only record of task 20 repeats one of task 10: dropped, so task 10 moves
+    p = part("a", [1, 1], split_u=[0.7, 0.1], task=[10, 20])
+    plan = decide([p], dedup=True, val_fraction=0.05)
+    assert plan.dropped["a"].tolist() == [False, True]
+    assert not plan.moved  # one task left: nothing to split
+    assert plan.records == {"train": 1, "val": 0}
+
+
+def test_tools_differ_only_among_kept_records():
+    same = decide([part("a", [1, 2], tools=[7, 7])], True, 0.0)
+    differ = decide([part("a", [1, 2], tools=[7, 8])], True, 0.0)
+    dropped_differs = decide([part("a", [1, 1], tools=[7, 8])], True, 0.0)
+    assert (same.tools_differ, differ.tools_differ, dropped_differs.tools_differ) == (
+        False, True, False,
+    )  # fmt: skip
+
+
+def test_parts_without_records_are_skipped():
+    empty = PartStats("e")
+    plan = decide([empty, part("a", [1]), empty], True, 0.0)
+    assert plan.records == {"train": 1, "val": 0}
+
+
+def test_adjacent_ranges_of_one_file_merge_and_empty_ones_vanish():
+    pieces = [Piece("x", 0, 5), Piece("x", 5, 5), Piece("y", 0, 0), Piece("x", 20, 5),
+              Piece("y", 3, 2), Piece("y", 5, 1)]  # fmt: skip
+    merged = _ranges(pieces)
+    assert [(p.src, p.offset, p.length) for p in merged] == [
+        ("x", 0, 10), ("x", 20, 5), ("y", 3, 3),
+    ]  # fmt: skip
+    assert pieces[0].length == 5  # the inputs are left as they were

@@ -1,0 +1,105 @@
+"""A worker writing one block's parts (engine/write.py), on real files: what it writes,
+what it tells the driver, and a failure it hands back instead of raising."""
+
+from __future__ import annotations
+
+import pickle
+
+import orjson
+import pyarrow.parquet as pq
+
+from gymray import formats
+from gymray.engine.outcomes import OutcomeBuilder
+from gymray.engine.write import FAILED, Target, part_key, write_block
+from gymray.errors import StorageError
+
+
+def record(text: str, line: int) -> dict:
+    return {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": text}],
+            "tools": [], "meta": {"source": f"f.jsonl:{line}"}}  # fmt: skip
+
+
+def block() -> OutcomeBuilder:
+    out = OutcomeBuilder(formats.get("openai"), dedup=True)
+    rows = [("used", "a", 0.9), ("used", "b", 0.1), ("filtered", None, 0.2),
+            ("rejected", None, None), ("used", "c", 0.95)]  # fmt: skip
+    for line, (status, text, u) in enumerate(rows, start=1):
+        if status == "used":
+            out.add(0, line, status, record=record(text, line), reward=1.0, task_key=f"t{line}",
+                    env="e", split_u=u, task_hash=line)  # fmt: skip
+        elif status == "filtered":
+            out.add(0, line, status, reason="below_reward_threshold", reward=0.0, env="e",
+                    task_hash=line)  # fmt: skip
+        else:
+            out.add(0, line, status, reason="invalid_json", field="(line)", detail="bad",
+                    raw=b"{nope", env="e")  # fmt: skip
+    return out
+
+
+def kwargs(target: Target) -> dict:
+    return {"target": target, "fmt_name": "openai", "files": ["f.jsonl"], "val_fraction": 0.5,
+            "dedup": True, "task_sorted": False}  # fmt: skip
+
+
+def test_a_block_becomes_parts_and_one_stats_row(tmp_path):
+    target = Target(str(tmp_path), str(tmp_path))
+    target.prepare()
+    status = write_block(block(), **kwargs(target))
+    assert status.num_rows == 1
+    key = status.column("key")[0].as_py()
+    stats = pickle.loads(status.column("stats")[0].as_py())
+    assert stats.key == key == part_key({"task_hash": 1, "file_id": 0, "line": 1, "sub": 0}, False)
+    assert (stats.lines, stats.used) == (5, 3)
+    assert stats.filtered == {"below_reward_threshold": 1}
+    assert stats.rejected == {"invalid_json": 1}
+    parts = tmp_path / target.parts
+    train = (parts / f"{key}.train.jsonl").read_bytes().splitlines()
+    val = (parts / f"{key}.val.jsonl").read_bytes().splitlines()
+    # split_u < val_fraction goes to val; lines are the records as encoded, in order
+    assert [orjson.loads(x)["messages"][1]["content"] for x in train] == ["a", "c"]
+    assert [orjson.loads(x)["messages"][1]["content"] for x in val] == ["b"]
+    assert stats.records["is_val"].tolist() == [False, True, False]
+    assert stats.records["nbytes"].tolist() == [len(train[0]) + 1, len(val[0]) + 1,
+                                                len(train[1]) + 1]  # fmt: skip
+    rejects = [orjson.loads(x) for x in (parts / f"{key}.rejects.jsonl").read_bytes().splitlines()]
+    assert [(r["file"], r["line"], r["reason"]) for r in rejects] == [
+        ("f.jsonl", 4, "invalid_json")
+    ]
+    filtered = (parts / f"{key}.filtered.jsonl").read_bytes().splitlines()
+    assert [(orjson.loads(x)["line"], orjson.loads(x)["reason"]) for x in filtered] == [
+        (3, "below_reward_threshold")
+    ]
+    table = pq.read_table(tmp_path / target.parquet("train", key))
+    assert table.num_rows == 2 and table.schema.equals(formats.get("openai").parquet_schema())
+
+
+def test_a_retry_writes_under_other_names(tmp_path):
+    first, retry = (
+        Target(str(tmp_path), str(tmp_path)),
+        Target(str(tmp_path), str(tmp_path), attempt=1),
+    )
+    assert first.parts != retry.parts
+    assert first.parquet("train", "k") != retry.parquet("train", "k")
+
+
+def test_part_names_sort_like_their_rows():
+    rows = [{"task_hash": h, "file_id": f, "line": n, "sub": s}
+            for h in (-(2**63), -5, 0, 7, 2**63 - 1) for f in (0, 3) for n in (1, 2**40)
+            for s in (0, 2)]  # fmt: skip
+    for sorted_by_task in (True, False):
+        unique = {  # a row is one (file, line, sub)
+            ((r["task_hash"],) if sorted_by_task else ()) + (r["file_id"], r["line"], r["sub"]): r
+            for r in rows
+        }
+        order = [unique[k] for k in sorted(unique)]
+        keys = [part_key(r, sorted_by_task) for r in order]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_an_output_the_worker_cannot_see_comes_back_as_a_failed_row(tmp_path):
+    target = Target(str(tmp_path), str(tmp_path / "not-prepared"))  # no probe file there
+    status = write_block(block(), **kwargs(target))
+    assert status.column("key").to_pylist() == [FAILED]
+    error = pickle.loads(status.column("stats")[0].as_py())
+    assert isinstance(error, StorageError) and "is not visible from Ray node" in str(error)
+    assert not (tmp_path / "not-prepared").exists()
