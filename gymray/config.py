@@ -66,6 +66,12 @@ class RaySettings(Section):
     connect_timeout_s: float = Field(
         60.0, gt=0, description="give up connecting to a Ray cluster after this long (exit 5)"
     )
+    progress_s: float = Field(
+        30.0,
+        ge=0,
+        description="log a progress line (lines, MB read and MB/s, records, elapsed) at most "
+        "this often while preparing, for logs without Ray Data's progress bars; 0: never",
+    )
     num_cpus: int | None = Field(None, description="CPUs of a local Ray gymray starts")
     object_store_memory: int | None = Field(
         None, description="object store bytes of a local Ray gymray starts"

@@ -8,6 +8,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -413,3 +414,38 @@ def test_submit_before_anything_runs_checks_the_launch(tmp_path):
     with pytest.raises(gymray.api.ConfigError, match="unknown setting 'job.nemo_rl_dri'"):
         handle = gymray.submit(ds, job={"nemo_rl_dri": "/x"}, dry_run=True)
     assert handle is None
+
+
+def _progress(caplog) -> list[tuple[int, int]]:
+    """(lines, records) of each progress line logged."""
+    out = []
+    for r in caplog.records:
+        m = re.match(r"progress: ([\d,]+) lines.*?, ([\d,]+) records, \d+ s$", r.getMessage())
+        if r.name == "gymray" and m:
+            out.append(tuple(int(g.replace(",", "")) for g in m.groups()))
+    return out
+
+
+def test_progress_lines_count_up_to_the_input_as_blocks_finish(tmp_path, caplog):
+    """Logs without a progress bar (a Ray Job's) get a line now and then: lines, bytes
+    read and MB/s, records; never more often than ray.progress_s, never with 0."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(8):  # a part per file: 8 parts of 80 lines
+        (src / f"r{i}.jsonl").write_bytes(Path(SAMPLE).read_bytes() * 2)
+    run = {"sft.reward_threshold": None, "sft.dedup": False}
+    with caplog.at_level(logging.INFO, logger="gymray"):
+        ds = gymray.prepare("sft", input=str(src), output=str(tmp_path / "a"),
+                            **{**run, "ray.progress_s": 1e-6})  # fmt: skip
+    seen = _progress(caplog)
+    assert len(seen) >= 5, seen
+    assert [s[0] for s in seen] == sorted(s[0] for s in seen)  # lines only grow
+    assert seen[-1][0] <= ds.counts["input_lines"] == 640
+    assert seen[-1][1] <= sum(ds.counts["records"].values())
+    mb = sum(f.stat().st_size for f in src.iterdir()) / 1e6
+    assert f"of {mb:,.0f} MB read" in " ".join(r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gymray"):
+        gymray.prepare("sft", input=str(src), output=str(tmp_path / "b"),
+                       **{**run, "ray.progress_s": 0})  # fmt: skip
+    assert _progress(caplog) == []

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.data
 
@@ -265,20 +266,55 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
                 fn_kwargs={"spec": spec, "inputs": readable, "write_args": write_args},
             )  # fmt: skip
         parts = []
+        progress = Progress(settings.ray.progress_s, inputs)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             keys, stats = batch.column("key").to_pylist(), batch.column("stats").to_pylist()
             for key, raw in zip(keys, stats, strict=True):
                 if key == FAILED:
                     raise pickle.loads(raw)  # a worker's GymrayError, as it raised it
                 parts.append(pickle.loads(raw))
+                progress.add(parts[-1])
     finally:
         if copies is not None:
             copies.remove()
     return RunResult(sorted(parts, key=lambda p: p.key), shuffle)
 
 
+class Progress:
+    """A line now and then while the parts come in, for logs that have no progress bar
+    (a Ray Job's, a pipeline's): lines, MB read and MB/s, records, elapsed. Ray Data's
+    own bars and logs are left as the user set them. Grouped recipes report once their
+    records are built (the shuffle comes first), and without bytes read."""
+
+    def __init__(self, every: float, inputs: list[InputFile]):
+        self.every = every
+        # the % of bytes read means something only when they are the files' own sizes
+        compressed = any(f.uri.endswith(".gz") for f in inputs)
+        self.total = None if compressed else sum(f.size for f in inputs)
+        self.start = self.last = time.monotonic()
+        self.lines = self.records = self.bytes = 0
+
+    def add(self, stats: Any) -> None:
+        self.lines += stats.lines
+        self.records += len(stats.records.get("nbytes", ()))
+        self.bytes += stats.input_bytes
+        now = time.monotonic()
+        if self.every and now - self.last >= self.every:
+            self.last = now
+            log.info("%s", self.line(now - self.start))
+
+    def line(self, seconds: float) -> str:
+        read = ""
+        if self.bytes:
+            mb = self.bytes / 1e6
+            share = f" of {self.total / 1e6:,.0f}" if self.total else ""
+            read = f", {mb:,.0f}{share} MB read ({mb / max(seconds, 1e-3):,.0f} MB/s)"
+        return f"progress: {self.lines:,} lines{read}, {self.records:,} records, {seconds:.0f} s"
+
+
 def _process_and_write(batch: pa.Table, spec: Spec, write_args: dict) -> pa.Table:
-    return write_block(process_lines(batch, spec), **write_args)
+    read = (pc.sum(pc.binary_length(batch.column("raw"))).as_py() or 0) + batch.num_rows
+    return write_block(process_lines(batch, spec), input_bytes=read, **write_args)
 
 
 def _build_and_write(batch: pa.Table, spec: Spec, inputs, write_args: dict) -> pa.Table:

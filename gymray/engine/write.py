@@ -105,6 +105,7 @@ class PartStats:
     records: dict = field(default_factory=dict)  # name -> array, one entry per record
     sizes: dict = field(default_factory=dict)  # part file kind -> bytes written
     parquet: dict = field(default_factory=dict)  # split -> rows written
+    input_bytes: int = 0  # raw bytes of the lines the block read (per-rollout recipes)
 
 
 def part_key(row: dict, task_sorted: bool) -> str:
@@ -180,6 +181,7 @@ def _write_block(
     val_fraction: float,
     dedup: bool,
     task_sorted: bool,
+    input_bytes: int = 0,
 ) -> pa.Table:
     fmt = formats.get(fmt_name)
     tables = iter([batch]) if isinstance(batch, pa.Table) or hasattr(batch, "cols") else batch
@@ -201,6 +203,7 @@ def _write_block(
         raise
     part.close()
     stats = part.finish()
+    stats.input_bytes = input_bytes
     return pa.table(
         {"key": [stats.key], "stats": [pickle.dumps(stats, protocol=5)]}, schema=STATUS_TABLE
     )
