@@ -105,8 +105,31 @@ def _ranges(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
+def _pieces(
+    names: list[str], src: np.ndarray, offset: np.ndarray, length: np.ndarray
+) -> list[Piece]:
+    """Pieces from arrays (``src`` indexes ``names``), in order: empty ones left out,
+    adjacent ranges of one file merged (one Piece a run, not one a record)."""
+    keep = length > 0
+    src, offset, length = src[keep], offset[keep], length[keep]
+    if not len(src):
+        return []
+    new_run = np.ones(len(src), bool)
+    new_run[1:] = (src[1:] != src[:-1]) | (offset[1:] != offset[:-1] + length[:-1])
+    starts = np.flatnonzero(new_run)
+    ends = np.append(starts[1:], len(src)) - 1
+    sizes = offset[ends] + length[ends] - offset[starts]
+    return [
+        Piece(names[i], o, n)
+        for i, o, n in zip(
+            src[starts].tolist(), offset[starts].tolist(), sizes.tolist(), strict=True
+        )
+    ]
+
+
 def listings(parts: list[PartStats], plan: Plan, target: Target) -> dict[str, list[Piece]]:
-    """The byte ranges each assembled file is made of, in order."""
+    """The byte ranges each assembled file is made of, in order (numpy over each part's
+    records: the driver does no per-record Python here)."""
     files: dict[str, list[Piece]] = {
         "train.jsonl": [], "val.jsonl": [], "filtered.jsonl": [], "rejects.jsonl": []
     }  # fmt: skip
@@ -118,28 +141,37 @@ def listings(parts: list[PartStats], plan: Plan, target: Target) -> dict[str, li
         moved = plan.moved.get(p.key, np.zeros(m, bool))
         if m:
             is_val = rec["is_val"].astype(bool)
-            offsets = {}
-            for split, mask in (("train", ~is_val), ("val", is_val)):
-                sizes = np.where(mask, rec["nbytes"], 0)
-                offsets[split] = np.cumsum(sizes) - sizes
-            for j in range(m):
-                if dropped[j]:
-                    continue
-                split = "val" if is_val[j] else "train"
-                dest = "val.jsonl" if (is_val[j] or moved[j]) else "train.jsonl"
-                files[dest].append(Piece(rel(split), int(offsets[split][j]), int(rec["nbytes"][j])))
-        size = p.sizes.get("filtered", 0)
-        at = 0
-        if dropped.any():
-            dup_offsets = np.cumsum(rec["dup_nbytes"]) - rec["dup_nbytes"]
-            for j in np.flatnonzero(dropped):
-                cut = int(rec["filtered_at"][j])
-                files["filtered.jsonl"].append(Piece(rel("filtered"), at, cut - at))
-                files["filtered.jsonl"].append(
-                    Piece(rel("dup"), int(dup_offsets[j]), int(rec["dup_nbytes"][j]))
+            nbytes = np.asarray(rec["nbytes"], np.int64)
+            offsets = np.empty(m, np.int64)  # where each record is in its part file
+            for mask in (~is_val, is_val):
+                sizes = nbytes[mask]
+                offsets[mask] = np.cumsum(sizes) - sizes
+            to_val = is_val | moved
+            for dest, chosen in (
+                ("train.jsonl", ~dropped & ~to_val),
+                ("val.jsonl", ~dropped & to_val),
+            ):
+                j = np.flatnonzero(chosen)
+                files[dest] += _pieces(
+                    [rel("train"), rel("val")], is_val[j].astype(np.int64), offsets[j], nbytes[j]
                 )
-                at = cut
-        files["filtered.jsonl"].append(Piece(rel("filtered"), at, size - at))
+        size = p.sizes.get("filtered", 0)
+        if dropped.any():
+            # the filtered listing, cut where each duplicate's line goes in
+            j = np.flatnonzero(dropped)
+            dup_nbytes = np.asarray(rec["dup_nbytes"], np.int64)
+            dup_offsets = np.cumsum(dup_nbytes) - dup_nbytes
+            cuts = np.asarray(rec["filtered_at"], np.int64)[j]
+            k = len(j)
+            src, offset, length = (np.empty(2 * k + 1, np.int64) for _ in range(3))
+            src[0::2], src[1::2] = 0, 1
+            offset[0::2] = np.concatenate([[0], cuts])
+            length[0 : 2 * k : 2] = cuts - offset[0 : 2 * k : 2]
+            length[2 * k] = size - cuts[-1]
+            offset[1::2], length[1::2] = dup_offsets[j], dup_nbytes[j]
+            files["filtered.jsonl"] += _pieces([rel("filtered"), rel("dup")], src, offset, length)
+        else:
+            files["filtered.jsonl"].append(Piece(rel("filtered"), 0, size))
         files["rejects.jsonl"].append(Piece(rel("rejects"), 0, p.sizes.get("rejects", 0)))
     return {name: _ranges(pieces) for name, pieces in files.items()}
 

@@ -80,16 +80,22 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
         dropped = plan.dropped.get(p.key, np.zeros(m, bool))
         moved = plan.moved.get(p.key, np.zeros(m, bool))
         is_val = rec["is_val"].astype(bool)
-        for j in np.flatnonzero(dropped):
-            # a duplicate's line was used: now it is filtered as a duplicate
-            env, fid = rec["env"][j], int(rec["file_id"][j])
-            split = "val" if is_val[j] else "train"
-            counts.used -= 1
-            counts.filtered["duplicate"] += 1
-            per_file[fid].update({"used": -1, "filtered": 1})
-            per_env[env].update(
-                {"used": -1, "filtered": 1, "filtered:duplicate": 1, f"records:{split}": -1}
-            )
+        gone = np.flatnonzero(dropped)
+        if len(gone):
+            # duplicates' lines were used: now they are filtered as duplicates (counted
+            # per file and per environment and split, not record by record)
+            counts.used -= len(gone)
+            counts.filtered["duplicate"] += len(gone)
+            by_file = collections.Counter(np.asarray(rec["file_id"])[gone].tolist())
+            for fid, n in by_file.items():
+                per_file[int(fid)].update({"used": -n, "filtered": n})
+            envs = [rec["env"][j] for j in gone.tolist()]
+            pairs = zip(envs, is_val[gone].tolist(), strict=True)
+            for (env, val), n in collections.Counter(pairs).items():
+                split = "val" if val else "train"
+                per_env[env].update(
+                    {"used": -n, "filtered": n, "filtered:duplicate": n, f"records:{split}": -n}
+                )
         for j in np.flatnonzero(moved):
             per_env[rec["env"][j]].update({"records:train": -1, "records:val": 1})
         kept = (

@@ -4,9 +4,10 @@ duplicates across parts, the val fallback, and the byte ranges files are made of
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from gymray.dataset.assemble import Piece, _ranges, decide
-from gymray.engine.write import PartStats
+from gymray.dataset.assemble import Piece, _ranges, decide, listings
+from gymray.engine.write import PartStats, Target
 
 
 def part(key: str, content: list[int], *, val=None, split_u=None, task=None, tools=None):
@@ -86,3 +87,53 @@ def test_adjacent_ranges_of_one_file_merge_and_empty_ones_vanish():
         ("x", 0, 10), ("x", 20, 5), ("y", 3, 3),
     ]  # fmt: skip
     assert pieces[0].length == 5  # the inputs are left as they were
+
+
+def reference_listings(parts, plan, target):
+    """The per-record way to list the pieces (what the vectorized listings must equal)."""
+    files = {"train.jsonl": [], "val.jsonl": [], "filtered.jsonl": [], "rejects.jsonl": []}
+    for p in parts:
+        rel = lambda kind, key=p.key: f"{target.parts}/{key}.{kind}.jsonl"  # noqa: E731
+        rec = p.records
+        m = len(rec.get("nbytes", ()))
+        dropped = plan.dropped.get(p.key, np.zeros(m, bool))
+        moved = plan.moved.get(p.key, np.zeros(m, bool))
+        at = {"train": 0, "val": 0}
+        for j in range(m):
+            split = "val" if rec["is_val"][j] else "train"
+            if not dropped[j]:
+                dest = "val.jsonl" if (split == "val" or moved[j]) else "train.jsonl"
+                files[dest].append(Piece(rel(split), at[split], int(rec["nbytes"][j])))
+            at[split] += int(rec["nbytes"][j])
+        at_f, dup_at = 0, 0
+        for j in range(m):
+            if dropped[j]:
+                cut = int(rec["filtered_at"][j])
+                files["filtered.jsonl"].append(Piece(rel("filtered"), at_f, cut - at_f))
+                files["filtered.jsonl"].append(Piece(rel("dup"), dup_at, int(rec["dup_nbytes"][j])))
+                at_f = cut
+            dup_at += int(rec["dup_nbytes"][j]) if "dup_nbytes" in rec else 0
+        size = p.sizes.get("filtered", 0)
+        files["filtered.jsonl"].append(Piece(rel("filtered"), at_f, size - at_f))
+        files["rejects.jsonl"].append(Piece(rel("rejects"), 0, p.sizes.get("rejects", 0)))
+    return {name: _ranges(pieces) for name, pieces in files.items()}
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_listings_equal_the_per_record_way(seed):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(int(rng.integers(1, 5))):
+        m = int(rng.integers(0, 40))
+        p = part(f"k{k}", rng.integers(0, 15, m).tolist(), val=(rng.random(m) < 0.3).tolist(),
+                 split_u=rng.random(m).tolist())  # fmt: skip
+        p.records["nbytes"] = rng.integers(1, 50, m)
+        p.records["dup_nbytes"] = rng.integers(20, 30, m)
+        # where each record's duplicate line would go into the filtered listing
+        p.records["filtered_at"] = np.cumsum(rng.integers(0, 3, m) * 7)
+        p.sizes = {"filtered": int(p.records["filtered_at"][-1] + 7) if m else int(rng.integers(0, 9)),
+                   "rejects": int(rng.integers(0, 100))}  # fmt: skip
+        parts.append(p)
+    plan = decide(parts, dedup=bool(rng.random() < 0.8), val_fraction=0.1)
+    target = Target("o", "/s", attempt=int(rng.integers(0, 2)))
+    assert listings(parts, plan, target) == reference_listings(parts, plan, target)
