@@ -1108,6 +1108,24 @@ def summarize_case(r: dict) -> dict:
     return out
 
 
+def summary(benchmark: str, t0: float, raw: dict, head: dict, corpus: Path, made: dict,
+            make_args: list[str], targets: dict, cases: list[dict]) -> dict:  # fmt: skip
+    """The result file's body, the same for every benchmark."""
+    return {
+        "benchmark": benchmark,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "run_seconds": round(time.time() - t0),
+        "argv": sys.argv[1:],
+        "environment": environment(
+            next((r.get("driver") for r in raw.values() if r.get("driver")), None)
+        ),
+        "corpus": corpus_info(corpus, made, make_args),
+        "head": head,
+        "targets": targets,
+        "cases": {c["name"]: summarize_case(raw[c["name"]]) for c in cases},
+    }
+
+
 def table(summary: dict) -> str:
     """A plain-text table of the figures (printed at the end of a run)."""
     rows = [

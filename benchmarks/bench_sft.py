@@ -215,19 +215,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     raw, head = C.run_suite(a, "sft", corpus, cases, baseline_cmd, minimal_cmd)
-    summary: dict = {
-        "benchmark": "sft",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "run_seconds": round(time.time() - t0),
-        "argv": sys.argv[1:],
-        "environment": C.environment(
-            next((r.get("driver") for r in raw.values() if r.get("driver")), None)
-        ),
-        "corpus": C.corpus_info(corpus, made, make_args),
-        "head": head,
-        "targets": TARGETS,
-        "cases": {c["name"]: C.summarize_case(raw[c["name"]]) for c in cases},
-    }
+    summary = C.summary("sft", t0, raw, head, corpus, made, make_args, TARGETS, cases)
     for c in cases:
         s = summary["cases"][c["name"]]
         if c["threshold"] == 0:
