@@ -810,8 +810,21 @@ def environment(driver_ready: dict | None = None) -> dict:
     return env
 
 
-def save(summary: dict, name: str, tag: str, no_save: bool) -> Path | None:
-    text = json.dumps(summary, indent=1)
+def portable(text: str, data_dir: Path | None = None) -> str:
+    """Result files name no machine's paths: the repo, ../shared, the data dir, the
+    interpreter and the temp dir become <repo>, <shared>, <data>, <python>, <tmp>."""
+    places = [(str(Path(sys.executable).parent.parent), "<python>"), (str(REPO), "<repo>"),
+              (str(SHARED.resolve()), "<shared>"), (str(SHARED), "<shared>"),
+              (str(data_dir or DEFAULT_DATA), "<data>"), (tempfile.gettempdir(), "<tmp>")]  # fmt: skip
+    for path, name in sorted(places, key=lambda p: -len(p[0])):  # the longest first
+        text = text.replace(path, name)
+    return text
+
+
+def save(
+    summary: dict, name: str, tag: str, no_save: bool, data_dir: Path | None = None
+) -> Path | None:
+    text = portable(json.dumps(summary, indent=1), data_dir)
     if no_save:
         print(text, flush=True)
         return None

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             for k, rt in s["ratios"].items()
         }
     C.say("\n" + C.table(summary))
-    C.save(summary, f"dpo-{made['lines'] // 1000}k", a.tag, a.no_save)
+    C.save(summary, f"dpo-{made['lines'] // 1000}k", a.tag, a.no_save, a.data_dir)
     return 0
 
 

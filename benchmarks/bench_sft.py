@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if c["threshold"] == 0:
             s["targets_met"] = judge(s)
     C.say("\n" + C.table(summary))
-    C.save(summary, "sft", a.tag, a.no_save)
+    C.save(summary, "sft", a.tag, a.no_save, a.data_dir)
     return 0
 
 
