@@ -81,11 +81,7 @@ def prepare(
     existing = reusable(settings, fp)
     if existing is not None:
         log.info("reusing %s: same inputs and settings (fingerprint %s)", settings.output, fp)
-        # The dataset may have been moved since it was written: trust where it is now.
-        existing["output"] = _resolved(settings.output)
-        for warning in existing.get("warnings", []):
-            log.warning("%s", warning)
-        return PrepareResult(existing["output"], existing, True, paths(existing), settings)
+        return _result(existing, True, settings)
     ensure_ray(settings.ray)
     log.info("preparing %s records into %s", settings.algo, _resolved(settings.output))
     manifest, reused = _build(settings, inputs, tasks, owners, fp)
@@ -93,6 +89,12 @@ def prepare(
         log.info(
             "reusing %s: another run published it meanwhile (fingerprint %s)", settings.output, fp
         )
+    return _result(manifest, reused, settings)
+
+
+def _result(manifest: dict, reused: bool, settings: SettingsBase) -> PrepareResult:
+    """The result of a prepare, its warnings logged as the CLI prints them."""
+    if reused:  # the dataset may have been moved since it was written: trust where it is now
         manifest["output"] = _resolved(settings.output)
     for warning in manifest.get("warnings", []):
         log.warning("%s", warning)

@@ -39,7 +39,6 @@ from gymray.errors import (
     EXIT_CODES,
     EXIT_EMPTY,
     EXIT_FAILED,
-    EXIT_INTERNAL,
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_TIMEOUT,
@@ -253,8 +252,9 @@ def settings_help(algo: str) -> str:
 
 
 def algo_verb(algo: str, argv: Sequence[str]) -> int:
+    parser = _parser(algo)
     try:
-        args, unknown = _parser(algo).parse_known_intermixed_args(list(argv))
+        args, unknown = parser.parse_known_intermixed_args(list(argv))
     except SystemExit:
         raise GymrayError(f"cannot parse the arguments of {algo}: see --help") from None
     if args.help:
@@ -262,8 +262,7 @@ def algo_verb(algo: str, argv: Sequence[str]) -> int:
         return EXIT_OK
     flags = [u for u in unknown if u.startswith("--")]
     if flags:
-        known = ["--config", "--prepare-only", "--dry-run", "--no-wait", "--json",
-                 "--print-settings", "--help"]  # fmt: skip
+        known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
         close = difflib.get_close_matches(flags[0], known, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise GymrayError(f"unknown flag {flags[0]}{hint}")
@@ -465,4 +464,4 @@ def _follow_existing(handle: JobHandle, json_output: bool, verb: str) -> int:
     return code
 
 
-__all__ = ["EXIT_INTERNAL", "follow", "job_verb", "main"]
+__all__ = ["follow", "job_verb", "main"]

@@ -81,6 +81,7 @@ def publish(
     }
     if result.shuffle:
         stat_block["shuffle"] = result.shuffle
+    reward = reward_summary(run.rewards)  # the run's bins serve every environment too
     manifest = {
         "algo": settings.algo,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -102,10 +103,10 @@ def publish(
             "report": "report.md",
             "report_html": "report.html",
         },
-        "reward": reward_summary(run.rewards),
+        "reward": reward,
         "stats": stat_block,
         "per_file": per_file,
-        "environments": stats.environments(run, formats.CHARS_PER_TOKEN),
+        "environments": stats.environments(run, formats.CHARS_PER_TOKEN, reward),
         "lengths": stats.lengths(run, formats.CHARS_PER_TOKEN),
         "record_values": stats.values(run, recipe.value_name),
         "warnings": warnings,

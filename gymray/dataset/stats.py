@@ -218,11 +218,11 @@ def values(run: RunStats, name: str | None) -> dict | None:
     return out
 
 
-def environments(run: RunStats, chars_per_token: float) -> dict[str, dict]:
+def environments(run: RunStats, chars_per_token: float, reward: dict) -> dict[str, dict]:
     """Per environment: what became of its lines, its rewards (and their histogram on
-    the run's common bins), its records' lengths."""
+    the bins of ``reward``, the run's own summary), its records' lengths."""
     out: dict[str, dict] = {}
-    edges = (reward_summary(run.rewards).get("histogram") or {}).get("edges")
+    edges = (reward.get("histogram") or {}).get("edges")
     rewards_by_env: dict[str, list] = {}
     for env, r in zip(run.reward_envs.tolist(), run.rewards.tolist(), strict=True):
         rewards_by_env.setdefault(env, []).append(r)

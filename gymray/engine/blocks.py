@@ -65,6 +65,11 @@ class Spec:
     def format(self) -> formats.Format:
         return formats.get(self.recipe.format)
 
+    def outcomes(self, in_order: bool = False) -> OutcomeBuilder:
+        """An empty outcome table of this recipe (``in_order``: rows come in the
+        dataset's order, so a block can drop its own repeats)."""
+        return OutcomeBuilder(self.format, self.recipe.value, self.recipe.dedup, in_order)
+
     def env(self, agent: str | None, file_id: int) -> str:
         return agent or self.envs[file_id]
 
@@ -93,7 +98,7 @@ def process_lines(batch: pa.Table, spec: Spec) -> OutcomeBuilder:
     """Parse a block of lines and apply a per-rollout recipe (its rows stay Python lists:
     the part writer in the same task reads them)."""
     recipe = spec.recipe
-    out = OutcomeBuilder(spec.format, recipe.value, recipe.dedup, in_order=True)
+    out = spec.outcomes(in_order=True)
     for file_id, line, raw, error in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),
@@ -210,7 +215,7 @@ def _parsed_table(batch: pa.Table, spec: Spec, schema: pa.Schema, fields) -> pa.
 
 def group_block(batch: pa.Table, spec: Spec) -> pa.Table:
     """Apply a grouped recipe to every task group of a block (a block holds whole groups)."""
-    out = OutcomeBuilder(spec.format, spec.recipe.value, spec.recipe.dedup)
+    out = spec.outcomes()
     file_ids = batch.column("file_id").to_pylist()
     lines = batch.column("line").to_pylist()
     hashes = batch.column("task_hash").to_pylist()
@@ -311,7 +316,7 @@ def decision_schema(fmt: formats.Format) -> pa.Schema:
 def decide_block(batch: pa.Table, spec: Spec) -> pa.Table:
     """Decide every task group of a block of keys: a status row per rollout, and
     a plan row per record (the record is built after the sort, by ``build_block``)."""
-    out = OutcomeBuilder(spec.format, spec.recipe.value, spec.recipe.dedup)
+    out = spec.outcomes()
     rejects_only = {name for name, _ in REJECT_COLUMNS}  # read by _groups
     c = {n: batch.column(n).to_pylist() for n in KEYS_SCHEMA.names if n not in rejects_only}
     file_ids, lines = c["file_id"], c["line"]
@@ -376,7 +381,7 @@ def build_block(
                 key=lambda ref: (ref[0], ref[2]),
             )
             raws = {ref: reader.read(*ref) for ref in wanted}
-            out = OutcomeBuilder(spec.format, spec.recipe.value, spec.recipe.dedup)
+            out = spec.outcomes()
             for row, refs, params in todo:
                 members = [
                     Member(

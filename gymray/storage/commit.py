@@ -269,15 +269,18 @@ class Staging:
         raises when another one is and overwrite is off."""
         if state != "dataset" or self.overwrite:
             return True
-        if self.fingerprint is not None and manifest.get("fingerprint") == self.fingerprint:
-            self.reused = manifest
-            return False
-        raise self._published_meanwhile(manifest)
+        self._reuse_identical(manifest, self.fingerprint)
+        return False
 
-    def _published_meanwhile(self, manifest: dict) -> StorageError:
-        return StorageError(
+    def _reuse_identical(self, existing: dict, fingerprint: str | None) -> dict:
+        """A dataset another run published meanwhile: kept as ``reused`` when it is
+        identical (same fingerprint), else refused."""
+        if fingerprint is not None and existing.get("fingerprint") == fingerprint:
+            self.reused = existing
+            return existing
+        raise StorageError(
             f"another gymray run wrote {self.output} meanwhile (fingerprint "
-            f"{manifest.get('fingerprint')}): set overwrite=true to replace it, or choose "
+            f"{existing.get('fingerprint')}): set overwrite=true to replace it, or choose "
             "another output"
         )
 
@@ -379,10 +382,7 @@ class Staging:
             # Only a writer that ignores markers (an older gymray) gets here: leave its
             # dataset to it.
             lock.release()
-            if existing.get("fingerprint") == manifest.get("fingerprint"):
-                self.reused = existing
-                return existing
-            raise self._published_meanwhile(existing)
+            return self._reuse_identical(existing, manifest.get("fingerprint"))
         self._write_manifest(manifest)
         # Published by the manifest above; the marker only matters without one.
         lock.release()
@@ -409,10 +409,7 @@ class Staging:
             if not self.overwrite:
                 shutil.rmtree(self.path, ignore_errors=True)
                 self.path = None
-                if existing.get("fingerprint") == manifest.get("fingerprint"):
-                    self.reused = existing
-                    return existing
-                raise self._published_meanwhile(existing)
+                return self._reuse_identical(existing, manifest.get("fingerprint"))
             old = os.path.join(parent, f".{name}{OLD_TAG}{uuid.uuid4().hex[:8]}")
             try:
                 os.rename(self.final_path, old)

@@ -288,11 +288,7 @@ class GunzipStream:
     def peek(self, n: int) -> bytes:
         """The next ``n`` bytes, left to be read (fewer at the end or a break)."""
         while len(self.buf) < n and self.error is None:
-            try:
-                piece = self._decode()
-            except UnreadableInput as e:
-                self.error = e
-                break
+            piece = self._next()
             if not piece:
                 break
             self.buf = memoryview(bytes(self.buf) + piece)
@@ -307,19 +303,25 @@ class GunzipStream:
                     if want is None or not have:
                         raise self.error
                     break  # raised by the next read
-                try:
-                    piece = self._decode()
-                except UnreadableInput as e:
-                    self.error = e
-                    continue
+                piece = self._next()
                 if not piece:
-                    break
+                    if self.error is None:
+                        break  # the end
+                    continue  # a break: what was read so far goes first
                 self.buf = memoryview(piece)
             take = len(self.buf) if want is None else min(want - have, len(self.buf))
             parts.append(self.buf[:take])
             self.buf = self.buf[take:]
             have += take
         return b"".join(parts)
+
+    def _next(self) -> bytes:
+        """The next decoded bytes; empty at the end, or at a break (kept in ``error``)."""
+        try:
+            return self._decode()
+        except UnreadableInput as e:
+            self.error = e
+            return b""
 
     def _read_raw(self) -> bytes:
         try:

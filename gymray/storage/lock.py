@@ -161,8 +161,7 @@ class PrefixLock:
 
     # ------------------------------------------------------------------ writing
     def _put(self) -> None:
-        with self.fs.open_output_stream(self.path) as f:
-            f.write(orjson.dumps({**self.body, "heartbeat": time.time()}))
+        _write_marker(self.fs, self.path, self.body)
 
     def acquire(self) -> None:
         """Put this writer's marker and make sure it stayed (see the module doc)."""
@@ -234,6 +233,11 @@ class PrefixLock:
         _LIVE.pop(self.token, None)
 
 
+def _write_marker(fs: Any, path: str, body: dict) -> None:
+    with fs.open_output_stream(path) as f:
+        f.write(orjson.dumps({**body, "heartbeat": time.time()}))
+
+
 def _heartbeat(
     fs: Any, path: str, token: str, body: dict, stop: threading.Event, beat: threading.Lock
 ) -> None:
@@ -246,7 +250,6 @@ def _heartbeat(
                 with fs.open_input_stream(path) as f:
                     if loads_or_empty(f.read()).get("token") != token:
                         return  # lost: the next check says so
-                with fs.open_output_stream(path) as f:
-                    f.write(orjson.dumps({**body, "heartbeat": time.time()}))
+                _write_marker(fs, path, body)
             except OSError:
                 continue  # a blip: the next beat tries again, long before the marker is stale
