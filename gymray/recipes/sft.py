@@ -32,7 +32,7 @@ class SFTSettings(Section):
     format: Literal["openai", "simple"] = Field(
         "openai",
         description="openai ({messages, tools}: tool calls and multi-turn kept) or simple "
-        "({input, output}: single-turn text only)",
+        "({input, output}: single-turn text only, no tools offered)",
     )
     reward_threshold: float | None = Field(
         0.95, description="keep rollouts with reward >= this (null: all)"
@@ -63,6 +63,8 @@ def sft_record(
         if r.has_image:
             messages = [nemo_rl_images(m) for m in messages]
         return {"messages": messages, "tools": r.tools, "meta": meta}, None
+    if r.tools:  # {input, output} cannot hold the schemas the answer was given with
+        return None, "tools_offered"
     simple = simple_pair(messages)
     if simple is None:
         return None, "not_single_turn_text"

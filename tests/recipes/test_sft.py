@@ -8,7 +8,14 @@ from support import member
 from gymray.chat import ChatSettings
 from gymray.recipes.sft import SFTSettings, sft_record
 from gymray.rollouts import Rollout, parse_line
-from gymray.samples.generate import function_call, function_call_output, message, rollout, user
+from gymray.samples.generate import (
+    function_call,
+    function_call_output,
+    message,
+    rollout,
+    tool,
+    user,
+)
 
 CHAT = ChatSettings()
 
@@ -68,3 +75,17 @@ def test_reused_call_ids_are_renamed_and_ambiguous_ones_filtered():
         message("done", "m"),
     ]  # fmt: skip
     assert _record(_tool_rollout(parallel)) == (None, "duplicate_tool_call_id")
+
+
+def test_simple_format_filters_rollouts_offered_tools_whose_schemas_it_cannot_hold():
+    """{input, output} has no place for tool schemas: a text answer given with tools on
+    offer (asking for the city rather than calling get_weather) would teach the answer
+    without the context that explains it. openai format keeps them, tools included."""
+    offered = _tool_rollout([message("Which city?", "m")], tools=[tool("get_weather")])
+    plain = _tool_rollout([message("Paris.", "m")])
+    simple = SFTSettings(format="simple", reward_threshold=None)
+    assert sft_record(offered, ("f.jsonl", 1), simple, CHAT) == (None, "tools_offered")
+    record, reason = sft_record(plain, ("f.jsonl", 2), simple, CHAT)
+    assert reason is None and record["output"] == "Paris."
+    record, reason = sft_record(offered, ("f.jsonl", 1), SFTSettings(reward_threshold=None), CHAT)
+    assert reason is None and record["tools"][0]["function"]["name"] == "get_weather"
