@@ -212,12 +212,8 @@ def content_hashes(fields: dict[str, bytes], content: bool = True) -> tuple[int,
     tools = _h64(fields.get("tools", b"[]"))
     if not content:
         return tools, None
-    h = hashlib.sha1()
-    for k, v in fields.items():
-        if k != "meta":
-            h.update(v)
-            h.update(b"\x00")
-    return tools, int.from_bytes(h.digest()[:8], "little", signed=True)
+    content = b"\x00".join([v for k, v in fields.items() if k != "meta"])
+    return tools, _h64(content)
 
 
 def _h64(data: bytes) -> int:

@@ -13,7 +13,9 @@ Then ``train.jsonl``, ``val.jsonl``, ``filtered.jsonl`` and ``rejects.jsonl`` ar
 assembled from the parts by byte ranges (``copy_file_range`` on shared file
 systems, in parallel Ray tasks writing at their offsets; a streamed copy in one
 task on object stores): no record is parsed or passes through the driver again.
-Parquet parts that lost or moved records are rewritten by Ray tasks.
+In the same Ray tasks' time, the Parquet parts are written from the staged Arrow
+parts without their duplicates (recipes that drop them), or rewritten where
+records moved to val.
 """
 
 from __future__ import annotations
@@ -176,8 +178,8 @@ def listings(parts: list[PartStats], plan: Plan, target: Target) -> dict[str, li
     return {name: _ranges(pieces) for name, pieces in files.items()}
 
 
-def assemble(target: Target, files: dict[str, list[Piece]], remote: bool) -> None:
-    """Write each file from its pieces, in Ray tasks."""
+def assemble(target: Target, files: dict[str, list[Piece]], remote: bool) -> list:
+    """Start writing each file from its pieces, in Ray tasks (returned)."""
     refs = []
     for name, pieces in files.items():
         total = sum(p.length for p in pieces)
@@ -197,7 +199,7 @@ def assemble(target: Target, files: dict[str, list[Piece]], remote: bool) -> Non
                 chunk, chunk_at = [], at
         if chunk:
             refs.append(_copy_at.remote(target, name, chunk, chunk_at))
-    ray.get(refs)
+    return refs
 
 
 @ray.remote(num_cpus=0.5)
@@ -256,30 +258,48 @@ def _stream_copy(target: Target, name: str, pieces: list[Piece]) -> None:
             f.close()
 
 
-def fix_parquet(target: Target, parts: list[PartStats], plan: Plan) -> None:
-    """Rewrite the Parquet parts that lost duplicates or moved records to val."""
-    todo = [
-        (p.key, p.records["is_val"], plan.dropped.get(p.key), plan.moved.get(p.key))
-        for p in parts
-        if p.key in plan.dropped or p.key in plan.moved
-    ]
-    ray.get([_fix_part.remote(target, *args) for args in todo])
+PARQUET_TASK_BYTES = 128 << 20  # of records (JSONL bytes) one Parquet task writes
+
+
+def write_parquet(target: Target, parts: list[PartStats], plan: Plan, staged: bool) -> list:
+    """Start the Ray tasks that write the Parquet parts (returned): from every part's
+    staged Arrow records (``staged``: recipes that drop duplicates), or by rewriting the
+    Parquet parts whose records moved to val (the others are final as written)."""
+    todo, tasks, size = [], [], 0
+    for p in parts:
+        has_records = len(p.records.get("nbytes", ()))
+        if not (staged and has_records) and p.key not in plan.moved:
+            continue
+        todo.append((p.key, p.records["is_val"], plan.dropped.get(p.key), plan.moved.get(p.key)))
+        size += p.sizes.get("train", 0) + p.sizes.get("val", 0)
+        if size >= PARQUET_TASK_BYTES:
+            tasks.append(todo)
+            todo, size = [], 0
+    if todo:
+        tasks.append(todo)
+    return [_parquet_parts.remote(target, chunk, staged) for chunk in tasks]
 
 
 @ray.remote(num_cpus=0.5)
-def _fix_part(target: Target, key: str, is_val, dropped, moved) -> None:
+def _parquet_parts(target: Target, todo: list[tuple], staged: bool) -> None:
     fs = target.fs()
+    for key, is_val, dropped, moved in todo:
+        _parquet_part(fs, target, key, is_val, dropped, moved, staged)
+
+
+def _parquet_part(fs, target: Target, key: str, is_val, dropped, moved, staged: bool) -> None:
+    """Write one part's Parquet files: its records without the dropped ones, each in
+    its split (``moved``: train records that go to val)."""
     is_val = is_val.astype(bool)
     n = len(is_val)
     dropped = np.zeros(n, bool) if dropped is None else dropped
     moved = np.zeros(n, bool) if moved is None else moved
-    paths = {s: target.join(target.parquet(s, key)) for s in SPLITS}
+    src = {s: target.arrow(s, key) if staged else target.parquet(s, key) for s in SPLITS}
     tables = {}
     for s in SPLITS:
-        rows = int((is_val if s == "val" else ~is_val).sum())
-        if rows:
-            with fs.open_input_file(paths[s]) as f:
-                tables[s] = pq.read_table(f)
+        if (is_val if s == "val" else ~is_val).any():
+            with writing(target.output, src[s]), fs.open_input_file(target.join(src[s])) as f:
+                tables[s] = pa.ipc.open_file(f).read_all() if staged else pq.read_table(f)
     # the part's records in their order (train rows first, then val rows, in one
     # table), then split anew
     n_train = int((~is_val).sum())
@@ -289,11 +309,12 @@ def _fix_part(target: Target, key: str, is_val, dropped, moved) -> None:
     both = pa.concat_tables([tables[s] for s in SPLITS if s in tables])
     new = {"train": ~is_val & ~moved & ~dropped, "val": (is_val | moved) & ~dropped}
     for s in SPLITS:
-        with writing(target.output, target.parquet(s, key)):
-            if s in tables:
-                fs.delete_file(paths[s])
+        rel = target.parquet(s, key)
+        with writing(target.output, rel):
+            if s in tables and not staged:
+                fs.delete_file(target.join(rel))
             if new[s].any():
-                with fs.open_output_stream(paths[s]) as f:
+                with fs.open_output_stream(target.join(rel)) as f:
                     pq.write_table(both.take(pa.array(where[new[s]])), f, **PARQUET_OPTIONS)
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import ray
 
 from gymray import formats
 from gymray.dataset import assemble, stats
@@ -49,8 +50,10 @@ def publish(
     fmt = formats.get(recipe.format)
     started = time.monotonic()
     plan = assemble.decide(parts, recipe.dedup, settings.split.val_fraction)
-    assemble.assemble(target, assemble.listings(parts, plan, target), staging.remote)
-    assemble.fix_parquet(target, parts, plan)
+    ray.get(
+        assemble.assemble(target, assemble.listings(parts, plan, target), staging.remote)
+        + assemble.write_parquet(target, parts, plan, staged=recipe.dedup)
+    )
     assembled = time.monotonic() - started
     parquet = assemble.parquet_files(target, parts)
     for split, files in parquet.items():

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gymray import formats
-from gymray.engine.outcomes import OutcomeBuilder, outcome_schema
+from gymray.engine.outcomes import OutcomeBuilder, arrow_column, outcome_schema
 from gymray.engine.read import LineReader
 from gymray.recipes.base import Key, Member, Recipe
 from gymray.rollouts import (
@@ -210,7 +210,7 @@ def _parsed_table(batch: pa.Table, spec: Spec, schema: pa.Schema, fields) -> pa.
         row.update(file_id=file_id, line=line, offset=offset, length=len(raw))
         for name, values in cols.items():
             values.append(row.get(name))
-    return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in schema}, schema=schema)
+    return pa.table({f.name: arrow_column(cols[f.name], f.type) for f in schema}, schema=schema)
 
 
 def group_block(batch: pa.Table, spec: Spec) -> pa.Table:

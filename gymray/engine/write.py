@@ -5,7 +5,10 @@ writes them where they will live, named by the block's first sort key so that
 the parts' names sort in the dataset's order whatever worker wrote them:
 
 - ``_parts/<key>.train.jsonl`` / ``.val.jsonl``: the records, one JSONL line each;
-- ``parquet/<split>/<key>.parquet``: the same records, the format's fixed schema;
+- ``parquet/<split>/<key>.parquet``: the same records, the format's fixed schema
+  (recipes that drop duplicates stage them as ``_parts/<key>.<split>.arrow``, Arrow
+  IPC, made Parquet once the duplicates are known: no compression is spent on
+  records that are dropped, and no Parquet file is written twice);
 - ``_parts/<key>.rejects.jsonl`` / ``.filtered.jsonl``: what was not used, and why;
 - ``_parts/<key>.dup.jsonl`` (recipes that drop duplicates): for each record, the
   filtered line it gets should it turn out to duplicate an earlier one.
@@ -33,7 +36,7 @@ import pyarrow.parquet as pq
 
 from gymray import formats
 from gymray.errors import GymrayError, StorageError
-from gymray.storage import filesystem
+from gymray.storage import filesystem, is_remote
 from gymray.storage.failures import writing
 
 PARTS = "_parts"
@@ -84,6 +87,10 @@ class Target:
     def parquet(self, split: str, key: str) -> str:
         prefix = "" if not self.attempt else f"r{self.attempt}-"
         return f"parquet/{split}/{prefix}{key}.parquet"
+
+    def arrow(self, split: str, key: str) -> str:
+        """Where a part's records wait for the duplicate decisions (Arrow IPC)."""
+        return f"{self.parts}/{key}.{split}.arrow"
 
 
 @dataclass
@@ -213,12 +220,13 @@ class _PartWriter:
     """Opens a part file the first time something is written to it. A failing
     write (disk full, permissions) raises a StorageIOError naming the part file."""
 
-    def __init__(self, fs, target: Target, key: str, fmt: formats.Format):
+    def __init__(self, fs, target: Target, key: str, fmt: formats.Format, staged: bool):
         self.fs, self.target, self.key, self.fmt = fs, target, key, fmt
+        self.staged = staged  # records as Arrow IPC, not Parquet
         self.streams: dict[str, Any] = {}
         self.names: dict[str, str] = {}  # stream -> its path in the dataset, for errors
         self.sizes: dict[str, int] = collections.Counter()
-        self.parquet: dict[str, pq.ParquetWriter] = {}
+        self.parquet: dict[str, Any] = {}  # split -> ParquetWriter | RecordBatchFileWriter
         self.rows: dict[str, int] = collections.Counter()
 
     def write(self, kind: str, data: bytes) -> None:
@@ -237,16 +245,25 @@ class _PartWriter:
     def write_parquet(self, split: str, table: pa.Table) -> None:
         if not table.num_rows:
             return
-        rel = self.target.parquet(split, self.key)
-        with writing(self.target.output, rel):
+        target = self.target
+        rel = target.arrow(split, self.key) if self.staged else target.parquet(split, self.key)
+        with writing(target.output, rel):
             writer = self.parquet.get(split)
             if writer is None:
                 kind = f"parquet:{split}"
-                stream = self.streams[kind] = self.fs.open_output_stream(self.target.join(rel))
+                stream = self.streams[kind] = self.fs.open_output_stream(target.join(rel))
                 self.names[kind] = rel
-                writer = self.parquet[split] = pq.ParquetWriter(
-                    stream, self.fmt.parquet_schema(), **PARQUET_OPTIONS
-                )
+                schema = self.fmt.parquet_schema()
+                if self.staged:
+                    # uncompressed where it stays on this file system's disk; LZ4 for
+                    # an object store, where its bytes travel twice
+                    options = pa.ipc.IpcWriteOptions(
+                        compression="lz4" if is_remote(target.output) else None
+                    )
+                    writer = pa.ipc.new_file(stream, schema, options=options)
+                else:
+                    writer = pq.ParquetWriter(stream, schema, **PARQUET_OPTIONS)
+                self.parquet[split] = writer
             writer.write_table(table)
         self.rows[split] += table.num_rows
 
@@ -272,7 +289,7 @@ class _Part:
     """One part being written: its files, and the stats the driver will get."""
 
     def __init__(self, fs, target: Target, key: str, fmt: formats.Format, files, dedup: bool):
-        self.writer = _PartWriter(fs, target, key, fmt)
+        self.writer = _PartWriter(fs, target, key, fmt, staged=dedup)
         self.stats = PartStats(key)
         self.files, self.dedup = files, dedup
         self.rec: dict[str, list] = collections.defaultdict(list)
@@ -283,36 +300,23 @@ class _Part:
         self.filtered_bytes = 0  # of the filtered listing so far: where a duplicate's line goes
 
     def add(self, batch: Any, val_fraction: float, task_sorted: bool) -> None:
-        stats, writer, files, rec = self.stats, self.writer, self.files, self.rec
+        stats, writer, files = self.stats, self.writer, self.files
         per_file, per_env = self.per_file, self.per_env
         rows = _TableRows(batch, writer.fmt) if isinstance(batch, pa.Table) else batch
         col = rows.cols
         rewards = rows.rewards()
-        by_split: dict[str, list[int]] = {"train": [], "val": []}
+        records, statuses, envs = col["record"], col["status"], col["env"]
+        with_record: list[int] = []  # rows holding a record, in order
+        filtered_at: list[int] = []  # of each: where its line would go in the filtered listing
         rejected_rows, filtered, reward_rows = [], [], []
-        for i, st in enumerate(col["status"]):
-            env = col["env"][i]
-            if col["record"][i] is not None:
-                split = "val" if col["split_u"][i] < val_fraction else "train"
-                by_split[split].append(i)
-                for name, value in (
-                    ("is_val", split == "val"), ("split_u", col["split_u"][i]),
-                    ("task_hash", col["task_hash"][i]), ("tools_hash", col["tools_hash"][i]),
-                    ("content_hash", col["content_hash"][i]), ("nbytes", len(col["record"][i])),
-                    ("chars", col["chars"][i]), ("value", col["value"][i]),
-                    ("file_id", col["file_id"][i]),
-                    ("filtered_at", self.filtered_bytes),
-                    ("env", env), ("notes", col["note"][i]),
-                ):  # fmt: skip
-                    rec[name].append(value)
-                if self.dedup:
-                    dup = _listing_line(files, col, i, "duplicate")
-                    writer.write("dup", dup)
-                    rec["dup_nbytes"].append(len(dup))
-                per_env[env][f"records:{split}"] += 1
+        for i, st in enumerate(statuses):
+            if records[i] is not None:
+                with_record.append(i)
+                filtered_at.append(self.filtered_bytes)
             if st is None:
                 continue
-            if col["record"][i] is None and col["note"][i]:  # a record's notes count with it
+            env = envs[i]
+            if records[i] is None and col["note"][i]:  # a record's notes count with it
                 stats.notes.update(col["note"][i].split("\n"))
             stats.lines += 1
             per_file[col["file_id"][i]][st] += 1
@@ -333,6 +337,7 @@ class _Part:
                 per_file[col["file_id"][i]][f"rejected:{reason}"] += 1
                 per_env[env][f"rejected:{reason}"] += 1
                 rejected_rows.append(i)
+        by_split = self._add_records(col, with_record, filtered_at, val_fraction)
         self.rewards.append(rewards[reward_rows].astype(np.float64))
         stats.reward_envs += [col["env"][i] for i in reward_rows]
         if task_sorted:
@@ -345,6 +350,33 @@ class _Part:
         writer.write("filtered", b"".join(filtered))
         if rejected_rows:
             writer.write("rejects", _reject_lines(rows.reject_rows(rejected_rows), files))
+
+    def _add_records(self, col: dict, rows: list[int], filtered_at: list[int],
+                     val_fraction: float) -> dict[str, list[int]]:  # fmt: skip
+        """Note the records of ``rows`` (a column at a time) and list, for recipes
+        that drop duplicates, the filtered line each gets should it be one; return
+        the rows of each split."""
+        rec, split_u = self.rec, col["split_u"]
+        is_val = [split_u[i] < val_fraction for i in rows]
+        rec["is_val"] += is_val
+        for name in ("split_u", "task_hash", "tools_hash", "content_hash", "chars", "value",
+                     "file_id"):  # fmt: skip
+            values = col[name]
+            rec[name] += [values[i] for i in rows]
+        records, envs, notes = col["record"], col["env"], col["note"]
+        rec["nbytes"] += [len(records[i]) for i in rows]
+        rec["filtered_at"] += filtered_at
+        rec["env"] += [envs[i] for i in rows]
+        rec["notes"] += [notes[i] for i in rows]
+        if self.dedup:
+            dups = [_listing_line(self.files, col, i, "duplicate") for i in rows]
+            rec["dup_nbytes"] += [len(d) for d in dups]
+            self.writer.write("dup", b"".join(dups))
+        by_split: dict[str, list[int]] = {"train": [], "val": []}
+        for i, val in zip(rows, is_val, strict=True):
+            by_split["val" if val else "train"].append(i)
+            self.per_env[envs[i]]["records:val" if val else "records:train"] += 1
+        return by_split
 
     def close(self, quiet: bool = False) -> None:
         self.writer.close(quiet)

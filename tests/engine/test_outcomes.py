@@ -4,6 +4,7 @@ driver drops across blocks."""
 from __future__ import annotations
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 from support import read_jsonl
 
@@ -76,3 +77,11 @@ def test_duplicates_in_one_block_or_across_blocks_give_the_same_dataset(tmp_path
     kept += [orjson.loads(x) for x in (one / "val.jsonl").read_bytes().splitlines()]
     texts = [r["messages"][-1]["content"] for r in kept]
     assert len(texts) == len(set(texts)) == 60
+    for out in (one, tiny):  # Parquet holds what JSONL holds, duplicates dropped alike
+        for split in ("train", "val"):
+            table = pq.read_table(out / "parquet" / split)
+            lines = (out / f"{split}.jsonl").read_bytes().splitlines()
+            assert [orjson.loads(m) for m in table.column("messages").to_pylist()] == [
+                orjson.loads(x)["messages"] for x in lines
+            ]
+        assert not list(out.rglob("*.arrow"))  # the staged records are gone

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gymray import formats
@@ -69,8 +70,26 @@ def test_a_block_becomes_parts_and_one_stats_row(tmp_path):
     assert [(orjson.loads(x)["line"], orjson.loads(x)["reason"]) for x in filtered] == [
         (3, "below_reward_threshold")
     ]
+    # a recipe that drops duplicates stages its records as Arrow IPC: they become
+    # Parquet once the driver knows which are duplicates of other blocks' records
+    assert not (tmp_path / target.parquet("train", key)).exists()
+    with pa.ipc.open_file(tmp_path / target.arrow("train", key)) as f:
+        table = f.read_all()
+    assert table.num_rows == 2 and table.schema.equals(formats.get("openai").parquet_schema())
+    assert [orjson.loads(m)[1]["content"] for m in table.column("messages").to_pylist()] == [
+        "a",
+        "c",
+    ]
+
+
+def test_a_recipe_that_keeps_duplicates_writes_parquet_at_once(tmp_path):
+    target = Target(str(tmp_path), str(tmp_path))
+    target.prepare()
+    status = write_block(block(), **{**kwargs(target), "dedup": False})
+    key = status.column("key")[0].as_py()
     table = pq.read_table(tmp_path / target.parquet("train", key))
     assert table.num_rows == 2 and table.schema.equals(formats.get("openai").parquet_schema())
+    assert not (tmp_path / target.arrow("train", key)).exists()
 
 
 def test_a_retry_writes_under_other_names(tmp_path):
