@@ -15,12 +15,12 @@ import ray.exceptions
 from omegaconf import OmegaConf
 
 from gymray import recipes
+from gymray.cluster import ensure_ray
 from gymray.config import SettingsBase, load_settings, with_job
 from gymray.dataset.manifest import fingerprint, paths, reusable
 from gymray.dataset.publish import publish
 from gymray.dataset.result import PrepareResult
 from gymray.engine.blocks import Spec
-from gymray.engine.graph import ensure_ray
 from gymray.engine.graph import run as run_graph
 from gymray.engine.read import read_whole, sample_lines
 from gymray.engine.write import Target

@@ -14,39 +14,15 @@ import threading
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlencode
 
 import ray
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobSubmissionClient
 
+from gymray.cluster import auth_token
 from gymray.config import JobSettings
 from gymray.errors import AuthError, JobError, ResourceError, UnreachableError
-
-
-def auth_token() -> str | None:
-    """The Ray auth token, from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
-
-    Sent explicitly because Ray 2.56's client only sends one when RAY_AUTH_MODE=token is
-    set in the client's environment, and a 401 is a poor way to learn that.
-    """
-    if token := os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return token
-    if path := os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        try:
-            return Path(path).expanduser().read_text().strip() or None
-        except OSError as e:
-            raise AuthError(
-                f"RAY_AUTH_TOKEN_PATH={path} cannot be read ({e.strerror}): point it at "
-                "the cluster's token file or set RAY_AUTH_TOKEN"
-            ) from None
-    default = Path.home() / ".ray" / "auth_token"
-    try:
-        return default.read_text().strip() or None
-    except OSError:
-        return None
-
 
 _ENV_LOCK = threading.Lock()
 

@@ -1,0 +1,159 @@
+"""Joining a Ray cluster: the one this process is connected to, the one at
+``ray.address`` / ``RAY_ADDRESS``, or a small local one; failing fast, in one line,
+when it does not answer. Kept apart from the job client (and light to import), since
+Ray workers import the engine that uses it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from gymray.errors import AuthError, ClusterError, ConfigError
+
+log = logging.getLogger("gymray")
+
+
+def auth_token() -> str | None:
+    """The Ray auth token, from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
+
+    Sent explicitly because Ray 2.56's client only sends one when RAY_AUTH_MODE=token is
+    set in the client's environment, and a 401 is a poor way to learn that.
+    """
+    if token := os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return token
+    if path := os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        try:
+            return Path(path).expanduser().read_text().strip() or None
+        except OSError as e:
+            raise AuthError(
+                f"RAY_AUTH_TOKEN_PATH={path} cannot be read ({e.strerror}): point it at "
+                "the cluster's token file or set RAY_AUTH_TOKEN"
+            ) from None
+    default = Path.home() / ".ray" / "auth_token"
+    try:
+        return default.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def ensure_ray(ray_settings: Any = None) -> None:
+    """Use the Ray this process is connected to; else the one at ``ray.address`` /
+    ``RAY_ADDRESS`` (``auto``: the cluster ``ray start`` runs on this machine); else
+    start a small local one. A cluster that does not answer fails within
+    ``ray.connect_timeout_s``, with one line naming its address."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    rs = ray_settings
+    address = (rs.address if rs else None) or os.environ.get("RAY_ADDRESS")
+    timeout = rs.connect_timeout_s if rs else 60.0
+    if address and address.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{address} is a Ray job API (dashboard) address; preparing needs the cluster "
+            "itself: run gymray on the cluster (ray job submit --address "
+            f"{address} -- python -m gymray.run ...), or set ray.address / RAY_ADDRESS to "
+            "its GCS address (head:6379)"
+        )
+    if address == "auto":
+        address = _running_here() or address
+    if not address or address == "local":
+        # A Ray of our own, not whatever cluster happens to run on this host.
+        kwargs: dict[str, Any] = {"address": "local", "include_dashboard": False,
+                                  "log_to_driver": False}  # fmt: skip
+        if rs and rs.num_cpus:
+            kwargs["num_cpus"] = rs.num_cpus
+        if rs and rs.object_store_memory:
+            kwargs["object_store_memory"] = rs.object_store_memory
+        with _keep_sigterm():
+            ray.init(**kwargs)
+        return
+    if address != "auto":
+        _reachable(address, min(timeout, 10.0))
+    if auth_token() and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"  # Ray's client sends the token only then
+    log.info("using the Ray cluster at %s", address)
+    _init_within(address, timeout)
+
+
+@contextmanager
+def _keep_sigterm() -> Iterator[None]:
+    """ray.init() installs a SIGTERM handler that exits at once; the caller's (the CLI
+    stops the run, cleans up, and exits 3) comes back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            signal.signal(signal.SIGTERM, saved)
+
+
+def _running_here() -> str | None:
+    """The GCS address of the cluster ``ray start`` runs on this machine, if it answers
+    (else None, and Ray's own ``auto`` search says what it finds)."""
+    try:
+        found = ray._private.services.get_ray_address_from_environment(None, None)
+    except Exception:  # several clusters, or none recorded: start our own
+        return None
+    if not found:
+        return None
+    try:
+        _reachable(found, 2.0)
+    except ClusterError:
+        return None
+    return found
+
+
+def _reachable(address: str, timeout: float) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as e:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address} ({e}): check ray.address / "
+            "RAY_ADDRESS and that the head node is up"
+        ) from None
+
+
+def _init_within(address: str, timeout: float) -> None:
+    """``ray.init(address)``, given up after ``timeout`` s (Ray itself retries forever)."""
+    failure: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except BaseException as e:  # reported in the caller's thread
+            failure.append(e)
+
+    thread = threading.Thread(target=connect, daemon=True, name="gymray-ray-init")
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        thread.join(0.2)  # short waits: a SIGTERM in the main thread is seen at once
+    if thread.is_alive():
+        raise ClusterError(
+            f"the Ray cluster at {address} did not answer within {timeout:g} s "
+            "(ray.connect_timeout_s): check that its head node is up"
+        )
+    if failure:
+        e = failure[0]
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "auth" in text.lower() or "token" in text.lower():
+            raise AuthError(
+                f"the Ray cluster at {address} refused the connection ({text}): set "
+                "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token"
+            ) from None
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {text}") from None
