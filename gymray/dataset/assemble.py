@@ -30,6 +30,7 @@ import ray
 from pyarrow.fs import FileSelector
 
 from gymray.engine.write import PARQUET_OPTIONS, PARTS, SPLITS, PartStats, Target
+from gymray.storage import is_remote
 from gymray.storage.failures import writing
 
 COPY_CHUNK = 256 << 20  # bytes of a destination file one copy task writes
@@ -280,7 +281,7 @@ def write_parquet(target: Target, parts: list[PartStats], plan: Plan, staged: bo
     return [_parquet_parts.remote(target, chunk, staged) for chunk in tasks]
 
 
-@ray.remote(num_cpus=0.5)
+@ray.remote(num_cpus=1)  # compression: a core each (the map workers' own processes serve)
 def _parquet_parts(target: Target, todo: list[tuple], staged: bool) -> None:
     fs = target.fs()
     for key, is_val, dropped, moved in todo:
@@ -296,10 +297,16 @@ def _parquet_part(fs, target: Target, key: str, is_val, dropped, moved, staged: 
     moved = np.zeros(n, bool) if moved is None else moved
     src = {s: target.arrow(s, key) if staged else target.parquet(s, key) for s in SPLITS}
     tables = {}
+    local = not is_remote(target.output)
     for s in SPLITS:
         if (is_val if s == "val" else ~is_val).any():
-            with writing(target.output, src[s]), fs.open_input_file(target.join(src[s])) as f:
-                tables[s] = pa.ipc.open_file(f).read_all() if staged else pq.read_table(f)
+            path = target.join(src[s])
+            with writing(target.output, src[s]):
+                if staged and local:  # mapped, not copied: only kept rows are copied
+                    tables[s] = pa.ipc.open_file(pa.memory_map(path)).read_all()
+                    continue
+                with fs.open_input_file(path) as f:
+                    tables[s] = pa.ipc.open_file(f).read_all() if staged else pq.read_table(f)
     # the part's records in their order (train rows first, then val rows, in one
     # table), then split anew
     n_train = int((~is_val).sum())
