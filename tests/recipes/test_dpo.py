@@ -150,6 +150,19 @@ def test_the_tools_a_rollout_could_call_are_in_the_context():
     assert off["context"][0] == {"role": "system", "content": "Be brief."}
 
 
+def test_binary_prompts_carry_the_tools_the_answers_were_given_with():
+    """Plain-text answers may still have been offered tools: a binary prompt carries
+    their schemas, as the preference format's context does."""
+    ms = [member(0, 1.0), member(1, 0.0)]
+    for m in ms:
+        m.rollout.tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    rec = dpo_pairs(ms, DPOSettings(format="binary")).records[0][0]
+    system = rec["prompt"][0]
+    assert system["role"] == "system" and '"name":"lookup"' in system["content"]
+    assert rec["prompt"][1:] == [{"role": "user", "content": "q"}]
+    assert (rec["chosen"], rec["rejected"]) == ("answer 0", "answer 1")
+
+
 def test_pairs_whose_scored_messages_are_identical_are_not_made():
     """DPO scores only the final message of each completion: two completions that
     differ before it but end alike teach nothing."""
