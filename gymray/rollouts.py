@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from gymray.chat import (
@@ -29,6 +30,7 @@ RAW_LIMIT = 64 * 1024
 # levels; records put a rollout's values a few levels deeper than its line does.
 ORJSON_DEPTH = 254
 MAX_DEPTH = 200
+OPEN_BRACE = ord("{")  # and '[' | 32
 # Keys of a rollout line that describe the rollout itself; every other
 # top-level key is the task's or the verifier's (ground truth, judge output...).
 ROLLOUT_KEYS = frozenset(
@@ -135,7 +137,11 @@ def too_deep(raw: bytes, obj: Any) -> bool:
     """Whether ``obj``, parsed from ``raw``, nests deeper than :data:`MAX_DEPTH`."""
     # Only a line with that many brackets can be that deep: counting bytes is
     # cheap, and the exact check (writing the object) is paid by long lines only.
-    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and not _writable(obj)
+    if len(raw) > 8192:  # one vectorized pass ('[' | 32 == '{') beats two bytes.count
+        openers = int(np.count_nonzero((np.frombuffer(raw, np.uint8) | 32) == OPEN_BRACE))
+    else:
+        openers = raw.count(b"[") + raw.count(b"{")
+    return openers > MAX_DEPTH and not _writable(obj)
 
 
 def _load_slowly(raw: bytes, fast_error: str) -> tuple[Any, Reject | None]:

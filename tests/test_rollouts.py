@@ -126,6 +126,17 @@ def test_a_deeply_nested_line_is_one_reject(depth):
     assert r.reason == "too_deeply_nested" and str(MAX_DEPTH) in r.detail
 
 
+@pytest.mark.parametrize("pad", [0, 20_000])  # short lines count bytes, long ones in numpy
+def test_nesting_is_found_in_short_and_long_lines(pad):
+    def line(depth: int) -> bytes:
+        return (b'{"pad": "' + b"x" * pad + b'", "x": ' + b"[" * depth + b"{}" + b"]" * depth
+                + b", " + GOOD_TAIL + b"}")  # fmt: skip
+
+    deep = parse_line(line(300))
+    assert isinstance(deep, Reject) and deep.reason == "too_deeply_nested"
+    assert isinstance(parse_line(line(MAX_DEPTH - 3)), Rollout)
+
+
 def test_nesting_up_to_the_limit_is_a_rollout():
     depth = MAX_DEPTH - 1  # the line's own object is a level
     r = parse_line(b'{"x": ' + b"[" * depth + b"]" * depth + b", " + GOOD_TAIL + b"}")
