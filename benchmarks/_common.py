@@ -40,6 +40,7 @@ DEFAULT_DATA = Path(
 )
 RESULTS = HERE / "results"
 GIB = 1 << 30
+MIB = 1 << 20
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -205,15 +206,20 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _pss(pid: int) -> int | None:
+def _pss(pid: int) -> tuple[int, int] | None:
+    """(PSS, private bytes) of a process: its share of every page it maps, and the
+    pages no other process maps (Private_Clean + Private_Dirty: what it alone costs)."""
+    pss = private = 0
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
             for row in f:
                 if row.startswith(b"Pss:"):
-                    return int(row.split()[1]) * 1024
+                    pss = int(row.split()[1]) * 1024
+                elif row.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                    private += int(row.split()[1]) * 1024
     except OSError:
         return None
-    return None
+    return pss, private
 
 
 def _uptime_ticks() -> int:
@@ -324,6 +330,7 @@ class Meter:
         self.peak_rss = self.peak_pss = self.peak_driver_rss = 0
         self.rss0 = self.pss0 = 0
         self.peak_roles: dict[str, int] = {}
+        self.peak_private: dict[str, int] = {}  # role -> the most one process held alone
         self.seen: set[int] = set()
         self.gone: set[int] = set()
         self._stop = threading.Event()
@@ -371,8 +378,9 @@ class Meter:
             roles[role] = roles.get(role, 0) + prss
             if pid == driver:
                 self.peak_driver_rss = max(self.peak_driver_rss, prss)
-            if pss_now:
-                pss += _pss(pid) or 0
+            if pss_now and (measured := _pss(pid)):
+                pss += measured[0]
+                self.peak_private[role] = max(self.peak_private.get(role, 0), measured[1])
         self.gone |= set(self.last) - tree
         if rss > self.peak_rss:
             self.peak_rss, self.peak_roles = rss, roles
@@ -444,6 +452,10 @@ class Meter:
             "rss_gib_by_role_at_peak": {
                 k: round(v / GIB, 3)
                 for k, v in sorted(self.peak_roles.items(), key=lambda kv: -kv[1])
+            },
+            "peak_private_mib_of_one_process_by_role": {
+                k: round(v / MIB, 1)
+                for k, v in sorted(self.peak_private.items(), key=lambda kv: -kv[1])
             },
             "processes_seen": len(self.seen),
             "processes_exited": len(self.gone),
@@ -759,6 +771,8 @@ def side(run: dict) -> dict:
         "peak_pss_sum_gib": m["peak_pss_sum_gib"],
         "rss_sum_at_start_gib": m["rss_sum_at_start_gib"],
         "peak_driver_rss_gib": m["peak_driver_rss_gib"],
+        # the issue's per-worker target: what one process of each role held alone, at most
+        "peak_private_mib_of_one_process_by_role": m.get("peak_private_mib_of_one_process_by_role"),
         "other_cpu_seconds": m["other_cpu_seconds"],
         "harness_cpu_seconds": m["harness_cpu_seconds"],
         "machine_before": run.get("settle"),
