@@ -122,18 +122,24 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
             [{"unit": i} for i in range(len(units))], override_num_blocks=max(1, len(units))
         )
         _tune(ds, grouped)
-        ds = ds.map_batches(read, batch_size=1, batch_format="numpy")
         if not grouped:
-            ds = ds.map_batches(
-                _process_and_write, batch_size=None, batch_format="pyarrow",
-                fn_kwargs={"spec": spec, "write_args": write_args},
-            )  # fmt: skip
+            # Read, parse and write in one function: between two maps Ray Data would
+            # coalesce the blocks of lines up to its own target (128 MiB), and a worker
+            # would hold that much parsed, not ``ray.block_bytes``.
+            def read_and_write(batch: dict) -> Iterator[pa.Table]:
+                for lines in read(batch):
+                    yield _process_and_write(lines, spec, write_args)
+
+            ds = ds.map_batches(read_and_write, batch_size=1, batch_format="numpy")
         else:
             keyed = shuffle == "keys"
-            ds = ds.map_batches(
-                summarize_lines if keyed else parse_rollouts, batch_size=None,
-                batch_format="pyarrow", fn_kwargs={"spec": spec},
-            )  # fmt: skip
+            parse = summarize_lines if keyed else parse_rollouts
+
+            def read_and_parse(batch: dict) -> Iterator[pa.Table]:
+                for lines in read(batch):  # as above: ``ray.block_bytes`` of lines at a time
+                    yield parse(lines, spec)
+
+            ds = ds.map_batches(read_and_parse, batch_size=1, batch_format="numpy")
             ds = ds.repartition(partitions_for(inputs, settings), keys=["task_hash"])
             ds = ds.map_batches(
                 decide_block if keyed else group_block, batch_size=None, batch_format="pyarrow",

@@ -13,6 +13,7 @@ import pytest
 from support import REPO, fixture, generated, read_jsonl, recipe_spec
 
 import gymray
+from gymray.samples.generate import message, rollout, user
 from gymray.samples.gym_shapes import repeats_tree
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -460,3 +461,24 @@ def test_build_block_yields_the_same_rows_whatever_its_chunk_size(mixed):
     assert a.select(SORT_KEYS).to_pylist() == b.select(SORT_KEYS).to_pylist()
     assert b.select(SORT_KEYS).to_pylist() == decided.select(SORT_KEYS).to_pylist()
     assert sum(r is not None for r in b.column("record").to_pylist()) > 5
+
+
+def test_a_per_rollout_block_is_ray_block_bytes_of_input_not_ray_datas_block(tmp_path):
+    """Ray Data coalesces a map's small output blocks up to its own target (128 MiB)
+    before the next map: the parsing and writing must still see ``ray.block_bytes``
+    of lines at a time, or a worker's memory grows with Ray Data's target, not ours."""
+    rows = [
+        orjson.dumps(rollout([user(f"question {t}")], [message(f"answer {t} " + "x" * 400, "m")],
+                             1.0, agent="a", task=t, rollout_index=0))
+        for t in range(400)
+    ]  # fmt: skip
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    size = (tmp_path / "in" / "a.jsonl").stat().st_size
+    block = 16 << 10
+    res = gymray.prepare("sft", input=str(tmp_path / "in"), output=str(tmp_path / "o"),
+                         **{"ray.block_bytes": block, "sft.reward_threshold": 0,
+                            "sft.dedup": False, "split.val_fraction": 0})  # fmt: skip
+    parts = list((tmp_path / "o" / "parquet" / "train").glob("*.parquet"))
+    assert res.counts["records"]["train"] > 0
+    assert len(parts) >= size // block // 2  # one part per block of lines (blocks end on lines)
