@@ -111,7 +111,6 @@ class PartStats:
     tasks: np.ndarray = None  # (n, 4) per task: rollouts, reward sum, min, max
     records: dict = field(default_factory=dict)  # name -> array, one entry per record
     sizes: dict = field(default_factory=dict)  # part file kind -> bytes written
-    parquet: dict = field(default_factory=dict)  # split -> rows written
     input_bytes: int = 0  # raw bytes of the lines the block read (per-rollout recipes)
 
 
@@ -227,7 +226,6 @@ class _PartWriter:
         self.names: dict[str, str] = {}  # stream -> its path in the dataset, for errors
         self.sizes: dict[str, int] = collections.Counter()
         self.parquet: dict[str, Any] = {}  # split -> ParquetWriter | RecordBatchFileWriter
-        self.rows: dict[str, int] = collections.Counter()
 
     def write(self, kind: str, data: bytes) -> None:
         if not data:
@@ -265,7 +263,6 @@ class _PartWriter:
                     writer = pq.ParquetWriter(stream, schema, **PARQUET_OPTIONS)
                 self.parquet[split] = writer
             writer.write_table(table)
-        self.rows[split] += table.num_rows
 
     def close(self, quiet: bool = False) -> None:
         """Close everything (flushing the buffers, where a full disk shows), even
@@ -391,7 +388,7 @@ class _Part:
         if self.tasks:
             stats.task_hashes = np.concatenate([h for h, _ in self.tasks])
             stats.tasks = np.concatenate([t for _, t in self.tasks])
-        stats.sizes, stats.parquet = dict(self.writer.sizes), dict(self.writer.rows)
+        stats.sizes = dict(self.writer.sizes)
         return stats
 
 
