@@ -99,6 +99,7 @@ def process_lines(batch: pa.Table, spec: Spec) -> OutcomeBuilder:
     the part writer in the same task reads them)."""
     recipe = spec.recipe
     out = spec.outcomes(in_order=True)
+    out.input_bytes = (pc.sum(pc.binary_length(batch.column("raw"))).as_py() or 0) + batch.num_rows
     for file_id, line, raw, error in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 import ray.data
 
@@ -103,12 +102,11 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
         units = plan_units(readable, settings.ray.split_bytes, storage)
         block_bytes = settings.ray.block_bytes
 
-        def read(batch: dict) -> Iterator[pa.Table]:
-            for u in batch["unit"]:
-                fid, span = units[int(u)]
-                f = readable[fid]
-                broken = breaks.get(fid) if span is None or span[1] >= f.size else None
-                yield from read_lines(f, fid, block_bytes, storage, span, broken)
+        def read_unit(u: int) -> Iterator[pa.Table]:
+            fid, span = units[u]
+            f = readable[fid]
+            broken = breaks.get(fid) if span is None or span[1] >= f.size else None
+            return read_lines(f, fid, block_bytes, storage, span, broken)
 
         write_args = {
             "target": target,
@@ -125,10 +123,12 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
         if not grouped:
             # Read, parse and write in one function: between two maps Ray Data would
             # coalesce the blocks of lines up to its own target (128 MiB), and a worker
-            # would hold that much parsed, not ``ray.block_bytes``.
+            # would hold that much parsed, not ``ray.block_bytes``. A unit (a file, or
+            # ``ray.split_bytes`` of one) is one part, written a block at a time: the
+            # driver gets one part's stats per unit, not per block.
             def read_and_write(batch: dict) -> Iterator[pa.Table]:
-                for lines in read(batch):
-                    yield _process_and_write(lines, spec, write_args)
+                for u in batch["unit"]:
+                    yield write_block(_outcomes(read_unit(int(u)), spec), **write_args)
 
             ds = ds.map_batches(read_and_write, batch_size=1, batch_format="numpy")
         else:
@@ -136,8 +136,9 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
             parse = summarize_lines if keyed else parse_rollouts
 
             def read_and_parse(batch: dict) -> Iterator[pa.Table]:
-                for lines in read(batch):  # as above: ``ray.block_bytes`` of lines at a time
-                    yield parse(lines, spec)
+                for u in batch["unit"]:  # as above: ``ray.block_bytes`` of lines at a time
+                    for lines in read_unit(int(u)):
+                        yield parse(lines, spec)
 
             ds = ds.map_batches(read_and_parse, batch_size=1, batch_format="numpy")
             ds = ds.repartition(partitions_for(inputs, settings), keys=["task_hash"])
@@ -199,14 +200,18 @@ class Progress:
         return f"progress: {self.lines:,} lines{read}, {self.records:,} records, {seconds:.0f} s"
 
 
-def _process_and_write(batch: pa.Table, spec: Spec, write_args: dict) -> pa.Table:
-    read = (pc.sum(pc.binary_length(batch.column("raw"))).as_py() or 0) + batch.num_rows
-    return write_block(process_lines(batch, spec), input_bytes=read, **write_args)
-
-
 def _build_and_write(batch: pa.Table, spec: Spec, inputs, write_args: dict) -> pa.Table:
     return write_block(build_block(batch, spec, inputs), **write_args)
 
 
 def _write_only(batch: pa.Table, spec: Spec, inputs, write_args: dict) -> pa.Table:
     return write_block(batch, **write_args)
+
+
+def _outcomes(blocks: Iterator[pa.Table], spec: Spec) -> Iterator[Any]:
+    """The outcome rows of each block of lines, holding one block at a time."""
+    for lines in blocks:
+        out = process_lines(lines, spec)
+        del lines
+        yield out
+        del out

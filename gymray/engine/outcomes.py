@@ -63,6 +63,7 @@ class OutcomeBuilder:
         in_order: bool = False,
     ):
         self.fmt, self.value, self.dedup = fmt, value, dedup
+        self.input_bytes = 0  # of the lines these rows come from (per-rollout recipes)
         # Rows added in the dataset's order (one record a line): a record whose content
         # an earlier row of this block had is a duplicate whatever the other blocks hold
         # (the first in order is kept), so it becomes a filtered line here, before its

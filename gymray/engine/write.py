@@ -22,7 +22,6 @@ bytes. See :mod:`gymray.dataset.assemble` for what happens next.
 from __future__ import annotations
 
 import collections
-import itertools
 import pickle
 import socket
 from dataclasses import dataclass, field
@@ -187,7 +186,6 @@ def _write_block(
     val_fraction: float,
     dedup: bool,
     task_sorted: bool,
-    input_bytes: int = 0,
 ) -> pa.Table:
     fmt = formats.get(fmt_name)
     tables = iter([batch]) if isinstance(batch, pa.Table) or hasattr(batch, "cols") else batch
@@ -202,14 +200,16 @@ def _write_block(
         head = {k: first.get(k)[0] for k in ("task_hash", "file_id", "line", "sub")}
     part = _Part(fs, target, part_key(head, task_sorted), fmt, files, dedup)
     try:
-        for table in itertools.chain([first], tables):
+        part.add(first, val_fraction, task_sorted)
+        del first  # a block at a time: none is held while the next one is made
+        for table in tables:
             part.add(table, val_fraction, task_sorted)
+            del table
     except BaseException:
         part.close(quiet=True)  # the first failure is the one to report
         raise
     part.close()
     stats = part.finish()
-    stats.input_bytes = input_bytes
     return pa.table(
         {"key": [stats.key], "stats": [pickle.dumps(stats, protocol=5)]}, schema=STATUS_TABLE
     )
@@ -300,6 +300,7 @@ class _Part:
         stats, writer, files = self.stats, self.writer, self.files
         per_file, per_env = self.per_file, self.per_env
         rows = _TableRows(batch, writer.fmt) if isinstance(batch, pa.Table) else batch
+        stats.input_bytes += getattr(rows, "input_bytes", 0)
         col = rows.cols
         rewards = rows.rewards()
         records, statuses, envs = col["record"], col["status"], col["env"]
