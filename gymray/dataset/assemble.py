@@ -37,10 +37,76 @@ COPY_CHUNK = 256 << 20  # bytes of a destination file one copy task writes
 
 
 @dataclass
-class Piece:
-    src: str  # relative path in the staging dir
-    offset: int
-    length: int
+class Listing:
+    """The byte ranges one assembled file is made of, in order: ``length[i]`` bytes
+    of ``srcs[src[i]]`` (a path in the staging dir) from ``offset[i]``. Arrays, not
+    an object a range: a run has a range or two per duplicate, and listings go to
+    Ray tasks as arguments (numpy arrays serialize out of band, in one piece)."""
+
+    srcs: list[str]
+    src: np.ndarray  # int64
+    offset: np.ndarray  # int64
+    length: np.ndarray  # int64
+
+    @classmethod
+    def merged(cls, srcs: list[str], src, offset, length) -> Listing:
+        """The listing of these ranges, in order: empty ones left out, adjacent
+        ranges of one file merged (one range a run, not one a record)."""
+        src, offset, length = (np.asarray(a, np.int64) for a in (src, offset, length))
+        keep = length > 0
+        src, offset, length = src[keep], offset[keep], length[keep]
+        if not len(src):
+            return cls(srcs, src, offset, length)
+        new_run = np.ones(len(src), bool)
+        new_run[1:] = (src[1:] != src[:-1]) | (offset[1:] != offset[:-1] + length[:-1])
+        starts = np.flatnonzero(new_run)
+        ends = np.append(starts[1:], len(src)) - 1
+        sizes = offset[ends] + length[ends] - offset[starts]
+        return cls(srcs, src[starts], offset[starts], sizes)
+
+    @property
+    def total(self) -> int:
+        return int(self.length.sum())
+
+    def ranges(self) -> list[tuple[str, int, int]]:
+        """``(src, offset, length)`` of each range, in order."""
+        names = self.srcs
+        return [
+            (names[i], o, n)
+            for i, o, n in zip(self.src.tolist(), self.offset.tolist(), self.length.tolist(),
+                               strict=True)
+        ]  # fmt: skip
+
+    def chunks(self, size: int) -> list[tuple[int, Listing]]:
+        """``(offset in the file, listing)`` of consecutive runs of ranges, each
+        starting in another ``size`` bytes of the file: one copy task's share."""
+        at = np.cumsum(self.length) - self.length
+        cuts = np.flatnonzero(np.diff(at // size)) + 1
+        return [
+            (int(at[i[0]]), Listing(self.srcs, self.src[i], self.offset[i], self.length[i]))
+            for i in np.split(np.arange(len(at)), cuts)
+            if len(i)
+        ]
+
+
+class _Ranges:
+    """Ranges gathered for one file, part by part, made one :class:`Listing`."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}  # src -> its number in the listing
+        self.arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, srcs: list[str], src, offset, length) -> None:
+        """Ranges ``srcs[src[i]]``, ``offset[i]``, ``length[i]``, after those added."""
+        number = np.array([self.index.setdefault(n, len(self.index)) for n in srcs], np.int64)
+        src = number[np.asarray(src, np.int64)]
+        self.arrays.append((src, np.asarray(offset, np.int64), np.asarray(length, np.int64)))
+
+    def listing(self) -> Listing:
+        if not self.arrays:
+            return Listing.merged([], [], [], [])
+        src, offset, length = (np.concatenate(a) for a in zip(*self.arrays, strict=True))
+        return Listing.merged(list(self.index), src, offset, length)
 
 
 @dataclass
@@ -94,48 +160,11 @@ def decide(parts: list[PartStats], dedup: bool, val_fraction: float) -> Plan:
     return plan
 
 
-def _ranges(pieces: list[Piece]) -> list[Piece]:
-    """Merge adjacent ranges of the same file into one."""
-    out: list[Piece] = []
-    for p in pieces:
-        if p.length <= 0:
-            continue
-        last = out[-1] if out else None
-        if last and last.src == p.src and last.offset + last.length == p.offset:
-            last.length += p.length
-        else:
-            out.append(Piece(p.src, p.offset, p.length))
-    return out
-
-
-def _pieces(
-    names: list[str], src: np.ndarray, offset: np.ndarray, length: np.ndarray
-) -> list[Piece]:
-    """Pieces from arrays (``src`` indexes ``names``), in order: empty ones left out,
-    adjacent ranges of one file merged (one Piece a run, not one a record)."""
-    keep = length > 0
-    src, offset, length = src[keep], offset[keep], length[keep]
-    if not len(src):
-        return []
-    new_run = np.ones(len(src), bool)
-    new_run[1:] = (src[1:] != src[:-1]) | (offset[1:] != offset[:-1] + length[:-1])
-    starts = np.flatnonzero(new_run)
-    ends = np.append(starts[1:], len(src)) - 1
-    sizes = offset[ends] + length[ends] - offset[starts]
-    return [
-        Piece(names[i], o, n)
-        for i, o, n in zip(
-            src[starts].tolist(), offset[starts].tolist(), sizes.tolist(), strict=True
-        )
-    ]
-
-
-def listings(parts: list[PartStats], plan: Plan, target: Target) -> dict[str, list[Piece]]:
+def listings(parts: list[PartStats], plan: Plan, target: Target) -> dict[str, Listing]:
     """The byte ranges each assembled file is made of, in order (numpy over each part's
     records: the driver does no per-record Python here)."""
-    files: dict[str, list[Piece]] = {
-        "train.jsonl": [], "val.jsonl": [], "filtered.jsonl": [], "rejects.jsonl": []
-    }  # fmt: skip
+    files = {name: _Ranges() for name in ("train.jsonl", "val.jsonl", "filtered.jsonl",
+                                          "rejects.jsonl")}  # fmt: skip
     for p in parts:
         rel = lambda kind, key=p.key: f"{target.parts}/{key}.{kind}.jsonl"  # noqa: E731
         rec = p.records
@@ -155,9 +184,7 @@ def listings(parts: list[PartStats], plan: Plan, target: Target) -> dict[str, li
                 ("val.jsonl", ~dropped & to_val),
             ):
                 j = np.flatnonzero(chosen)
-                files[dest] += _pieces(
-                    [rel("train"), rel("val")], is_val[j].astype(np.int64), offsets[j], nbytes[j]
-                )
+                files[dest].add([rel("train"), rel("val")], is_val[j], offsets[j], nbytes[j])
         size = p.sizes.get("filtered", 0)
         if dropped.any():
             # the filtered listing, cut where each duplicate's line goes in
@@ -172,57 +199,49 @@ def listings(parts: list[PartStats], plan: Plan, target: Target) -> dict[str, li
             length[0 : 2 * k : 2] = cuts - offset[0 : 2 * k : 2]
             length[2 * k] = size - cuts[-1]
             offset[1::2], length[1::2] = dup_offsets[j], dup_nbytes[j]
-            files["filtered.jsonl"] += _pieces([rel("filtered"), rel("dup")], src, offset, length)
+            files["filtered.jsonl"].add([rel("filtered"), rel("dup")], src, offset, length)
         else:
-            files["filtered.jsonl"].append(Piece(rel("filtered"), 0, size))
-        files["rejects.jsonl"].append(Piece(rel("rejects"), 0, p.sizes.get("rejects", 0)))
-    return {name: _ranges(pieces) for name, pieces in files.items()}
+            files["filtered.jsonl"].add([rel("filtered")], [0], [0], [size])
+        files["rejects.jsonl"].add([rel("rejects")], [0], [0], [p.sizes.get("rejects", 0)])
+    return {name: ranges.listing() for name, ranges in files.items()}
 
 
-def assemble(target: Target, files: dict[str, list[Piece]], remote: bool) -> list:
-    """Start writing each file from its pieces, in Ray tasks (returned)."""
+def assemble(target: Target, files: dict[str, Listing], remote: bool) -> list:
+    """Start writing each file from its ranges, in Ray tasks (returned)."""
     refs = []
-    for name, pieces in files.items():
-        total = sum(p.length for p in pieces)
+    for name, listing in files.items():
         if remote:
-            refs.append(_stream_copy.remote(target, name, pieces))
+            refs.append(_stream_copy.remote(target, name, listing))
             continue
         dest = os.path.join(target.path, name)
         with writing(target.output, name), open(dest, "wb") as f:
-            f.truncate(total)
-        chunk: list[Piece] = []
-        chunk_at = at = 0
-        for p in pieces:
-            chunk.append(p)
-            at += p.length
-            if at - chunk_at >= COPY_CHUNK:
-                refs.append(_copy_at.remote(target, name, chunk, chunk_at))
-                chunk, chunk_at = [], at
-        if chunk:
-            refs.append(_copy_at.remote(target, name, chunk, chunk_at))
+            f.truncate(listing.total)
+        for at, chunk in listing.chunks(COPY_CHUNK):
+            refs.append(_copy_at.remote(target, name, chunk, at))
     return refs
 
 
 @ray.remote(num_cpus=0.5)
-def _copy_at(target: Target, name: str, pieces: list[Piece], dest_offset: int) -> None:
-    """Copy pieces into a local/NFS file at their offsets: in the kernel where it can."""
+def _copy_at(target: Target, name: str, listing: Listing, dest_offset: int) -> None:
+    """Copy ranges into a local/NFS file at their offsets: in the kernel where it can."""
     with writing(target.output, name):
-        _copy_pieces(target.path, name, pieces, dest_offset)
+        _copy_ranges(target.path, name, listing, dest_offset)
 
 
-def _copy_pieces(base: str, name: str, pieces: list[Piece], dest_offset: int) -> None:
+def _copy_ranges(base: str, name: str, listing: Listing, dest_offset: int) -> None:
     dst = os.open(os.path.join(base, name), os.O_WRONLY)
+    opened: dict[str, int] = {}
     try:
         at = dest_offset
-        for p in pieces:
-            src = os.open(os.path.join(base, p.src), os.O_RDONLY)
-            try:
-                _copy_range(src, dst, p.offset, at, p.length)
-            finally:
-                os.close(src)
-            at += p.length
+        for src, offset, length in listing.ranges():
+            fd = opened.get(src)
+            if fd is None:
+                fd = opened[src] = os.open(os.path.join(base, src), os.O_RDONLY)
+            _copy_range(fd, dst, offset, at, length)
+            at += length
     finally:
-        os.close(dst)
+        for fd in [dst, *opened.values()]:
+            os.close(fd)
 
 
 def _copy_range(src: int, dst: int, src_at: int, dst_at: int, length: int) -> None:
@@ -239,19 +258,19 @@ def _copy_range(src: int, dst: int, src_at: int, dst_at: int, length: int) -> No
 
 
 @ray.remote(num_cpus=0.5)
-def _stream_copy(target: Target, name: str, pieces: list[Piece]) -> None:
+def _stream_copy(target: Target, name: str, listing: Listing) -> None:
     """Object stores: one object written from ranges of the part objects."""
     fs = target.fs()
     opened = {}
     try:
         with writing(target.output, name), fs.open_output_stream(target.join(name)) as out:
-            for p in pieces:
-                src = opened.get(p.src) or opened.setdefault(
-                    p.src, fs.open_input_file(target.join(p.src))
+            for part, offset, length in listing.ranges():
+                src = opened.get(part) or opened.setdefault(
+                    part, fs.open_input_file(target.join(part))
                 )
                 done = 0
-                while done < p.length:
-                    data = src.read_at(min(p.length - done, 16 << 20), p.offset + done)
+                while done < length:
+                    data = src.read_at(min(length - done, 16 << 20), offset + done)
                     out.write(data)
                     done += len(data)
     finally:

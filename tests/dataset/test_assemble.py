@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gymray.dataset.assemble import Piece, _ranges, decide, listings
+from gymray.dataset.assemble import Listing, decide, listings
 from gymray.engine.write import PartStats, Target
 
 
@@ -80,13 +80,38 @@ def test_parts_without_records_are_skipped():
 
 
 def test_adjacent_ranges_of_one_file_merge_and_empty_ones_vanish():
-    pieces = [Piece("x", 0, 5), Piece("x", 5, 5), Piece("y", 0, 0), Piece("x", 20, 5),
-              Piece("y", 3, 2), Piece("y", 5, 1)]  # fmt: skip
-    merged = _ranges(pieces)
-    assert [(p.src, p.offset, p.length) for p in merged] == [
-        ("x", 0, 10), ("x", 20, 5), ("y", 3, 3),
-    ]  # fmt: skip
-    assert pieces[0].length == 5  # the inputs are left as they were
+    names = ["x", "y"]
+    src, offset, length = [0, 0, 1, 0, 1, 1], [0, 5, 0, 20, 3, 5], [5, 5, 0, 5, 2, 1]
+    merged = Listing.merged(names, src, offset, length)
+    assert merged.ranges() == [("x", 0, 10), ("x", 20, 5), ("y", 3, 3)]
+    assert merged.total == 18
+    assert Listing.merged(names, [1], [4], [0]).ranges() == []
+
+
+@pytest.mark.parametrize("size", [1, 7, 10, 25, 1000])
+def test_copy_chunks_cover_the_file_in_order_each_starting_in_another_share(size):
+    listing = Listing.merged(["x", "y"], [0, 1, 0, 1], [0, 0, 50, 9], [10, 3, 12, 4])
+    chunks = listing.chunks(size)
+    assert [r for _, c in chunks for r in c.ranges()] == listing.ranges()
+    at = 0
+    for offset, chunk in chunks:
+        assert offset == at  # where the chunk's first range goes in the file
+        at += chunk.total
+    starts = [offset // size for offset, _ in chunks]
+    assert starts == sorted(set(starts))  # a chunk for each share of the file a range starts in
+
+
+def _ranges(pieces: list) -> list:
+    """Merge adjacent ranges of the same file into one; drop empty ones."""
+    out: list = []
+    for src, offset, length in pieces:
+        if length <= 0:
+            continue
+        if out and out[-1][0] == src and out[-1][1] + out[-1][2] == offset:
+            out[-1] = (src, out[-1][1], out[-1][2] + length)
+        else:
+            out.append((src, offset, length))
+    return out
 
 
 def reference_listings(parts, plan, target):
@@ -103,19 +128,19 @@ def reference_listings(parts, plan, target):
             split = "val" if rec["is_val"][j] else "train"
             if not dropped[j]:
                 dest = "val.jsonl" if (split == "val" or moved[j]) else "train.jsonl"
-                files[dest].append(Piece(rel(split), at[split], int(rec["nbytes"][j])))
+                files[dest].append((rel(split), at[split], int(rec["nbytes"][j])))
             at[split] += int(rec["nbytes"][j])
         at_f, dup_at = 0, 0
         for j in range(m):
             if dropped[j]:
                 cut = int(rec["filtered_at"][j])
-                files["filtered.jsonl"].append(Piece(rel("filtered"), at_f, cut - at_f))
-                files["filtered.jsonl"].append(Piece(rel("dup"), dup_at, int(rec["dup_nbytes"][j])))
+                files["filtered.jsonl"].append((rel("filtered"), at_f, cut - at_f))
+                files["filtered.jsonl"].append((rel("dup"), dup_at, int(rec["dup_nbytes"][j])))
                 at_f = cut
             dup_at += int(rec["dup_nbytes"][j]) if "dup_nbytes" in rec else 0
         size = p.sizes.get("filtered", 0)
-        files["filtered.jsonl"].append(Piece(rel("filtered"), at_f, size - at_f))
-        files["rejects.jsonl"].append(Piece(rel("rejects"), 0, p.sizes.get("rejects", 0)))
+        files["filtered.jsonl"].append((rel("filtered"), at_f, size - at_f))
+        files["rejects.jsonl"].append((rel("rejects"), 0, p.sizes.get("rejects", 0)))
     return {name: _ranges(pieces) for name, pieces in files.items()}
 
 
@@ -136,4 +161,5 @@ def test_listings_equal_the_per_record_way(seed):
         parts.append(p)
     plan = decide(parts, dedup=bool(rng.random() < 0.8), val_fraction=0.1)
     target = Target("o", "/s", attempt=int(rng.integers(0, 2)))
-    assert listings(parts, plan, target) == reference_listings(parts, plan, target)
+    got = {name: listing.ranges() for name, listing in listings(parts, plan, target).items()}
+    assert got == reference_listings(parts, plan, target)
