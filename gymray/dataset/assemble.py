@@ -342,6 +342,12 @@ def _parquet_part(fs, target: Target, key: str, is_val, dropped, moved, staged: 
             if new[s].any():
                 with fs.open_output_stream(target.join(rel)) as f:
                     pq.write_table(both.take(pa.array(where[new[s]])), f, **PARQUET_OPTIONS)
+    if staged:  # done with: removed here, in parallel, not by the driver at the end
+        read = list(tables)
+        del both, tables  # unmapped first (NFS keeps an open file until it is closed)
+        for s in read:
+            with writing(target.output, src[s]):
+                fs.delete_file(target.join(src[s]))
 
 
 def parquet_files(target: Target, parts: list[PartStats]) -> dict[str, list[str]]:
