@@ -30,7 +30,6 @@ import ray
 from pyarrow.fs import FileSelector
 
 from gymray.engine.write import PARQUET_OPTIONS, PARTS, SPLITS, PartStats, Target
-from gymray.storage import is_remote
 from gymray.storage.failures import writing
 
 COPY_CHUNK = 256 << 20  # bytes of a destination file one copy task writes
@@ -309,45 +308,61 @@ def _parquet_parts(target: Target, todo: list[tuple], staged: bool) -> None:
 
 def _parquet_part(fs, target: Target, key: str, is_val, dropped, moved, staged: bool) -> None:
     """Write one part's Parquet files: its records without the dropped ones, each in
-    its split (``moved``: train records that go to val)."""
+    its split (``moved``: train records that go to val). A batch of the source at a
+    time (a block's records: a row group each), so memory does not grow with parts.
+
+    Each record is in the source file of its first split, in order. :func:`decide`
+    moves records to val only when no val record is kept, so each split's records
+    come from one source file, in their order."""
     is_val = is_val.astype(bool)
     n = len(is_val)
     dropped = np.zeros(n, bool) if dropped is None else dropped
     moved = np.zeros(n, bool) if moved is None else moved
-    src = {s: target.arrow(s, key) if staged else target.parquet(s, key) for s in SPLITS}
-    tables = {}
-    local = not is_remote(target.output)
+    keep = {  # source split -> output split -> mask over the source's rows
+        "train": {"train": (~moved & ~dropped)[~is_val], "val": (moved & ~dropped)[~is_val]},
+        "val": {"val": ~dropped[is_val]},
+    }
+    src = {t: target.arrow(t, key) if staged else target.parquet(t, key) for t in SPLITS}
+    written = []
     for s in SPLITS:
-        if (is_val if s == "val" else ~is_val).any():
-            path = target.join(src[s])
-            with writing(target.output, src[s]):
-                if staged and local:  # mapped, not copied: only kept rows are copied
-                    tables[s] = pa.ipc.open_file(pa.memory_map(path)).read_all()
-                    continue
-                with fs.open_input_file(path) as f:
-                    tables[s] = pa.ipc.open_file(f).read_all() if staged else pq.read_table(f)
-    # the part's records in their order (train rows first, then val rows, in one
-    # table), then split anew
-    n_train = int((~is_val).sum())
-    where = np.empty(n, np.int64)
-    where[~is_val] = np.arange(n_train)
-    where[is_val] = n_train + np.arange(int(is_val.sum()))
-    both = pa.concat_tables([tables[s] for s in SPLITS if s in tables])
-    new = {"train": ~is_val & ~moved & ~dropped, "val": (is_val | moved) & ~dropped}
-    for s in SPLITS:
-        rel = target.parquet(s, key)
-        with writing(target.output, rel):
-            if s in tables and not staged:
-                fs.delete_file(target.join(rel))
-            if new[s].any():
-                with fs.open_output_stream(target.join(rel)) as f:
-                    pq.write_table(both.take(pa.array(where[new[s]])), f, **PARQUET_OPTIONS)
-    if staged:  # done with: removed here, in parallel, not by the driver at the end
-        read = list(tables)
-        del both, tables  # unmapped first (NFS keeps an open file until it is closed)
-        for s in read:
-            with writing(target.output, src[s]):
-                fs.delete_file(target.join(src[s]))
+        sources = [t for t in SPLITS if s in keep[t] and keep[t][s].any()]
+        if not sources:
+            continue
+        if len(sources) > 1:
+            raise AssertionError(f"part {key}: {s} records in both source files")
+        t = sources[0]
+        # a rewritten Parquet part is its own source: written aside, moved at the end
+        rel = target.parquet(s, key) + ("" if staged else ".rewrite")
+        with writing(target.output, rel), fs.open_output_stream(target.join(rel)) as out:
+            writer, at = None, 0
+            for batch in _source_batches(fs, target, src[t], staged):
+                mask = keep[t][s][at : at + batch.num_rows]
+                at += batch.num_rows
+                if mask.any():
+                    writer = writer or pq.ParquetWriter(out, batch.schema, **PARQUET_OPTIONS)
+                    writer.write_batch(batch.filter(pa.array(mask)))
+            writer.close()
+        written.append((s, rel))
+    for t in SPLITS:  # the sources: staged ones done with, rewritten ones replaced
+        if (is_val if t == "val" else ~is_val).any():
+            with writing(target.output, src[t]):
+                fs.delete_file(target.join(src[t]))
+    if not staged:
+        for s, rel in written:
+            with writing(target.output, rel):
+                fs.move(target.join(rel), target.join(target.parquet(s, key)))
+
+
+def _source_batches(fs, target: Target, rel: str, staged: bool):
+    """The record batches of a staged Arrow part or a Parquet part, in order, read one
+    at a time."""
+    with writing(target.output, rel), fs.open_input_file(target.join(rel)) as f:
+        if staged:
+            reader = pa.ipc.open_file(f)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+        else:
+            yield from pq.ParquetFile(f).iter_batches()
 
 
 def parquet_files(target: Target, parts: list[PartStats]) -> dict[str, list[str]]:

@@ -85,3 +85,38 @@ def test_duplicates_in_one_block_or_across_blocks_give_the_same_dataset(tmp_path
                 orjson.loads(x)["messages"] for x in lines
             ]
         assert not list(out.rglob("*.arrow"))  # the staged records are gone
+
+
+@pytest.mark.parametrize("dedup", [True, False])
+def test_a_task_moved_to_val_is_in_val_parquet_as_in_val_jsonl(tmp_path, dedup):
+    """No task falls in val by hash: the task nearest the boundary moves to val after
+    the parts are written. Its records leave train for val in JSONL and Parquet alike,
+    with duplicates dropped (staged parts) or not (Parquet parts rewritten), over
+    several parts and row groups, and no staging file is left."""
+    rows = []
+    for task in range(30):
+        for k in range(3):
+            answer = f"answer {task}" if k < 2 else f"other {task}"  # 1 of 3 repeats
+            rows.append(rollout([user(f"question {task}")], [_msg(answer, f"m{k}")], 1.0,
+                                agent="a", task=task, rollout_index=k))  # fmt: skip
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows)
+    out = tmp_path / "o"
+    res = gymray.prepare("sft", input=str(tmp_path / "in"), output=str(out),
+                         **{"ray.block_bytes": 2048, "ray.split_bytes": 8192,
+                            "sft.reward_threshold": 0, "sft.dedup": dedup,
+                            "split.val_fraction": 1e-9})  # fmt: skip
+    assert res.manifest["stats"]["parts"] > 2
+    per_task = 2 if dedup else 3
+    assert res.counts["records"] == {"train": 30 * per_task - per_task, "val": per_task}
+    val = read_jsonl(out / "val.jsonl")
+    assert len({r["messages"][0]["content"] for r in val}) == 1  # one task, moved whole
+    for split in ("train", "val"):
+        files = sorted((out / "parquet" / split).glob("*.parquet"))
+        table = pq.read_table(files)
+        lines = (out / f"{split}.jsonl").read_bytes().splitlines()
+        assert [orjson.loads(m) for m in table.column("messages").to_pylist()] == [
+            orjson.loads(x)["messages"] for x in lines
+        ]
+    assert sum(pq.ParquetFile(f).num_row_groups for f in (out / "parquet").rglob("*.parquet")) > 2
+    assert not [p for p in out.rglob("*") if p.suffix in (".arrow", ".rewrite")]
+    assert any("moved to val" in w for w in res.manifest["warnings"])
