@@ -1,6 +1,6 @@
 """From parts to a dataset: the decisions no single block can make, then byte copies.
 
-Workers wrote each block's parts (:mod:`gymray.engine.write`). What needs the
+Workers wrote the parts (:mod:`gymray.engine.write`). What needs the
 whole run is decided here, on the parts' stats alone:
 
 - **duplicates** (recipes that drop them): of records with the same content

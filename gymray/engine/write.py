@@ -1,8 +1,10 @@
-"""Writing in the workers: each block of outcome rows becomes its own parts.
+"""Writing in the workers: outcome rows become parts.
 
-A worker that has a block of outcome rows (sorted in the dataset's final order)
-writes them where they will live, named by the block's first sort key so that
-the parts' names sort in the dataset's order whatever worker wrote them:
+A worker that has a run of outcome rows in the dataset's final order (a sorted
+block of a grouped recipe; the blocks of one read unit of a per-rollout recipe,
+written one after the other) writes them where they will live, as one part named
+by its first sort key so that the parts' names sort in the dataset's order
+whatever worker wrote them:
 
 - ``_parts/<key>.train.jsonl`` / ``.val.jsonl``: the records, one JSONL line each;
 - ``parquet/<split>/<key>.parquet``: the same records, the format's fixed schema
