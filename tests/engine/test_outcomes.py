@@ -45,17 +45,23 @@ def test_without_dedup_repeats_stay_records():
     assert out.get("status") == ["used", "used"]
 
 
+def repeating(tasks: int, per_task: int) -> list[dict]:
+    """``per_task`` rollouts a task: all but the last repeat the first's completion."""
+    rows = []
+    for task in range(tasks):
+        for k in range(per_task):
+            answer = f"answer {task}" if k < per_task - 1 else f"other {task}"
+            rows.append(rollout([user(f"question {task}")], [_msg(answer, f"m{k}")], 1.0,
+                                agent="a", task=task, rollout_index=k))  # fmt: skip
+    return rows
+
+
 @pytest.mark.usefixtures("ray_session")
 def test_duplicates_in_one_block_or_across_blocks_give_the_same_dataset(tmp_path):
     """Repeated completions within a file, across files, and across tiny blocks: the
     first in order is kept, the others are listed as duplicates in line order, and the
     outputs are the same bytes whatever the blocks are."""
-    rows = []
-    for task in range(30):
-        for k in range(4):
-            answer = f"answer {task}" if k < 3 else f"other {task}"  # 3 of 4 repeat
-            rows.append(rollout([user(f"question {task}")], [_msg(answer, f"m{k}")], 1.0,
-                                agent="a", task=task, rollout_index=k))  # fmt: skip
+    rows = repeating(30, 4)  # 3 of 4 repeat
     write_jsonl(tmp_path / "in" / "a.jsonl", rows)
     write_jsonl(tmp_path / "in" / "b.jsonl", rows[:20])  # every record of b repeats a's
     outs = {}
@@ -87,18 +93,14 @@ def test_duplicates_in_one_block_or_across_blocks_give_the_same_dataset(tmp_path
         assert not list(out.rglob("*.arrow"))  # the staged records are gone
 
 
+@pytest.mark.usefixtures("ray_session")
 @pytest.mark.parametrize("dedup", [True, False])
 def test_a_task_moved_to_val_is_in_val_parquet_as_in_val_jsonl(tmp_path, dedup):
     """No task falls in val by hash: the task nearest the boundary moves to val after
     the parts are written. Its records leave train for val in JSONL and Parquet alike,
     with duplicates dropped (staged parts) or not (Parquet parts rewritten), over
     several parts and row groups, and no staging file is left."""
-    rows = []
-    for task in range(30):
-        for k in range(3):
-            answer = f"answer {task}" if k < 2 else f"other {task}"  # 1 of 3 repeats
-            rows.append(rollout([user(f"question {task}")], [_msg(answer, f"m{k}")], 1.0,
-                                agent="a", task=task, rollout_index=k))  # fmt: skip
+    rows = repeating(30, 3)  # 1 of 3 repeats
     write_jsonl(tmp_path / "in" / "a.jsonl", rows)
     out = tmp_path / "o"
     res = gymray.prepare("sft", input=str(tmp_path / "in"), output=str(out),
