@@ -171,7 +171,10 @@ def plan_units(
     # (in this process where there is no Ray: tools and tests that plan without a run)
     summarize = _chunk_summary.remote if ray.is_initialized() else chunk_summary
     refs = {
-        fid: [summarize(f, start, split_bytes, storage) for start in range(0, f.size, split_bytes)]
+        fid: [
+            summarize(f, start, split_bytes, storage, count)
+            for start, count in chunks_of(f.size, split_bytes)
+        ]
         for fid, f in todo
     }
     summaries = {fid: ray.get(r) if ray.is_initialized() else r for fid, r in refs.items()}
@@ -193,26 +196,41 @@ def plan_units(
 NEWLINE = ord("\n")
 
 
-def chunk_summary(f: InputFile, start: int, length: int, storage: Any) -> tuple | None:
+def chunk_summary(
+    f: InputFile, start: int, length: int, storage: Any, count: bool = True
+) -> tuple | None:
     """(newlines, index of the first newline or -1, ends with a newline, bytes read) of
-    ``length`` bytes from ``start``; None where the file cannot be read there."""
+    ``length`` bytes from ``start``; None where the file cannot be read there. Without
+    ``count``, the chunk is read only up to its first newline (0 newlines, and its
+    ``length`` as the bytes read once that newline is found)."""
     newlines, first, last, done = 0, -1, b"", 0
+    piece_bytes = 16 << 20 if count else 1 << 20
     try:
         with open_range(f, start, storage) as stream:
             while done < length:
-                piece = stream.read(min(length - done, 16 << 20))
+                piece = stream.read(min(length - done, piece_bytes))
                 if not piece:
                     break
                 if first < 0:
                     i = piece.find(b"\n")
                     first = done + i if i >= 0 else -1
-                # numpy's vectorized compare: 2.4x bytes.count (a pass over every input byte)
-                newlines += int(np.count_nonzero(np.frombuffer(piece, np.uint8) == NEWLINE))
+                    if not count and first >= 0:
+                        return 0, first, False, length
+                if count:  # numpy's vectorized compare: 2.4x bytes.count
+                    newlines += int(np.count_nonzero(np.frombuffer(piece, np.uint8) == NEWLINE))
                 done += len(piece)
                 last = piece[-1:]
     except OSError:
         return None
     return newlines, first, last == b"\n", done
+
+
+def chunks_of(size: int, split_bytes: int) -> list[tuple[int, bool]]:
+    """``(start, count)`` of each chunk of a file to summarize: the lines of the last
+    chunk precede no range start, so only its first newline is looked for (on
+    make_corpus's 366 MB files and 256 MiB ranges, 30% of the bytes not counted)."""
+    starts = range(0, size, split_bytes)
+    return [(s, s + split_bytes < size) for s in starts]
 
 
 _chunk_summary = ray.remote(num_cpus=1)(chunk_summary)

@@ -13,7 +13,14 @@ import pyarrow as pa
 import pytest
 
 import gymray
-from gymray.engine.read import chunk_summary, plan_units, range_starts, read_lines, sample_lines
+from gymray.engine.read import (
+    chunk_summary,
+    chunks_of,
+    plan_units,
+    range_starts,
+    read_lines,
+    sample_lines,
+)
 from gymray.samples.generate import message, rollout, user, write_jsonl
 from gymray.storage import InputFile, StorageError, expand_inputs
 
@@ -184,7 +191,10 @@ def test_chunk_summaries_cut_ranges_at_line_starts_with_true_line_numbers(tmp_pa
     path.write_bytes(data)
     (f,) = expand_inputs([str(path)])
     split = rng.choice([16, 64, 65, 100])
-    summaries = [chunk_summary(f, s, split, None) for s in range(0, len(data), split)]
+    # as plan_units summarizes: every chunk counted but the last
+    summaries = [
+        chunk_summary(f, s, split, None, count) for s, count in chunks_of(len(data), split)
+    ]
     starts, before = range_starts(summaries, len(data))
     line_starts = [0] + [i + 1 for i, b in enumerate(data) if b == 10 and i + 1 < len(data)]
     assert set(starts) <= set(line_starts) | {len(data)}
