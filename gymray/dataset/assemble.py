@@ -220,7 +220,10 @@ def assemble(target: Target, files: dict[str, Listing], remote: bool) -> list:
     return refs
 
 
-@ray.remote(num_cpus=0.5)
+# A core each, like every gymray task: at most a worker a core runs at once, and Ray starts
+# no worker beyond the map workers' (each new one is ~1 CPU-s of imports, and Ray ends
+# workers beyond one a core after 1 s idle, so they were started again every run).
+@ray.remote(num_cpus=1)
 def _copy_at(target: Target, name: str, listing: Listing, dest_offset: int) -> None:
     """Copy ranges into a local/NFS file at their offsets: in the kernel where it can."""
     with writing(target.output, name):
@@ -256,7 +259,7 @@ def _copy_range(src: int, dst: int, src_at: int, dst_at: int, length: int) -> No
         done += n
 
 
-@ray.remote(num_cpus=0.5)
+@ray.remote(num_cpus=1)  # (as _copy_at)
 def _stream_copy(target: Target, name: str, listing: Listing) -> None:
     """Object stores: one object written from ranges of the part objects."""
     fs = target.fs()
