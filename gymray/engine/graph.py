@@ -124,12 +124,21 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
         if not grouped:
             # Read, parse and write in one function: between two maps Ray Data would
             # coalesce the blocks of lines up to its own target (128 MiB), and a worker
-            # would hold that much parsed, not ``ray.block_bytes``. A unit (a file, or
-            # ``ray.split_bytes`` of one) is one part, written a block at a time: the
-            # driver gets one part's stats per unit, not per block.
+            # would hold that much parsed, not ``ray.block_bytes``. Each ``ray.split_bytes``
+            # of a unit's lines is one part, written a block at a time: the driver gets
+            # a part's stats for a unit's range (or ``split_bytes`` of a whole .gz or
+            # remote file), not for every block.
+            part_bytes = settings.ray.split_bytes
+
             def read_and_write(batch: dict) -> Iterator[pa.Table]:
                 for u in batch["unit"]:
-                    yield write_block(_outcomes(read_unit(int(u)), spec), **write_args)
+                    outcomes = _Parts(_outcomes(read_unit(int(u)), spec), part_bytes)
+                    while not outcomes.done:
+                        status = write_block(outcomes.next_part(), **write_args)
+                        if status.num_rows:
+                            yield status
+                        if status.num_rows and status.column("key")[0].as_py() == FAILED:
+                            return  # the driver raises it: the rest is moot
 
             ds = ds.map_batches(read_and_write, batch_size=1, batch_format="numpy")
         else:
@@ -216,3 +225,20 @@ def _outcomes(blocks: Iterator[pa.Table], spec: Spec) -> Iterator[Any]:
         del lines
         yield out
         del out
+
+
+class _Parts:
+    """A unit's outcome blocks cut into parts of about ``part_bytes`` of input lines."""
+
+    def __init__(self, blocks: Iterator[Any], part_bytes: int):
+        self.blocks, self.part_bytes, self.done = blocks, part_bytes, False
+
+    def next_part(self) -> Iterator[Any]:
+        """The blocks of the next part (``done`` once the unit's last is given)."""
+        read = 0
+        for out in self.blocks:
+            read += out.input_bytes
+            yield out
+            if read >= self.part_bytes:
+                return
+        self.done = True

@@ -3,6 +3,7 @@ blocks, the key shuffle against the whole-rollout shuffle, faults mid-shuffle.""
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 import textwrap
@@ -488,3 +489,28 @@ def test_a_per_rollout_block_is_ray_block_bytes_of_input_not_ray_datas_block(tmp
     # ... and the blocks of one read unit (the file: under ray.split_bytes) are one part,
     # so the driver plans one part's stats per unit, not one per block
     assert len(parts) == 1
+
+
+def test_a_whole_file_unit_is_written_as_parts_of_ray_split_bytes(tmp_path):
+    """A .gz file is one read unit (it cannot be read as ranges): its blocks are still
+    written as parts of about ``ray.split_bytes`` of input, so that the driver hears of
+    each part (progress lines) before the whole file is done."""
+    rows = [
+        orjson.dumps(rollout([user(f"question {t}")], [message(f"answer {t} " + "x" * 400, "m")],
+                             1.0, agent="a", task=t, rollout_index=0))
+        for t in range(400)
+    ]  # fmt: skip
+    data = b"\n".join(rows) + b"\n"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl.gz").write_bytes(gzip.compress(data))
+    split, block = 64 << 10, 16 << 10
+    res = gymray.prepare("sft", input=str(tmp_path / "in"), output=str(tmp_path / "o"),
+                         **{"ray.block_bytes": block, "ray.split_bytes": split,
+                            "sft.reward_threshold": 0, "split.val_fraction": 0})  # fmt: skip
+    assert res.counts["records"]["train"] == 400
+    # a part ends with the block that brings it to split_bytes
+    assert len(data) // (split + block) <= res.manifest["stats"]["parts"] <= len(data) // split + 1
+    lines = (tmp_path / "o" / "train.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(x)["messages"][-1]["content"] for x in lines] == [
+        f"answer {t} " + "x" * 400 for t in range(400)
+    ]
