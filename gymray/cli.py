@@ -45,6 +45,7 @@ from gymray.errors import (
     EXIT_USAGE,
     GymrayError,
     Interrupted,
+    Stop,
     classify,
 )
 from gymray.inspect import render_dataset
@@ -176,11 +177,13 @@ def _signals_raise():
         return
 
     def handler(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
+        raise Stop(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
+    except Stop as e:
+        raise Interrupted(e.signal_name) from None
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -96,6 +96,16 @@ class Interrupted(GymrayError):
         self.signal_name = signal_name
 
 
+class Stop(BaseException):  # noqa: N818 - a signal, not an error
+    """What gymray's signal handler raises: a BaseException, like KeyboardInterrupt, so
+    that no library's ``except Exception`` swallows it (Ray Data's dataset-id fallback
+    did, and the run went on to publish); the CLI turns it into :class:`Interrupted`."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
 class Failure:
     """What a failure means for the user: one line, an exit code, whether it was an
     expected kind (a setting, a path, the cluster) or a bug (then the log matters)."""

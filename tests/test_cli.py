@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,9 @@ import pytest
 from support import REPO
 
 import gymray
+from gymray.cli import _signals_raise
 from gymray.config import help_rows, load_settings
+from gymray.errors import Interrupted
 from gymray.samples.generate import HERE
 
 SAMPLE = str(HERE / "rollouts.jsonl")
@@ -164,3 +167,24 @@ def test_inspect_shows_counts_environments_and_conversations(tmp_path):
     assert "assistant:" in p.stdout and "first 1 record(s):" in p.stdout
     j = json.loads(cli("show", str(tmp_path / "d"), "--json").stdout)
     assert j["command"] == "show" and j["dataset"]["counts"]["records"]["train"] > 0
+
+
+def test_a_stop_signal_is_not_swallowed_by_a_librarys_except_exception():
+    """A SIGTERM that lands inside library code with a broad ``except Exception`` (Ray
+    Data's dataset-id fallback has one) still stops the run: once, it was swallowed
+    there and the prepare went on to publish (exit 0)."""
+
+    def library_call():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here
+        except Exception:  # noqa: BLE001 - what the library does
+            pass
+
+    before = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    with pytest.raises(Interrupted, match="stopped by SIGTERM"):
+        with _signals_raise():
+            library_call()
+    assert time.monotonic() - started < 4
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
