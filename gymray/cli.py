@@ -456,7 +456,8 @@ def job_verb(verb: str, argv: Sequence[str]) -> int:
 def _follow_existing(handle: JobHandle, json_output: bool, verb: str) -> int:
     # Following an existing job (not one we submitted): Ctrl-C only detaches.
     try:
-        status = handle.wait(follow_logs=True, stream=sys.stderr if json_output else sys.stdout)
+        with _signals_raise():  # as when following a job we submitted
+            status = handle.wait(follow_logs=True, stream=sys.stderr if json_output else sys.stdout)
     except (KeyboardInterrupt, Interrupted):
         _say(f"detached; job {handle.submission_id} keeps running")
         return EXIT_OK

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 from nemo_rl_standin import write_dataset
@@ -97,6 +98,17 @@ def test_stop_and_logs_verbs(client, client_env, checkout, tmp_path, capsys):
     while "mode=sleep" not in handle.logs():
         assert time.monotonic() < deadline, "stand-in never started"
         time.sleep(0.3)
+    # Following a job this process did not submit: SIGTERM (or Ctrl-C) only detaches.
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        code = cli.main(["status", handle.submission_id, "--follow", "--address",
+                         client_env.address])  # fmt: skip
+    finally:
+        timer.cancel()
+    assert code == errors.EXIT_OK, capsys.readouterr().err
+    assert f"detached; job {handle.submission_id} keeps running" in capsys.readouterr().err
+    assert handle.status() == "RUNNING"
     assert cli.main(["stop", handle.submission_id, "--address", client_env.address]) == 0
     assert f"job {handle.submission_id} STOPPED" in capsys.readouterr().err
     assert handle.status() == "STOPPED" and handle.exit_code() == errors.EXIT_STOPPED
