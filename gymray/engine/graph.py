@@ -135,9 +135,10 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
                     outcomes = _Parts(_outcomes(read_unit(int(u)), spec), part_bytes)
                     while not outcomes.done:
                         status = write_block(outcomes.next_part(), **write_args)
-                        if status.num_rows:
-                            yield status
-                        if status.num_rows and status.column("key")[0].as_py() == FAILED:
+                        if not status.num_rows:
+                            continue
+                        yield status
+                        if status.column("key")[0].as_py() == FAILED:
                             return  # the driver raises it: the rest is moot
 
             ds = ds.map_batches(read_and_write, batch_size=1, batch_format="numpy")

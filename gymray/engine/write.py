@@ -112,7 +112,7 @@ class PartStats:
     tasks: np.ndarray = None  # (n, 4) per task: rollouts, reward sum, min, max
     records: dict = field(default_factory=dict)  # name -> array, one entry per record
     sizes: dict = field(default_factory=dict)  # part file kind -> bytes written
-    input_bytes: int = 0  # raw bytes of the lines the block read (per-rollout recipes)
+    input_bytes: int = 0  # raw bytes of the lines the part was made of (per-rollout recipes)
 
 
 def part_key(row: dict, task_sorted: bool) -> str:
