@@ -179,6 +179,30 @@ def test_dpo_rejects_broken_files_alike_from_scratch_copies_or_not(hostile, tmp_
         assert (tmp_path / "z" / name).read_bytes() == (tmp_path / "c" / name).read_bytes(), name
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_chunk_summary_of_megabytes_counts_as_python_does(tmp_path, seed):
+    """Chunks larger than the summary's read pieces (64 KiB to its first newline,
+    then a 1 MiB buffer read into again): the counts, the first newline and the
+    last byte are those of the bytes themselves, for lines longer than a piece too."""
+    rng = random.Random(seed)
+    sizes = [rng.choice([10, 3000, 70_000, 300_000]) for _ in range(rng.randint(5, 25))]
+    data = b"\n".join(bytes([97 + i % 26]) * n for i, n in enumerate(sizes))
+    data += b"\n" if seed % 2 else b""
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(data)
+    (f,) = expand_inputs([str(path)])
+    for split in (65_536, 100_000, 1_500_000, 3_000_001):
+        for start, count in chunks_of(len(data), split):
+            piece = data[start : start + split]
+            first = piece.find(b"\n")
+            want = (
+                (piece.count(b"\n"), first, piece.endswith(b"\n"), len(piece))
+                if count or first < 0
+                else (0, first, False, split)
+            )
+            assert chunk_summary(f, start, split, None, count) == want, (split, start)
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_chunk_summaries_cut_ranges_at_line_starts_with_true_line_numbers(tmp_path, seed):
     """Ranges planned from per-chunk summaries start at line starts and know how many
