@@ -200,9 +200,22 @@ def get(name: str) -> Format:
 def encode(record: dict) -> tuple[bytes, dict[str, bytes]]:
     """(JSONL line, each field's JSON): every value is serialized once, and the
     line is byte-for-byte what ``orjson.dumps(record)`` writes."""
-    fields = {k: orjson.dumps(v) for k, v in record.items()}
-    line = b"{" + b",".join(orjson.dumps(k) + b":" + v for k, v in fields.items()) + b"}\n"
-    return line, fields
+    dumps = orjson.dumps
+    fields = {k: dumps(v) for k, v in record.items()}
+    parts, sep = [], b"{"
+    for k, v in fields.items():  # one join: each value's bytes are copied once
+        key = _KEYS.get((sep, k))
+        if key is None:
+            key = sep + dumps(k) + b":"
+            if len(_KEYS) < 4096:  # formats have a handful of keys; task fields vary
+                _KEYS[(sep, k)] = key
+        parts += (key, v)
+        sep = b","
+    parts.append(b"}\n" if fields else b"{}\n")
+    return b"".join(parts), fields
+
+
+_KEYS: dict[tuple[bytes, str], bytes] = {}  # (separator, key) -> its JSON before the value
 
 
 def content_hashes(fields: dict[str, bytes], content: bool = True) -> tuple[int, int | None]:

@@ -73,6 +73,10 @@ def test_encode_is_orjson_and_keeps_key_order():
     line, fields = encode(record)
     assert line == orjson.dumps(record) + b"\n"
     assert list(fields) == ["b", "a"] and fields["a"] == b"null"
+    # keys' JSON is remembered per position (first or not): the same keys in
+    # another order, keys to escape, and no key at all still write what orjson does
+    for other in ({"a": 1, "b": 2}, {"b": 3, "a": {}}, {'q"\u00e9\n': [1]}, {}):
+        assert encode(other)[0] == orjson.dumps(other) + b"\n"
 
 
 def test_trained_chars_count_the_sample_and_the_longer_alternative():
