@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Per-record CPU of gymray vs the two SFT loops, in instructions (valgrind), not seconds.
+
+    python benchmarks/bench_instructions.py CORPUS_DIR [--mib 16] [--set sft.reward_threshold=0]
+
+This machine is a VM whose speed switches between levels ~45% apart every few
+seconds (the host's load is counted as our CPU time), so CPU-seconds ratios
+from one benchmark run move by a third from the next (bench_sft's map workers:
+34 vs 46 CPU-s for the same work in two consecutive runs, the loops unchanged).
+Instructions executed do not depend on that. This script takes the first
+``--mib`` MiB of whole lines of the corpus's first file and runs, each in its
+own interpreter under ``valgrind --tool=callgrind``:
+
+* gymray: what a Ray worker runs for them (``bench_stages.Stages``: plan,
+  ``read_lines`` -> ``process_lines`` -> ``write_block``: JSONL, Parquet, listings);
+* full: bench_sft.py's full single-process loop (the CPU target's baseline);
+* minimal: minimal_sft.py (the wall-clock target's floor);
+
+each twice, with and without the work (imports and set-up alone), and reports
+the difference: instructions of the work, per line, and the ratios. Ray's own
+costs (worker start-up, scheduling, daemons, the driver) are not in it: those
+are bench_sft.py's ``cpu_seconds_by_role``. Needs ``valgrind``; ~2 min at 16 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _common as C  # noqa: E402
+
+SIDES = ("gymray", "full", "minimal")
+
+
+def side(name: str, corpus: Path, out: Path, sets: list[str], work: bool) -> None:
+    """One side's imports and set-up, then (``work``) its run over ``corpus``."""
+    if name == "gymray":
+        import bench_stages
+
+        stages = bench_stages.Stages(corpus, sets)
+        if work:
+            stages.run(bench_stages.Clock())
+        stages.close()
+    elif name == "full":
+        import bench_sft
+
+        if work:
+            bench_sft.baseline(corpus, out, sets)
+        else:
+            bench_sft.import_pure_modules()
+            from gymray.config import load_settings  # what baseline() imports first
+
+            load_settings("sft", sets)
+    else:
+        import minimal_sft
+
+        threshold = next(
+            (float(s.split("=", 1)[1]) for s in sets if s.startswith("sft.reward_threshold=")),
+            None,
+        )
+        if work:
+            minimal_sft.run(str(corpus), str(out / "out.jsonl"), threshold)
+
+
+def callgrind(args: list[str]) -> int:
+    """Instructions executed by ``python <this script> args`` under callgrind."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts every run
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+           sys.executable, str(Path(__file__).resolve()), *args]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    found = re.search(r"Collected : (\d+)", p.stderr)
+    if p.returncode or not found:
+        raise SystemExit(f"callgrind failed ({p.returncode}): {p.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def sample(corpus: Path, mib: int, into: Path) -> tuple[int, int]:
+    """The first ``mib`` MiB of whole lines of the corpus's first file, as a corpus."""
+    first = sorted(p for p in corpus.iterdir() if p.name.endswith(".jsonl"))[0]
+    with open(first, "rb") as f:
+        data = f.read(mib << 20)
+    data = data[: data.rfind(b"\n") + 1]
+    (into / first.name).write_bytes(data)
+    return data.count(b"\n"), len(data)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("corpus", type=Path, nargs="?")
+    ap.add_argument("--mib", type=int, default=16, help="MiB of lines to run (default 16)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="gymray setting for the gymray and full sides (repeatable)")  # fmt: skip
+    ap.add_argument("--tag", default="", help="suffix of the result file in benchmarks/results/")
+    ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--_side", nargs=3, metavar=("SIDE", "CORPUS", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--_work", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a._side:
+        side(a._side[0], Path(a._side[1]), Path(a._side[2]), a.set, a._work)
+        return 0
+    if a.corpus is None:
+        ap.error("CORPUS_DIR is required")
+
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="gymray-instr-") as tmp:
+        corpus = Path(tmp) / "corpus"
+        corpus.mkdir()
+        lines, nbytes = sample(a.corpus, a.mib, corpus)
+        sets = [x for s in a.set for x in ("--set", s)]
+        jobs = {}
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for name in SIDES:
+                for work in (False, True):
+                    out = Path(tmp) / f"{name}-{int(work)}"
+                    out.mkdir()
+                    args = ["--_side", name, str(corpus), str(out), *sets]
+                    jobs[name, work] = pool.submit(callgrind, args + (["--_work"] if work else []))
+        counts = {k: f.result() for k, f in jobs.items()}
+    work = {name: counts[name, True] - counts[name, False] for name in SIDES}
+    result = {
+        "benchmark": "instructions",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "run_seconds": round(time.time() - t0),
+        "environment": C.environment(),
+        "corpus": str(a.corpus),
+        "sample": {"lines": lines, "bytes": nbytes},
+        "settings": a.set,
+        "instructions": {n: {"work": work[n], "setup": counts[n, False]} for n in SIDES},
+        "per_line": {n: round(work[n] / lines) for n in SIDES},
+        "ratios": {
+            "gymray_vs_full": round(work["gymray"] / work["full"], 3),
+            "gymray_vs_minimal": round(work["gymray"] / work["minimal"], 3),
+            "full_vs_minimal": round(work["full"] / work["minimal"], 3),
+        },
+    }
+    C.save(result, "instructions", a.tag, a.no_save)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
