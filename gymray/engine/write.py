@@ -305,6 +305,7 @@ class _Part:
         stats.input_bytes += getattr(rows, "input_bytes", 0)
         col = rows.cols
         rewards = rows.rewards()
+        has_reward = (~np.isnan(rewards)).tolist()  # one vectorized test, not one a row
         records, statuses, envs = col["record"], col["status"], col["env"]
         with_record: list[int] = []  # rows holding a record, in order
         filtered_at: list[int] = []  # of each: where its line would go in the filtered listing
@@ -321,7 +322,7 @@ class _Part:
             stats.lines += 1
             per_file[col["file_id"][i]][st] += 1
             per_env[env][st] += 1
-            if not np.isnan(rewards[i]):
+            if has_reward[i]:
                 reward_rows.append(i)
             if st == "used":
                 stats.used += 1
