@@ -1,25 +1,28 @@
 #!/usr/bin/env python3
 """Per-record CPU of gymray vs the two SFT loops, in instructions (valgrind), not seconds.
 
-    python benchmarks/bench_instructions.py CORPUS_DIR [--mib 16] [--set sft.reward_threshold=0]
+    python benchmarks/bench_instructions.py CORPUS_DIR [--mib 32] [--set sft.reward_threshold=0]
 
 This machine is a VM whose speed switches between levels ~45% apart every few
 seconds (the host's load is counted as our CPU time), so CPU-seconds ratios
 from one benchmark run move by a third from the next (bench_sft's map workers:
 34 vs 46 CPU-s for the same work in two consecutive runs, the loops unchanged).
 Instructions executed do not depend on that. This script takes the first
-``--mib`` MiB of whole lines of the corpus's first file and runs, each in its
-own interpreter under ``valgrind --tool=callgrind``:
+``--mib`` MiB, and the first 2x ``--mib`` MiB, of whole lines of the corpus's
+first file, and runs on each, in its own interpreter under
+``valgrind --tool=callgrind``:
 
 * gymray: what a Ray worker runs for them (``bench_stages.Stages``: plan,
   ``read_lines`` -> ``process_lines`` -> ``write_block``: JSONL, Parquet, listings);
 * full: bench_sft.py's full single-process loop (the CPU target's baseline);
-* minimal: minimal_sft.py (the wall-clock target's floor);
+* minimal: minimal_sft.py (the wall-clock target's floor).
 
-each twice, with and without the work (imports and set-up alone), and reports
-the difference: instructions of the work, per line, and the ratios. Ray's own
-costs (worker start-up, scheduling, daemons, the driver) are not in it: those
-are bench_sft.py's ``cpu_seconds_by_role``. Needs ``valgrind``; ~2 min at 16 MiB.
+A side's cost per line is the difference between its two runs over the
+difference in lines: the interpreter, imports, set-up and one-time
+initialisation (3.6 G instructions for gymray's side, 1.8 G for the full loop's)
+cancel out, so the ratios are those of a long run. Ray's own costs (worker start-up,
+scheduling, daemons, the driver) are not in it: those are bench_sft.py's
+``cpu_seconds_by_role``. Needs ``valgrind``; ~4 min at the default 32 MiB.
 """
 
 from __future__ import annotations
@@ -41,25 +44,18 @@ import _common as C  # noqa: E402
 SIDES = ("gymray", "full", "minimal")
 
 
-def side(name: str, corpus: Path, out: Path, sets: list[str], work: bool) -> None:
-    """One side's imports and set-up, then (``work``) its run over ``corpus``."""
+def side(name: str, corpus: Path, out: Path, sets: list[str]) -> None:
+    """One side's run over ``corpus``, imports and set-up included."""
     if name == "gymray":
         import bench_stages
 
         stages = bench_stages.Stages(corpus, sets)
-        if work:
-            stages.run(bench_stages.Clock())
+        stages.run(bench_stages.Clock())
         stages.close()
     elif name == "full":
         import bench_sft
 
-        if work:
-            bench_sft.baseline(corpus, out, sets)
-        else:
-            bench_sft.import_pure_modules()
-            from gymray.config import load_settings  # what baseline() imports first
-
-            load_settings("sft", sets)
+        bench_sft.baseline(corpus, out, sets)
     else:
         import minimal_sft
 
@@ -67,8 +63,7 @@ def side(name: str, corpus: Path, out: Path, sets: list[str], work: bool) -> Non
             (float(s.split("=", 1)[1]) for s in sets if s.startswith("sft.reward_threshold=")),
             None,
         )
-        if work:
-            minimal_sft.run(str(corpus), str(out / "out.jsonl"), threshold)
+        minimal_sft.run(str(corpus), str(out / "out.jsonl"), threshold)
 
 
 def callgrind(args: list[str]) -> int:
@@ -96,50 +91,56 @@ def sample(corpus: Path, mib: int, into: Path) -> tuple[int, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("corpus", type=Path, nargs="?")
-    ap.add_argument("--mib", type=int, default=16, help="MiB of lines to run (default 16)")
+    ap.add_argument("--mib", type=int, default=32, help="MiB of lines, and twice that (default 32)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="gymray setting for the gymray and full sides (repeatable)")  # fmt: skip
     ap.add_argument("--tag", default="", help="suffix of the result file in benchmarks/results/")
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--_side", nargs=3, metavar=("SIDE", "CORPUS", "OUT"), help=argparse.SUPPRESS)
-    ap.add_argument("--_work", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._side:
-        side(a._side[0], Path(a._side[1]), Path(a._side[2]), a.set, a._work)
+        side(a._side[0], Path(a._side[1]), Path(a._side[2]), a.set)
         return 0
     if a.corpus is None:
         ap.error("CORPUS_DIR is required")
 
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="gymray-instr-") as tmp:
-        corpus = Path(tmp) / "corpus"
-        corpus.mkdir()
-        lines, nbytes = sample(a.corpus, a.mib, corpus)
+        samples = {}
+        for size in (a.mib, 2 * a.mib):
+            corpus = Path(tmp) / f"corpus-{size}"
+            corpus.mkdir()
+            samples[size] = (corpus, *sample(a.corpus, size, corpus))
         sets = [x for s in a.set for x in ("--set", s)]
         jobs = {}
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             for name in SIDES:
-                for work in (False, True):
-                    out = Path(tmp) / f"{name}-{int(work)}"
+                for size, (corpus, _, _) in samples.items():
+                    out = Path(tmp) / f"{name}-{size}"
                     out.mkdir()
                     args = ["--_side", name, str(corpus), str(out), *sets]
-                    jobs[name, work] = pool.submit(callgrind, args + (["--_work"] if work else []))
+                    jobs[name, size] = pool.submit(callgrind, args)
         counts = {k: f.result() for k, f in jobs.items()}
-    work = {name: counts[name, True] - counts[name, False] for name in SIDES}
+    small, large = samples[a.mib], samples[2 * a.mib]
+    lines = large[1] - small[1]
+    per_line = {n: round((counts[n, 2 * a.mib] - counts[n, a.mib]) / lines) for n in SIDES}
     result = {
         "benchmark": "instructions",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "run_seconds": round(time.time() - t0),
         "environment": C.environment(),
         "corpus": str(a.corpus),
-        "sample": {"lines": lines, "bytes": nbytes},
+        "samples": {str(size): {"lines": n, "bytes": b} for size, (_, n, b) in samples.items()},
         "settings": a.set,
-        "instructions": {n: {"work": work[n], "setup": counts[n, False]} for n in SIDES},
-        "per_line": {n: round(work[n] / lines) for n in SIDES},
+        "instructions": {n: {str(size): counts[n, size] for size in samples} for n in SIDES},
+        # what the first run costs beyond its lines at that rate: interpreter, imports,
+        # set-up, one-time initialisation
+        "fixed": {n: counts[n, a.mib] - per_line[n] * small[1] for n in SIDES},
+        "per_line": per_line,
         "ratios": {
-            "gymray_vs_full": round(work["gymray"] / work["full"], 3),
-            "gymray_vs_minimal": round(work["gymray"] / work["minimal"], 3),
-            "full_vs_minimal": round(work["full"] / work["minimal"], 3),
+            "gymray_vs_full": round(per_line["gymray"] / per_line["full"], 3),
+            "gymray_vs_minimal": round(per_line["gymray"] / per_line["minimal"], 3),
+            "full_vs_minimal": round(per_line["full"] / per_line["minimal"], 3),
         },
     }
     C.save(result, "instructions", a.tag, a.no_save)
