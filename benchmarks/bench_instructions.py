@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,7 +103,10 @@ def main() -> int:
         side(a._side[0], Path(a._side[1]), Path(a._side[2]), a.set)
         return 0
     if a.corpus is None:
-        ap.error("CORPUS_DIR is required")
+        ap.error("CORPUS_DIR is required (e.g. the SFT corpus bench_sft.py builds under "
+                 "DATA/corpora/)")  # fmt: skip
+    if shutil.which("valgrind") is None:
+        ap.error("valgrind is not installed (apt-get install valgrind)")
 
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="gymray-instr-") as tmp:
@@ -111,6 +115,10 @@ def main() -> int:
             corpus = Path(tmp) / f"corpus-{size}"
             corpus.mkdir()
             samples[size] = (corpus, *sample(a.corpus, size, corpus))
+        if samples[2 * a.mib][1] <= samples[a.mib][1]:
+            raise SystemExit(
+                f"the corpus's first file ends before {a.mib} MiB: use a smaller --mib"
+            )
         sets = [x for s in a.set for x in ("--set", s)]
         jobs = {}
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -123,6 +131,10 @@ def main() -> int:
         counts = {k: f.result() for k, f in jobs.items()}
     small, large = samples[a.mib], samples[2 * a.mib]
     lines = large[1] - small[1]
+    if lines <= 0:
+        raise SystemExit(
+            f"the corpus's first file has no lines past {a.mib} MiB: use a smaller --mib"
+        )
     per_line = {n: round((counts[n, 2 * a.mib] - counts[n, a.mib]) / lines) for n in SIDES}
     result = {
         "benchmark": "instructions",
