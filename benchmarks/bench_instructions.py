@@ -2,6 +2,7 @@
 """Per-record CPU of gymray vs the two SFT loops, in instructions (valgrind), not seconds.
 
     python benchmarks/bench_instructions.py CORPUS_DIR [--mib 32] [--set sft.reward_threshold=0]
+    python benchmarks/bench_instructions.py DPO_CORPUS_DIR --algo dpo
 
 This machine is a VM whose speed switches between levels ~45% apart every few
 seconds (the host's load is counted as our CPU time), so CPU-seconds ratios
@@ -42,12 +43,54 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
-SIDES = ("gymray", "full", "minimal")
+SIDES = {"sft": ("gymray", "full", "minimal"), "dpo": ("dpo-gymray", "dpo-full")}
+
+
+def dpo_in_process(corpus: Path, out: Path, sets: list[str]) -> None:
+    """gymray's DPO on one core, as its Ray graph runs it with ``ray.shuffle=keys``
+    (engine/graph.py): summarize every line, decide per task, sort, read the used
+    lines back by offset, build and write the records; one partition, no Ray."""
+    import pyarrow as pa
+
+    from gymray import recipes
+    from gymray.config import load_settings
+    from gymray.engine.blocks import SORT_KEYS, Spec, build_block, decide_block, summarize_lines
+    from gymray.engine.read import plan_units, read_lines
+    from gymray.engine.write import Target, write_block
+    from gymray.recipes.base import Context
+    from gymray.rollouts import file_environment
+    from gymray.storage import expand_inputs
+
+    settings = load_settings("dpo", [f"input={corpus}", f"output={out / 'ds'}", *sets])
+    inputs = expand_inputs(settings.input)
+    uris = [f.uri for f in inputs]
+    recipe = recipes.get("dpo")(settings, Context(uris))
+    spec = Spec(recipe, uris, [file_environment(u) for u in uris])
+    target = Target(settings.output, str(out / "staging"))
+    os.makedirs(target.path)
+    target.prepare()
+    keys = [
+        summarize_lines(lines, spec)
+        for fid, span in plan_units(inputs, settings.ray.split_bytes)
+        for lines in read_lines(inputs[fid], fid, settings.ray.block_bytes, None, span)
+    ]
+    decided = decide_block(pa.concat_tables(keys), spec)
+    decided = decided.sort_by([(k, "ascending") for k in SORT_KEYS])
+    write_block(
+        build_block(decided, spec, inputs), target=target, fmt_name=recipe.format, files=uris,
+        val_fraction=settings.split.val_fraction, dedup=recipe.dedup, task_sorted=True,
+    )  # fmt: skip
 
 
 def side(name: str, corpus: Path, out: Path, sets: list[str]) -> None:
     """One side's run over ``corpus``, imports and set-up included."""
-    if name == "gymray":
+    if name == "dpo-gymray":
+        dpo_in_process(corpus, out, sets)
+    elif name == "dpo-full":
+        import bench_dpo
+
+        bench_dpo.baseline(corpus, out, sets)
+    elif name == "gymray":
         import bench_stages
 
         stages = bench_stages.Stages(corpus, sets)
@@ -65,6 +108,16 @@ def side(name: str, corpus: Path, out: Path, sets: list[str]) -> None:
             None,
         )
         minimal_sft.run(str(corpus), str(out / "out.jsonl"), threshold)
+
+
+def ratios(per_line: dict[str, int]) -> dict[str, float]:
+    """Every side's cost per line against every later one's."""
+    names = list(per_line)
+    return {
+        f"{x.removeprefix('dpo-')}_vs_{y.removeprefix('dpo-')}": round(per_line[x] / per_line[y], 3)
+        for i, x in enumerate(names)
+        for y in names[i + 1 :]
+    }
 
 
 def callgrind(args: list[str]) -> int:
@@ -92,6 +145,8 @@ def sample(corpus: Path, mib: int, into: Path) -> tuple[int, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("corpus", type=Path, nargs="?")
+    ap.add_argument("--algo", choices=sorted(SIDES), default="sft",
+                    help="sft (gymray, full and minimal loops) or dpo (gymray, bench_dpo's loop)")  # fmt: skip
     ap.add_argument("--mib", type=int, default=32, help="MiB of lines, and twice that (default 32)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="gymray setting for the gymray and full sides (repeatable)")  # fmt: skip
@@ -108,6 +163,7 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         ap.error("valgrind is not installed (apt-get install valgrind)")
 
+    sides = SIDES[a.algo]
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="gymray-instr-") as tmp:
         samples = {}
@@ -122,7 +178,7 @@ def main() -> int:
         sets = [x for s in a.set for x in ("--set", s)]
         jobs = {}
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            for name in SIDES:
+            for name in sides:
                 for size, (corpus, _, _) in samples.items():
                     out = Path(tmp) / f"{name}-{size}"
                     out.mkdir()
@@ -131,11 +187,7 @@ def main() -> int:
         counts = {k: f.result() for k, f in jobs.items()}
     small, large = samples[a.mib], samples[2 * a.mib]
     lines = large[1] - small[1]
-    if lines <= 0:
-        raise SystemExit(
-            f"the corpus's first file has no lines past {a.mib} MiB: use a smaller --mib"
-        )
-    per_line = {n: round((counts[n, 2 * a.mib] - counts[n, a.mib]) / lines) for n in SIDES}
+    per_line = {n: round((counts[n, 2 * a.mib] - counts[n, a.mib]) / lines) for n in sides}
     result = {
         "benchmark": "instructions",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -144,18 +196,15 @@ def main() -> int:
         "corpus": str(a.corpus),
         "samples": {str(size): {"lines": n, "bytes": b} for size, (_, n, b) in samples.items()},
         "settings": a.set,
-        "instructions": {n: {str(size): counts[n, size] for size in samples} for n in SIDES},
+        "instructions": {n: {str(size): counts[n, size] for size in samples} for n in sides},
         # what the first run costs beyond its lines at that rate: interpreter, imports,
         # set-up, one-time initialisation
-        "fixed": {n: counts[n, a.mib] - per_line[n] * small[1] for n in SIDES},
+        "fixed": {n: counts[n, a.mib] - per_line[n] * small[1] for n in sides},
         "per_line": per_line,
-        "ratios": {
-            "gymray_vs_full": round(per_line["gymray"] / per_line["full"], 3),
-            "gymray_vs_minimal": round(per_line["gymray"] / per_line["minimal"], 3),
-            "full_vs_minimal": round(per_line["full"] / per_line["minimal"], 3),
-        },
+        "ratios": ratios(per_line),
     }
-    C.save(result, "instructions", a.tag, a.no_save)
+    C.save(result, "instructions" if a.algo == "sft" else f"instructions-{a.algo}", a.tag,
+           a.no_save)  # fmt: skip
     return 0
 
 
