@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 
 import pytest
 from support import fixture, rollout_files
@@ -11,9 +12,11 @@ from gymray.rollouts import (
     MAX_DEPTH,
     Reject,
     Rollout,
+    hash64,
     is_sidecar,
     parse_line,
     prompt_hash_key,
+    unit_interval,
 )
 
 
@@ -242,3 +245,20 @@ def test_crlf_ends_are_whitespace_and_a_bom_is_a_named_reject():
     assert isinstance(parse_line(raw + b"\r\n"), Rollout)
     r = parse_line(b"\xef\xbb\xbf" + raw)
     assert isinstance(r, Reject) and r.reason == "invalid_json" and "BOM" in r.detail
+
+
+def test_hash64_is_keyed_blake2b_whatever_the_seed_and_order_of_calls():
+    """Split coordinates and task hashes must not move between versions: hash64 is
+    BLAKE2b-64 salted with the seed, however it is computed (a hasher per seed is
+    kept and copied), for text and bytes, seeds in any order, repeats included."""
+
+    def reference(data: bytes, seed: int) -> int:
+        salt = seed.to_bytes(8, "little", signed=True) + bytes(8)
+        digest = hashlib.blake2b(data, digest_size=8, salt=salt).digest()
+        return int.from_bytes(digest, "little", signed=True)
+
+    for seed in (0, 7, -3, 2**63 - 1, 0, 7):
+        for text in ("agent::task-1", "é\ud800 surrogate", "", b"raw \x00 bytes", "agent::task-1"):
+            data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+            assert hash64(text, seed) == reference(data, seed), (text, seed)
+    assert unit_interval("agent::task-1", 7) == (reference(b"agent::task-1", 7) % 2**64) / 2**64
