@@ -7,6 +7,8 @@ line and exits with its code.
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # the training job FAILED
 EXIT_USAGE = 2  # a setting, an input or an output the user must fix
@@ -117,8 +119,15 @@ class Failure:
 # Ray's own failures, by class name (errors.py imports no Ray: recipes use it).
 RAY_LOST = {"ActorDiedError", "NodeDiedError", "WorkerCrashedError", "ObjectLostError",
             "OwnerDiedError", "ActorUnavailableError", "RaySystemError"}  # fmt: skip
-IO_ERRNOS = {28: "no space left on device", 122: "disk quota exceeded", 13: "permission denied",
-             30: "read-only file system", 5: "input/output error"}  # fmt: skip
+# Storage failing underneath a write: the one table of them (storage/failures.py words
+# its errors from it; it imports this module, so the table lives here).
+NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+DENIED = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+}
+IO_ERRNOS = {**NO_SPACE, **DENIED, errno.EIO: "input/output error"}
 
 
 def causes(e: BaseException):

@@ -53,7 +53,9 @@ def test_a_gymray_error_wrapped_by_another_is_found_through_the_chain():
         assert classify(e).exit_code == errors.EXIT_EMPTY
 
 
-@pytest.mark.parametrize("num", [errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO])
+@pytest.mark.parametrize(
+    "num", [errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO]
+)
 def test_storage_os_errors_are_io_failures_naming_the_file(num):
     f = classify(OSError(num, "x", "out/train.jsonl"))
     assert f.exit_code == errors.EXIT_IO and f.expected

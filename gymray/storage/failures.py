@@ -9,19 +9,12 @@ them fails, the error that reaches the user is a
 
 from __future__ import annotations
 
-import errno
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from gymray.errors import StorageIOError
+from gymray.errors import DENIED, NO_SPACE, StorageIOError
 
-NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
-DENIED = {
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EROFS: "read-only file system",
-}
 # pyarrow keeps the errno in the text of some errors only: "... Detail: [errno 28] ..."
 _ERRNO_TEXT = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
 FIX = "choose another output"
