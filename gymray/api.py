@@ -24,7 +24,7 @@ from gymray.engine.blocks import Spec
 from gymray.engine.graph import run as run_graph
 from gymray.engine.read import read_whole, sample_lines
 from gymray.engine.write import Target
-from gymray.errors import ConfigError, GymrayError
+from gymray.errors import ConfigError, GymrayError, write_error
 from gymray.jobs.client import connect, parent_submission_id
 from gymray.jobs.handle import JobHandle
 from gymray.jobs.submit import submit_training
@@ -42,7 +42,6 @@ from gymray.storage import (
     read_manifest,
     refuse_overlap,
 )
-from gymray.storage.failures import write_error
 
 log = logging.getLogger("gymray")
 

@@ -8,6 +8,7 @@ line and exits with its code.
 from __future__ import annotations
 
 import errno
+import re
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the training job FAILED
@@ -119,8 +120,8 @@ class Failure:
 # Ray's own failures, by class name (errors.py imports no Ray: recipes use it).
 RAY_LOST = {"ActorDiedError", "NodeDiedError", "WorkerCrashedError", "ObjectLostError",
             "OwnerDiedError", "ActorUnavailableError", "RaySystemError"}  # fmt: skip
-# Storage failing underneath a write: the one table of them (storage/failures.py words
-# its errors from it; it imports this module, so the table lives here).
+# Storage failing underneath a write: the one table of them and the one wording, for
+# storage/failures.writing and for classify (an error no writing() wrapped).
 NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 DENIED = {
     errno.EACCES: "permission denied",
@@ -128,6 +129,36 @@ DENIED = {
     errno.EROFS: "read-only file system",
 }
 IO_ERRNOS = {**NO_SPACE, **DENIED, errno.EIO: "input/output error"}
+# pyarrow keeps the errno in the text of some errors only: "... Detail: [errno 28] ..."
+_ERRNO_TEXT = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
+FIX = "choose another output"
+
+
+def error_number(e: OSError) -> int | None:
+    if e.errno:
+        return e.errno
+    found = _ERRNO_TEXT.search(str(e))
+    return int(found.group(1)) if found else None
+
+
+def write_error(
+    e: OSError, output: str | None, file: str | None = None, fix: str = FIX
+) -> StorageIOError:
+    """The one-line error for ``e``, raised while writing ``file`` of ``output``
+    (``output`` None: where is not known, as when :func:`classify` meets ``e``)."""
+    where = f" {output} ({file})" if output and file else f" {output}" if output else ""
+    code = error_number(e)
+    if code in NO_SPACE:
+        return StorageIOError(f"{NO_SPACE[code]} writing{where}: free space or {fix}")
+    if code in DENIED:
+        return StorageIOError(
+            f"{DENIED[code]} writing{where}: make it writable for gymray and its Ray "
+            f"workers, or {fix}"
+        )
+    detail = " ".join(str(e).split())  # pyarrow's messages span lines
+    if code in IO_ERRNOS:
+        return StorageIOError(f"{IO_ERRNOS[code]} writing{where}: {detail}")
+    return StorageIOError(f"writing{where} failed: {detail}")
 
 
 def causes(e: BaseException):
@@ -149,15 +180,8 @@ def classify(e: BaseException) -> Failure:
         if isinstance(x, KeyboardInterrupt):
             return Failure("interrupted (SIGINT): stopped", EXIT_STOPPED, "Interrupted", True)
     for x in chain:
-        if isinstance(x, OSError) and x.errno in IO_ERRNOS:
-            where = f" writing {x.filename}" if getattr(x, "filename", None) else ""
-            return Failure(
-                f"{IO_ERRNOS[x.errno]}{where}: free space or fix permissions, or choose another "
-                "output",
-                EXIT_IO,
-                "StorageIOError",
-                True,
-            )
+        if isinstance(x, OSError) and error_number(x) in IO_ERRNOS:
+            return Failure(str(write_error(x, x.filename)), EXIT_IO, "StorageIOError", True)
     for x in chain:
         name = type(x).__name__
         if name in RAY_LOST:

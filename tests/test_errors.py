@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from gymray import errors
-from gymray.errors import classify
+from gymray.errors import classify, write_error
 
 
 @pytest.mark.parametrize(
@@ -60,6 +60,18 @@ def test_storage_os_errors_are_io_failures_naming_the_file(num):
     f = classify(OSError(num, "x", "out/train.jsonl"))
     assert f.exit_code == errors.EXIT_IO and f.expected
     assert errors.IO_ERRNOS[num] in f.message and "writing out/train.jsonl" in f.message
+
+
+def test_a_pyarrow_storage_error_is_an_io_failure_worded_as_a_wrapped_one():
+    # pyarrow keeps the errno in its text only; reaching classify unwrapped, it is
+    # still a storage failure (exit 8), in the words writing() would have used
+    e = OSError("Error writing bytes to file.\nDetail: [errno 28] No space left on device")
+    f = classify(e)
+    assert (f.exit_code, f.kind, f.expected) == (errors.EXIT_IO, "StorageIOError", True)
+    assert f.message.startswith("no space left on device") and "free space" in f.message
+    denied = classify(OSError(errno.EACCES, "Permission denied", "out/train.jsonl"))
+    assert str(write_error(OSError(errno.EACCES, "x"), "out/train.jsonl")) in denied.message
+    assert "make it writable" in denied.message and "\n" not in f.message
 
 
 def test_interrupts_and_lost_ray_workers_and_bugs():

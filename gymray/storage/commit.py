@@ -29,8 +29,8 @@ from typing import Any, Literal
 import orjson
 import pyarrow.fs as pafs
 
-from gymray.errors import StorageError
-from gymray.storage.failures import write_error, writing
+from gymray.errors import StorageError, write_error
+from gymray.storage.failures import writing
 from gymray.storage.fs import filesystem, is_remote, join
 from gymray.storage.lock import WRITING_MARKER, PrefixLock, host, pid_alive, who
 

@@ -7,9 +7,8 @@ import os
 import posixpath
 from typing import Any
 
-from gymray.errors import DENIED, NO_SPACE, StorageError, StorageIOError
+from gymray.errors import DENIED, NO_SPACE, StorageError, StorageIOError, error_number, write_error
 from gymray.storage.commit import MANIFEST, Staging, read_manifest
-from gymray.storage.failures import error_number, write_error
 from gymray.storage.fs import filesystem, is_remote
 
 log = logging.getLogger("gymray")

@@ -8,8 +8,8 @@ import os
 import pyarrow.fs as pafs
 import pytest
 
-from gymray.errors import EXIT_IO, StorageIOError
-from gymray.storage.failures import error_number, write_error, writing
+from gymray.errors import EXIT_IO, StorageIOError, error_number, write_error
+from gymray.storage.failures import writing
 
 
 @pytest.mark.parametrize(
