@@ -240,6 +240,7 @@ class _Parts:
         for out in self.blocks:
             read += out.input_bytes
             yield out
+            del out  # not held while the next block is made
             if read >= self.part_bytes:
                 return
         self.done = True

@@ -115,6 +115,7 @@ def read_lines(
             yield _lines_table(
                 file_id, line_no, starts, [pa.array([head], pa.large_binary()), rest]
             )
+            del chunk, head, rest  # this block's bytes are not held while the next is read
             line_no += len(ends)
     last = b"".join(carry)
     if error is not None:  # the partial line before the break belongs to the break

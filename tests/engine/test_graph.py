@@ -7,6 +7,7 @@ import gzip
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import orjson
@@ -15,6 +16,7 @@ import pytest
 from support import REPO, fixture, generated, read_jsonl, recipe_spec
 
 import gymray
+from gymray.engine import graph
 from gymray.samples.generate import message, rollout, user
 from gymray.samples.gym_shapes import repeats_tree
 
@@ -514,3 +516,31 @@ def test_a_whole_file_unit_is_written_as_parts_of_ray_split_bytes(tmp_path):
     assert [orjson.loads(x)["messages"][-1]["content"] for x in lines] == [
         f"answer {t} " + "x" * 400 for t in range(400)
     ]
+
+
+def test_a_unit_holds_one_block_of_outcomes_at_a_time():
+    """While a unit's next block of lines is parsed, the block before it has been
+    written and is freed: a worker holds one block's outcomes, not two (holding two
+    put a map worker 55 MiB over its 300 MiB budget at the default 16 MiB blocks)."""
+    made = []
+
+    class Outcomes:  # what graph._outcomes yields: a block's rows, its input size
+        input_bytes = 10
+
+    def blocks():
+        for n in range(7):
+            held = [k for k, ref in enumerate(made) if ref() is not None]
+            assert not held, f"block {held} still held while block {n} is made"
+            out = Outcomes()
+            made.append(weakref.ref(out))
+            yield out
+            del out
+
+    parts, written = graph._Parts(blocks(), part_bytes=25), []
+    while not parts.done:
+        part = 0
+        for out in parts.next_part():  # as write_block takes them: one at a time
+            part += 1
+            del out
+        written.append(part)
+    assert written == [3, 3, 1]
