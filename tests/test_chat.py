@@ -202,6 +202,60 @@ def test_unknown_item_names_the_field():
     assert e.value.field == "response.output[1].type"
 
 
+A = {"type": "message", "role": "assistant", "content": "x"}
+
+
+@pytest.mark.parametrize(
+    ("output", "field"),
+    [
+        ([{"type": "message", "role": "assistant", "content": ["a", 3]}],
+         "response.output[0].content[1]"),
+        ([{"type": "message", "role": "assistant", "content": [{"type": "output_text"}]}],
+         "response.output[0].content[0].text"),
+        ([{"type": "message", "role": "assistant", "content": [{"type": "audio"}]}],
+         "response.output[0].content[0].type"),
+        ([{"type": "message", "role": "assistant", "content": [{"type": "input_image"}]}],
+         "response.output[0].content[0].image_url"),
+        ([{"type": "message", "role": "assistant",
+           "content": [{"type": "input_image", "image_url": "data:x"}]}],
+         "response.output[0].content"),
+        ([{"type": "message", "role": "critic", "content": "x"}], "response.output[0].role"),
+        ([{"type": "message", "content": "x"}], "response.output[0].role"),
+        ([{"type": "reasoning", "summary": "x"}, A], "response.output[0].summary"),
+        ([{"type": "reasoning", "summary": [{"text": "a"}, 7]}, A],
+         "response.output[0].summary[1]"),
+        ([A, {"type": "function_call", "call_id": "c"}], "response.output[1].name"),
+        ([{"type": "function_call", "name": "f"}], "response.output[0].call_id"),
+        ([{"type": "function_call", "name": "f", "call_id": "c", "arguments": {}}],
+         "response.output[0].arguments"),
+        ([A, {"type": "function_call_output", "output": "x"}], "response.output[1].call_id"),
+        ([A, {"type": "function_call_output", "call_id": "c", "output": [{"type": "x"}]}],
+         "response.output[1].output[0].type"),
+        ([A, {"type": "function_call_output", "call_id": "c",
+              "output": [{"type": "input_image", "image_url": "data:x"}]}],
+         "response.output[1].output"),
+        ([A, [A, {"type": "web_search_call"}]], "response.output[1][1].type"),
+        ([A, [A, [7]]], "response.output[1][1][0]"),
+    ],
+)  # fmt: skip
+def test_every_conversion_error_names_its_json_path(output, field):
+    with pytest.raises(ConversionError) as e:
+        completion_messages(output)
+    assert e.value.field == field and str(e.value).startswith(f"{field}: ")
+
+
+def test_prompt_and_tool_errors_name_their_json_path():
+    with pytest.raises(ConversionError) as e:
+        prompt_messages({"input": [{"role": "user", "content": [{"type": "text", "text": 1}]}]})
+    assert e.value.field == "responses_create_params.input[0].content[0].text"
+    with pytest.raises(ConversionError) as e:
+        convert_tools([{"type": "function", "name": "a"}, "b"])
+    assert e.value.field == "responses_create_params.tools[1]"
+    with pytest.raises(ConversionError) as e:
+        convert_tools([{"type": "function"}])
+    assert e.value.field == "responses_create_params.tools[0].name"
+
+
 def test_non_function_tool_is_an_error_with_path():
     with pytest.raises(ConversionError) as e:
         convert_tools([{"type": "function", "name": "a"}, {"type": "web_search_preview"}])
