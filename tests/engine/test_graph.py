@@ -4,6 +4,7 @@ blocks, the key shuffle against the whole-rollout shuffle, faults mid-shuffle.""
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 import textwrap
@@ -521,7 +522,7 @@ def test_a_whole_file_unit_is_written_as_parts_of_ray_split_bytes(tmp_path):
 def test_a_unit_holds_one_block_of_outcomes_at_a_time():
     """While a unit's next block of lines is parsed, the block before it has been
     written and is freed: a worker holds one block's outcomes, not two (holding two
-    put a map worker 55 MiB over its 300 MiB budget at the default 16 MiB blocks)."""
+    put a map worker 55 MiB over its 300 MiB budget at 16 MiB blocks)."""
     made = []
 
     class Outcomes:  # what graph._outcomes yields: a block's rows, its input size
@@ -544,3 +545,20 @@ def test_a_unit_holds_one_block_of_outcomes_at_a_time():
             del out
         written.append(part)
     assert written == [3, 3, 1]
+
+
+def test_workers_give_arrow_the_c_allocator_unless_the_environment_says_otherwise():
+    def pool_after_in_worker(env: dict, call: str = "in_worker()") -> str:
+        code = (
+            "import pyarrow as pa\nfrom gymray.engine.graph import in_worker\n"
+            f"{call}\nprint(pa.default_memory_pool().backend_name)"
+        )
+        clean = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+        run = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, cwd=REPO,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        return run.stdout.strip()
+
+    default = pool_after_in_worker({}, call="pass")
+    assert default != "system"  # pyarrow's own (mimalloc or jemalloc): what gymray replaces
+    assert pool_after_in_worker({}) == "system"
+    assert pool_after_in_worker({"ARROW_DEFAULT_MEMORY_POOL": default}) == default
