@@ -76,7 +76,11 @@ class RaySettings(Section):
     object_store_memory: int | None = Field(
         None, description="object store bytes of a local Ray gymray starts"
     )
-    block_bytes: int = Field(16 << 20, ge=1024, description="raw bytes of rollout lines per block")
+    block_bytes: int = Field(
+        8 << 20,
+        ge=1024,
+        description="raw bytes of rollout lines per block: what a worker parses and holds at once",
+    )
     split_bytes: int = Field(
         256 << 20,
         ge=1024,
