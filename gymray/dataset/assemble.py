@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import ray
 from pyarrow.fs import FileSelector
 
-from gymray.engine.write import PARQUET_OPTIONS, PARTS, SPLITS, PartStats, Target
+from gymray.engine.write import PARQUET_OPTIONS, PARTS, SPLITS, PartStats, Target, in_worker
 from gymray.storage.failures import writing
 
 COPY_CHUNK = 256 << 20  # bytes of a destination file one copy task writes
@@ -262,6 +262,7 @@ def _copy_range(src: int, dst: int, src_at: int, dst_at: int, length: int) -> No
 @ray.remote(num_cpus=1)  # (as _copy_at)
 def _stream_copy(target: Target, name: str, listing: Listing) -> None:
     """Object stores: one object written from ranges of the part objects."""
+    in_worker()
     fs = target.fs()
     opened = {}
     try:
@@ -304,6 +305,7 @@ def write_parquet(target: Target, parts: list[PartStats], plan: Plan, staged: bo
 
 @ray.remote(num_cpus=1)  # compression: a core each (the map workers' own processes serve)
 def _parquet_parts(target: Target, todo: list[tuple], staged: bool) -> None:
+    in_worker()
     fs = target.fs()
     for key, is_val, dropped, moved in todo:
         _parquet_part(fs, target, key, is_val, dropped, moved, staged)

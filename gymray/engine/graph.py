@@ -11,7 +11,6 @@ writing parts and returning their stats; the driver gets stats only.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import time
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from gymray.engine.read import (
     read_lines,
     shuffle_mode,
 )
-from gymray.engine.write import FAILED, Target, write_block
+from gymray.engine.write import FAILED, Target, in_worker, write_block
 from gymray.errors import RAY_LOST, causes
 from gymray.storage import InputFile
 
@@ -67,16 +66,6 @@ def _tune(ds: ray.data.Dataset, grouped: bool) -> None:
     for k, v in tuned.items():
         if hasattr(ctx, k):  # names differ across Ray releases
             setattr(ctx, k, v)
-
-
-def in_worker() -> None:
-    """What every gymray function Ray Data runs does first: Arrow's buffers from the C
-    library's allocator, which hands back what a block freed to the next block's
-    Python objects. pyarrow's default (mimalloc) keeps it for Arrow alone; a map
-    worker's peak private memory was 20-30 MiB higher with it (SFT, bench_sft).
-    ``ARROW_DEFAULT_MEMORY_POOL``, if set, wins. Workers are the job's own."""
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> RunResult:

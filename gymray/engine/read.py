@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from gymray.engine.write import in_worker
 from gymray.errors import ConfigError, StorageError, UnreadableInput
 from gymray.storage import InputFile, filesystem, is_remote, open_input
 from gymray.storage.failures import writing
@@ -368,7 +369,8 @@ class ScratchCopies:
 
 def _copy_uncompressed(f: InputFile, dest: str, storage: Any) -> tuple[int, str | None]:
     """(size of the copy, why the input breaks there or None): a broken input's
-    copy holds what could be read of it."""
+    copy holds what could be read of it. A Ray task."""
+    in_worker()
     scratch, name = os.path.split(dest)
     with writing(scratch, name, fix="set ray.scratch to a directory with room for the copies"):
         with open(dest, "wb") as out:

@@ -24,6 +24,7 @@ bytes. See :mod:`gymray.dataset.assemble` for what happens next.
 from __future__ import annotations
 
 import collections
+import os
 import pickle
 import socket
 from dataclasses import dataclass, field
@@ -49,6 +50,18 @@ FAILED = "!failed"  # the key of a status row that holds a worker's GymrayError
 # repeats) nor statistics: a quarter less CPU than pyarrow's defaults, same size.
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionary": False,
                    "write_statistics": False}  # fmt: skip
+
+
+def in_worker() -> None:
+    """What every gymray function run by a Ray worker does first (the Ray Data
+    functions, the Parquet and copy tasks): Arrow's buffers from the C library's
+    allocator, which hands back what a block freed to the next block's Python
+    objects. pyarrow's default (mimalloc) keeps it for Arrow alone; a map worker's
+    peak private memory was 20-30 MiB higher with it (SFT, bench_sft).
+    ``ARROW_DEFAULT_MEMORY_POOL``, if set, wins. Workers are the job's own; the
+    driver's pool (a notebook's pyarrow) is left alone."""
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 @dataclass

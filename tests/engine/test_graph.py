@@ -550,7 +550,7 @@ def test_a_unit_holds_one_block_of_outcomes_at_a_time():
 def test_workers_give_arrow_the_c_allocator_unless_the_environment_says_otherwise():
     def pool_after_in_worker(env: dict, call: str = "in_worker()") -> str:
         code = (
-            "import pyarrow as pa\nfrom gymray.engine.graph import in_worker\n"
+            "import pyarrow as pa\nfrom gymray.engine.write import in_worker\n"
             f"{call}\nprint(pa.default_memory_pool().backend_name)"
         )
         clean = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
