@@ -60,8 +60,8 @@ class ConversionError(ValueError):
 def path_text(path: JsonPath) -> str:
     """A JSON path, from the ``(parent, step)`` pairs conversion passes down: a step
     is an index (``[i]``) or a suffix (``.content``). Paths are only needed for an
-    error, so they are built as text only then (formatting one per item and part of
-    every line was ~5% of a line's conversion)."""
+    error, so they are built as text only then (formatting one per item, part and
+    tool of every line was a fifth of ``convert``'s instructions)."""
     if isinstance(path, str):
         return path
     parent, step = path

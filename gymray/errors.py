@@ -147,17 +147,17 @@ def write_error(
     """The one-line error for ``e``, raised while writing ``file`` of ``output``
     (``output`` None: where is not known, as when :func:`classify` meets ``e``)."""
     where = f" {output} ({file})" if output and file else f" {output}" if output else ""
+    at = f" writing{where}" if where else ""
     code = error_number(e)
     if code in NO_SPACE:
-        return StorageIOError(f"{NO_SPACE[code]} writing{where}: free space or {fix}")
+        return StorageIOError(f"{NO_SPACE[code]}{at}: free space or {fix}")
     if code in DENIED:
         return StorageIOError(
-            f"{DENIED[code]} writing{where}: make it writable for gymray and its Ray "
-            f"workers, or {fix}"
+            f"{DENIED[code]}{at}: make it writable for gymray and its Ray workers, or {fix}"
         )
     detail = " ".join(str(e).split())  # pyarrow's messages span lines
     if code in IO_ERRNOS:
-        return StorageIOError(f"{IO_ERRNOS[code]} writing{where}: {detail}")
+        return StorageIOError(f"{IO_ERRNOS[code]}{at}: {detail}")
     return StorageIOError(f"writing{where} failed: {detail}")
 
 

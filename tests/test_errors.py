@@ -68,7 +68,7 @@ def test_a_pyarrow_storage_error_is_an_io_failure_worded_as_a_wrapped_one():
     e = OSError("Error writing bytes to file.\nDetail: [errno 28] No space left on device")
     f = classify(e)
     assert (f.exit_code, f.kind, f.expected) == (errors.EXIT_IO, "StorageIOError", True)
-    assert f.message.startswith("no space left on device") and "free space" in f.message
+    assert f.message == "no space left on device: free space or choose another output"
     denied = classify(OSError(errno.EACCES, "Permission denied", "out/train.jsonl"))
     assert str(write_error(OSError(errno.EACCES, "x"), "out/train.jsonl")) in denied.message
     assert "make it writable" in denied.message and "\n" not in f.message
