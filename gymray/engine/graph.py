@@ -4,8 +4,9 @@ Per-rollout recipes: read -> parse + recipe + write, fused in one task per read 
 (a file, or ``ray.split_bytes`` of one), a block of lines at a time, a part per
 ``ray.split_bytes`` of lines (records never reach the object store). Grouped
 recipes: read -> parse into keys (or canonical rollouts) -> hash shuffle on the
-task -> decide per task -> sort (by task, then input position) -> build + write. Every path ends with workers
-writing parts and returning their stats; the driver gets stats only.
+task -> decide per task -> sort (by task, then input position) -> build + write.
+Every path ends with workers writing parts and returning their stats; the driver
+gets stats only.
 """
 
 from __future__ import annotations
