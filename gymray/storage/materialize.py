@@ -79,7 +79,8 @@ def local_dataset_path(output: str, materialize_to: str | None = None, storage: 
         staging.commit(local)
     except OSError as e:
         staging.abort()
-        if error_number(e) in NO_SPACE or error_number(e) in DENIED:
+        code = error_number(e)
+        if code in NO_SPACE or code in DENIED:
             raise write_error(e, dest, fix="choose another storage.materialize_to") from None
         raise StorageIOError(f"cannot copy {output} to {dest}: {e}") from None
     except BaseException:
