@@ -48,8 +48,8 @@ SIDES = {"sft": ("gymray", "full", "minimal"), "dpo": ("dpo-gymray", "dpo-full")
 
 def dpo_in_process(corpus: Path, out: Path, sets: list[str]) -> None:
     """gymray's DPO on one core, as its Ray graph runs it with ``ray.shuffle=keys``
-    (engine/graph.py): summarize every line, decide per task, sort, read the used
-    lines back by offset, build and write the records; one partition, no Ray."""
+    (engine/graph.py): summarize every line, decide per task, sort the decisions, read
+    the used lines back by offset, build and write the records; one range, no Ray."""
     import pyarrow as pa
 
     from gymray import recipes

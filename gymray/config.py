@@ -87,7 +87,7 @@ class RaySettings(Section):
         description="local uncompressed files larger than this are read as several ranges of this size, in parallel",
     )
     partitions: int | None = Field(
-        None, ge=1, description="hash partitions for grouping (default: from input size)"
+        None, ge=1, description="task-hash ranges for grouping (default: from input size)"
     )
     shuffle: Literal["auto", "keys", "rollouts"] = Field(
         "auto",

@@ -311,7 +311,9 @@ def summarize_lines(batch: pa.Table, spec: Spec) -> pa.Table:
 
 
 PLAN_FIELDS = ("file_id", "line", "sub", "task_hash", "task_key", "env", "split_u")
-SORT_KEYS = ["task_hash", "file_id", "line", "sub"]
+SORT_KEYS = ["task_hash", "file_id", "line", "sub"]  # the order of a dataset's rows
+SORT_ORDER = [(k, "ascending") for k in SORT_KEYS]
+GROUP_KEYS = SORT_KEYS[:3]  # the order of the parsed lines a grouped recipe sorts
 
 
 def decision_schema(fmt: formats.Format) -> pa.Schema:
@@ -417,4 +419,4 @@ def _merge(statuses: pa.Table, has_plan, start: int, end: int, records: pa.Table
     part = statuses.take(pa.array(keep, pa.int64()))
     if records is not None:
         part = pa.concat_tables([part, records])
-    return part.sort_by([(k, "ascending") for k in SORT_KEYS])
+    return part.sort_by(SORT_ORDER)

@@ -3,8 +3,9 @@
 Per-rollout recipes: read -> parse + recipe + write, fused in one task per read unit
 (a file, or ``ray.split_bytes`` of one), a block of lines at a time, a part per
 ``ray.split_bytes`` of lines (records never reach the object store). Grouped
-recipes: read -> parse into keys (or canonical rollouts) -> hash shuffle on the
-task -> decide per task -> sort (by task, then input position) -> build + write.
+recipes: read -> parse into keys (or canonical rollouts) -> one sort into fixed
+ranges of the task hash (a task's rows all in one block) -> decide per task + build
++ write.
 Every path ends with workers writing parts and returning their stats; the driver
 gets stats only.
 """
@@ -23,7 +24,8 @@ import ray
 import ray.data
 
 from gymray.engine.blocks import (
-    SORT_KEYS,
+    GROUP_KEYS,
+    SORT_ORDER,
     Spec,
     build_block,
     decide_block,
@@ -39,7 +41,7 @@ from gymray.engine.read import (
     read_lines,
     shuffle_mode,
 )
-from gymray.engine.write import FAILED, Target, in_worker, write_block
+from gymray.engine.write import FAILED, STATUS_TABLE, Target, in_worker, write_block
 from gymray.errors import RAY_LOST, causes
 from gymray.storage import InputFile
 
@@ -53,27 +55,21 @@ class RunResult:
     seconds: float = 0.0  # of the Ray Data run
 
 
-def _tune(ds: ray.data.Dataset, grouped: bool) -> None:
+def _tune(ds: ray.data.Dataset) -> None:
     """Tune this dataset's own context (never the user's global DataContext).
 
-    Ray Data reserves CPUs per operator, and the shuffle aggregators (idle until
-    the map side is done) hold a CPU share by default: on a small cluster that
-    leaves one parse task running at a time. Measured on 2 cores: DPO 100k
-    rollouts 8.3 s -> 6.0 s; SFT 1.4 GB 3.6 s -> 2.9 s."""
+    Ray Data reserves CPUs per operator: on a small cluster that leaves one parse
+    task running at a time. Measured on 2 cores: SFT 1.4 GB 3.6 s -> 2.9 s."""
     ctx = ds.context
-    tuned = {"op_resource_reservation_enabled": False}
-    if grouped:
-        tuned["hash_shuffle_operator_actor_num_cpus_override"] = 0.0
-    for k, v in tuned.items():
-        if hasattr(ctx, k):  # names differ across Ray releases
-            setattr(ctx, k, v)
+    if hasattr(ctx, "op_resource_reservation_enabled"):  # names differ across Ray releases
+        ctx.op_resource_reservation_enabled = False
 
 
 def run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> RunResult:
     """Run ``spec.recipe`` over ``inputs``; workers write parts under ``target``.
 
     A run that loses a Ray worker, actor or node Ray Data cannot recover by itself (a
-    shuffle aggregator, a node taking its objects along) is run again, up to
+    node taking objects along that lineage cannot remake) is run again, up to
     ``ray.retries`` times, its parts under new names; outputs are deterministic, so a
     retried run writes what a clean one would."""
     for attempt in range(settings.ray.retries + 1):
@@ -121,7 +117,7 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
         ds = ray.data.from_items(
             [{"unit": i} for i in range(len(units))], override_num_blocks=max(1, len(units))
         )
-        _tune(ds, grouped)
+        _tune(ds)
         if not grouped:
             # Read, parse and write in one function: between two maps Ray Data would
             # coalesce the blocks of lines up to its own target (128 MiB), and a worker
@@ -155,15 +151,15 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
                         yield parse(lines, spec)
 
             ds = ds.map_batches(read_and_parse, batch_size=1, batch_format="numpy")
-            ds = ds.repartition(partitions_for(inputs, settings), keys=["task_hash"])
+            # One sort, into fixed ranges of the task hash: a task's rows all land in one
+            # block, and the blocks follow one another in task order. Ray Data's sort is
+            # made of tasks (a lost one is run again), where a keyed repartition needs
+            # actors that every run starts anew; fixed ranges need no sampling pass,
+            # and cut the same blocks on every run.
+            ranges = task_ranges(partitions_for(inputs, settings))
+            ds = ds.sort(GROUP_KEYS, boundaries=ranges)
             ds = ds.map_batches(
-                _decide if keyed else _group, batch_size=None, batch_format="pyarrow",
-                fn_kwargs={"spec": spec},
-            )  # fmt: skip
-            # Deterministic order whatever the partitioning: by task, then input position.
-            ds = ds.sort(SORT_KEYS)
-            ds = ds.map_batches(
-                _build_and_write if keyed else _write_only, batch_size=None,
+                _decide_build_write if keyed else _group_write, batch_size=None,
                 batch_format="pyarrow",
                 fn_kwargs={"spec": spec, "inputs": readable, "write_args": write_args},
             )  # fmt: skip
@@ -214,24 +210,28 @@ class Progress:
         return f"progress: {self.lines:,} lines{read}, {self.records:,} records, {seconds:.0f} s"
 
 
-def _decide(batch: pa.Table, spec: Spec) -> pa.Table:
+def task_ranges(n: int) -> list[int]:
+    """The ``n - 1`` boundaries that cut the int64 task hashes into ``n`` equal ranges.
+    Hashes are uniform, so the ranges hold about as many tasks each. One range is cut
+    at the largest hash (Ray Data samples boundaries, on every sort key, when given
+    none: a task could then straddle two blocks)."""
+    return [-(1 << 63) + (i << 64) // n for i in range(1, n)] or [(1 << 63) - 1]
+
+
+def _decide_build_write(batch: pa.Table, spec: Spec, inputs, write_args: dict) -> pa.Table:
     in_worker()
-    return decide_block(batch, spec)
+    if not batch.num_rows:  # an empty range (Ray Data gives it without columns)
+        return STATUS_TABLE.empty_table()
+    decided = decide_block(batch, spec).sort_by(SORT_ORDER)
+    del batch
+    return write_block(build_block(decided, spec, inputs), **write_args)
 
 
-def _group(batch: pa.Table, spec: Spec) -> pa.Table:
+def _group_write(batch: pa.Table, spec: Spec, inputs, write_args: dict) -> pa.Table:
     in_worker()
-    return group_block(batch, spec)
-
-
-def _build_and_write(batch: pa.Table, spec: Spec, inputs, write_args: dict) -> pa.Table:
-    in_worker()
-    return write_block(build_block(batch, spec, inputs), **write_args)
-
-
-def _write_only(batch: pa.Table, spec: Spec, inputs, write_args: dict) -> pa.Table:
-    in_worker()
-    return write_block(batch, **write_args)
+    if not batch.num_rows:
+        return STATUS_TABLE.empty_table()
+    return write_block(group_block(batch, spec).sort_by(SORT_ORDER), **write_args)
 
 
 def _outcomes(blocks: Iterator[pa.Table], spec: Spec) -> Iterator[Any]:

@@ -383,7 +383,7 @@ def _copy_uncompressed(f: InputFile, dest: str, storage: Any) -> tuple[int, str 
 
 
 def partitions_for(inputs: list[InputFile], settings) -> int:
-    """Hash partitions for grouping: ~64 MiB of input each. A function of the
+    """Task-hash ranges for grouping: ~64 MiB of input each. A function of the
     input only (never of the cluster), so outputs do not depend on it."""
     if settings.ray.partitions:
         return settings.ray.partitions
