@@ -150,6 +150,20 @@ def test_grouped_outputs_do_not_depend_on_the_number_of_ranges(repeats, tmp_path
     assert outs[1] == outs[2] == outs[7] == outs[64]
 
 
+def test_grouped_parquet_files_are_the_same_whatever_the_blocks_read(repeats, tmp_path):
+    """The task-hash ranges are fixed, not sampled: the same ranges give the same
+    Parquet files, byte for byte, however the input was cut into blocks."""
+    files = {}
+    for block in (4096, 1 << 20):
+        res = gymray.prepare(
+            "dpo", input=str(repeats), output=str(tmp_path / str(block)),
+            **{"ray.partitions": 4, "ray.block_bytes": block},
+        )  # fmt: skip
+        root = Path(res.output) / "parquet"
+        files[block] = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.parquet")}
+    assert len(files[4096]) > 2 and files[4096] == files[1 << 20]
+
+
 MULTINODE = textwrap.dedent(
     """
     import sys, ray
