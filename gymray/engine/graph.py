@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import ray
 import ray.data
@@ -231,7 +232,21 @@ def _group_write(batch: pa.Table, spec: Spec, inputs, write_args: dict) -> pa.Ta
     in_worker()
     if not batch.num_rows:
         return STATUS_TABLE.empty_table()
-    return write_block(group_block(batch, spec).sort_by(SORT_ORDER), **write_args)
+    return write_block(grouped_stretches(batch, spec), **write_args)
+
+
+def grouped_stretches(batch: pa.Table, spec: Spec, rows: int = 2000) -> Iterator[pa.Table]:
+    """The outcomes of a block of whole rollouts sorted by task, in the dataset's order,
+    ``rows`` rows (cut at the end of a task) at a time: a worker holds one stretch's
+    rollouts and records, not its whole range's. DPO 250k from .gz, the most private
+    memory of one worker: 677 MiB grouping each range at once, 460 MiB by stretches."""
+    hashes = batch.column("task_hash").to_numpy()
+    start = 0
+    while start < len(hashes):
+        end = min(start + rows, len(hashes))
+        end = int(np.searchsorted(hashes, hashes[end - 1], side="right"))  # the task's end
+        yield group_block(batch.slice(start, end - start), spec).sort_by(SORT_ORDER)
+        start = end
 
 
 def _outcomes(blocks: Iterator[pa.Table], spec: Spec) -> Iterator[Any]:

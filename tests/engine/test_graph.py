@@ -483,6 +483,34 @@ def test_dpo_on_generated_repeats_says_why_no_pair(tmp_path):
         assert "identical completions" in report
 
 
+def test_whole_rollouts_are_grouped_in_stretches_of_whole_tasks(mixed):
+    """With whole rollouts shuffled, a range is grouped a stretch of tasks at a time;
+    the rows and their order are those of grouping the range at once, and no task
+    is cut between two stretches."""
+    import pyarrow as pa
+
+    from gymray.config import Settings
+    from gymray.engine.blocks import GROUP_KEYS, SORT_ORDER, group_block, parse_rollouts
+    from gymray.engine.graph import grouped_stretches
+    from gymray.engine.read import read_lines
+    from gymray.storage import expand_inputs
+
+    settings = Settings(algo="dpo", dpo={"pairing": "all", "min_gap": 0.1})
+    inputs = expand_inputs([str(mixed)])
+    spec = recipe_spec(settings, inputs)
+    rollouts = pa.concat_tables(
+        parse_rollouts(b, spec) for fid, f in enumerate(inputs) for b in read_lines(f, fid, 1 << 20)
+    ).sort_by([(k, "ascending") for k in GROUP_KEYS])
+    whole = group_block(rollouts, spec).sort_by(SORT_ORDER)
+    stretches = list(grouped_stretches(rollouts, spec, rows=5))
+    assert len(stretches) > 10
+    tasks = [set(t.column("task_hash").to_pylist()) for t in stretches]
+    assert sum(map(len, tasks)) == len(set().union(*tasks))  # no task in two stretches
+    joined = pa.concat_tables(stretches)
+    assert joined.to_pylist() == whole.to_pylist()
+    assert sum(r is not None for r in joined.column("record").to_pylist()) > 5
+
+
 def test_build_block_yields_the_same_rows_whatever_its_chunk_size(mixed):
     """build_block streams a sorted block in stretches of a few plans; the rows
     and their order do not depend on how many plans a stretch holds."""
