@@ -229,3 +229,18 @@ def test_chunk_summaries_cut_ranges_at_line_starts_with_true_line_numbers(tmp_pa
     for b in range(split, len(data), split):
         nxt = min((x for x in line_starts if x >= b), default=None)
         assert nxt is None or nxt in starts
+
+
+def test_a_gz_input_counts_its_lines_not_its_bytes_on_disk_in_grouping_ranges(tmp_path):
+    """A grouping range holds ~64 MiB of rollout lines: a .gz counts GZIP_RATIO times
+    its size, so a range of compressed input is not 6x a range of plain input."""
+    from gymray.config import Settings
+    from gymray.engine.read import GZIP_RATIO, partitions_for
+
+    settings = Settings(algo="dpo")
+    size = 200 << 20
+    plain = [InputFile("a.jsonl", "a.jsonl", size, 0)]
+    packed = [InputFile("a.jsonl.gz", "a.jsonl.gz", size, 0)]
+    assert partitions_for(plain, settings) == 4
+    assert partitions_for(packed, settings) == -(-size * GZIP_RATIO // (64 << 20)) == 19
+    assert partitions_for(packed, Settings(algo="dpo", ray={"partitions": 3})) == 3
