@@ -131,12 +131,18 @@ def build_corpus(path: Path, make_args: list[str], *, generator: list[str] | Non
     tmp.rename(path)
     summary = {
         "args": make_args,
-        "generator": " ".join(Path(c).name for c in cmd[1:]),
+        "generator": generator_name(cmd[1:]),
         "build_seconds": round(time.perf_counter() - t0, 1),
         **made,
     }
     f.write_text(json.dumps(summary, indent=1))
     return {**summary, "reused": False}
+
+
+def generator_name(parts: list[str]) -> str:
+    """The generator's command by file names only: a corpus record names no machine's
+    directories (corpora built by older benchmarks recorded the whole path)."""
+    return " ".join(Path(c).name for c in parts)
 
 
 def rollout_files(path: Path) -> list[Path]:
@@ -148,7 +154,7 @@ def corpus_info(path: Path, made: dict, make_args: list[str]) -> dict:
     nbytes = sum(p.stat().st_size for p in files)
     return {
         "path": str(path),
-        "generator": made.get("generator"),
+        "generator": generator_name((made.get("generator") or "").split()) or None,
         "make_args": make_args,
         "files": len(files),
         "lines": made["lines"],
