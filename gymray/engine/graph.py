@@ -224,7 +224,6 @@ def _decide_build_write(batch: pa.Table, spec: Spec, inputs, write_args: dict) -
     if not batch.num_rows:  # an empty range (Ray Data gives it without columns)
         return STATUS_TABLE.empty_table()
     decided = decide_block(batch, spec).sort_by(SORT_ORDER)
-    del batch
     return write_block(build_block(decided, spec, inputs), **write_args)
 
 
