@@ -228,6 +228,26 @@ def _pss(pid: int) -> tuple[int, int] | None:
     return pss, private
 
 
+def private_in_object_store(pid: int) -> int:
+    """The private bytes of a process inside Ray's object store (the shared-memory
+    file ``/dev/shm/plasma*`` every worker maps): pages of objects the process wrote or
+    read that no other process has touched since. They are the object store's memory
+    (bounded by its configured size, whatever the number of workers), not the
+    process's heap, but ``Private_*`` counts them until another process maps them."""
+    private = 0
+    inside = False
+    try:
+        with open(f"/proc/{pid}/smaps", "rb") as f:
+            for row in f:
+                if row[:1] in b"0123456789abcdef" and b"-" in row.split(b" ", 1)[0]:
+                    inside = b"/plasma" in row
+                elif inside and row.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                    private += int(row.split()[1]) * 1024
+    except OSError:
+        return 0
+    return private
+
+
 def _uptime_ticks() -> int:
     with open("/proc/uptime") as f:
         return int(float(f.read().split()[0]) * CLK)
@@ -337,6 +357,8 @@ class Meter:
         self.rss0 = self.pss0 = 0
         self.peak_roles: dict[str, int] = {}
         self.peak_private: dict[str, int] = {}  # role -> the most one process held alone
+        # the same, without its pages of the object store (see private_in_object_store)
+        self.peak_own: dict[str, int] = {}
         self.seen: set[int] = set()
         self.gone: set[int] = set()
         self._stop = threading.Event()
@@ -387,6 +409,9 @@ class Meter:
             if pss_now and (measured := _pss(pid)):
                 pss += measured[0]
                 self.peak_private[role] = max(self.peak_private.get(role, 0), measured[1])
+                if measured[1] > self.peak_own.get(role, 0):  # (own <= private: else no news)
+                    own = measured[1] - private_in_object_store(pid)
+                    self.peak_own[role] = max(self.peak_own.get(role, 0), own)
         self.gone |= set(self.last) - tree
         if rss > self.peak_rss:
             self.peak_rss, self.peak_roles = rss, roles
@@ -462,6 +487,10 @@ class Meter:
             "peak_private_mib_of_one_process_by_role": {
                 k: round(v / MIB, 1)
                 for k, v in sorted(self.peak_private.items(), key=lambda kv: -kv[1])
+            },
+            "peak_private_mib_outside_object_store_by_role": {
+                k: round(v / MIB, 1)
+                for k, v in sorted(self.peak_own.items(), key=lambda kv: -kv[1])
             },
             "processes_seen": len(self.seen),
             "processes_exited": len(self.gone),
@@ -779,11 +808,42 @@ def side(run: dict) -> dict:
         "peak_driver_rss_gib": m["peak_driver_rss_gib"],
         # the issue's per-worker target: what one process of each role held alone, at most
         "peak_private_mib_of_one_process_by_role": m.get("peak_private_mib_of_one_process_by_role"),
+        # the same without the object store's pages a process happens to map alone
+        "peak_private_mib_outside_object_store_by_role": m.get(
+            "peak_private_mib_outside_object_store_by_role"
+        ),
         "other_cpu_seconds": m["other_cpu_seconds"],
         "harness_cpu_seconds": m["harness_cpu_seconds"],
         "machine_before": run.get("settle"),
     }
     return out
+
+
+WORKER_ROLES = ("map workers", "workers: start-up/idle", "shuffle + sort", "other ray tasks")
+WORKER_PRIVATE_MAX_MIB = 300  # issue 12: per-worker private memory at default settings
+
+
+def worker_private_mib(g: dict) -> tuple[float | None, float | None]:
+    """The most private memory one worker process held (any task, idle included):
+    (outside the object store, with its pages of the object store)."""
+    out = []
+    for key in ("peak_private_mib_outside_object_store_by_role",
+                "peak_private_mib_of_one_process_by_role"):  # fmt: skip
+        roles = g.get(key) or {}
+        out.append(max((v for k, v in roles.items() if k in WORKER_ROLES), default=None))
+    return out[0], out[1]
+
+
+def memory_verdict(g: dict) -> dict:
+    """Issue 12's per-worker target for one measured side. The issue means a worker's
+    own memory; the object store's pages it maps alone are reported beside it."""
+    own, with_store = worker_private_mib(g)
+    limit = WORKER_PRIVATE_MAX_MIB
+    return {
+        f"worker_private<{limit}MiB": own is not None and own < limit,
+        f"worker_private_with_object_store_pages<{limit}MiB": with_store is not None
+        and with_store < limit,
+    }
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -1163,7 +1223,8 @@ def table(summary: dict) -> str:
     """A plain-text table of the figures (printed at the end of a run)."""
     rows = [
         "case | side | wall s | x full | x minimal | CPU-s | CPU/full | driver % | "
-        "workers / shuffle / daemons CPU-s | peak RSS / PSS GiB | others' cores"
+        "workers / shuffle / daemons CPU-s | peak RSS / PSS GiB | worker MiB own (+ store) | "
+        "others' cores"
     ]
     for name, c in summary["cases"].items():
         for label, s in (
@@ -1174,7 +1235,7 @@ def table(summary: dict) -> str:
                 rows.append(
                     f"{name} | {label} | {s['timed_seconds']} ({s['process_wall_seconds']} proc) | | | "
                     f"{s['timed_cpu_seconds']} ({s['process_cpu_seconds']}) | | | | "
-                    f"{s['peak_rss_gib']} / {s['peak_pss_gib']} | "
+                    f"{s['peak_rss_gib']} / {s['peak_pss_gib']} | | "
                     f"{round(s['other_cpu_seconds'] / s['process_wall_seconds'], 2)}"
                 )
         for kind in ("prepare", "cli"):
@@ -1187,12 +1248,14 @@ def table(summary: dict) -> str:
                 workers = sum(
                     v for k, v in roles.items() if k.startswith(("map", "workers", "other ray"))
                 )
+                own, with_store = worker_private_mib(g)
                 rows.append(
                     f"{name} | {kind} {when} | {g['wall_seconds']} | {rt['wall_vs_full']} | "
                     f"{rt['wall_vs_minimal']} | {g['cpu_seconds']} | {rt['cpu_vs_full']} | "
                     f"{round(100 * (g['driver_share'] or 0), 1)} | {round(workers, 1)} / "
                     f"{roles.get('shuffle + sort', 0)} / {roles.get('ray daemons', 0)} | "
                     f"{g['peak_rss_sum_gib']} / {g['peak_pss_sum_gib']} | "
+                    f"{own} ({with_store}) | "
                     f"{round(g['other_cpu_seconds'] / g['wall_seconds'], 2)}"
                 )
     return "\n".join(rows)

@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 "driver_share<=3%": rt["driver_share"] is not None
                 and rt["driver_share"] <= TARGETS["driver_share_max"],
             }
+            | C.memory_verdict(s[k.split("_")[0]][k.split("_")[1]])
             for k, rt in s["ratios"].items()
         }
     C.say("\n" + C.table(summary))

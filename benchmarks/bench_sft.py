@@ -234,6 +234,8 @@ def judge(s: dict) -> dict:
             "driver_share<=3%": rt["driver_share"] is not None
             and rt["driver_share"] <= TARGETS["driver_share_max"],
         }
+        kind, when = k.split("_")
+        out[k] |= C.memory_verdict(s[kind][when])
         if k.startswith("cli"):
             out[k]["wall_vs_minimal>=1.2"] = (
                 rt["wall_vs_minimal"] is not None

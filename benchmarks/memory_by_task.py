@@ -11,7 +11,10 @@ every ``ray::`` process every 0.2 s. Prints the wall time and, per process title
 (``ray::MapBatches(read_and_parse)``, ``ray::map``/``ray::reduce`` for the sort's tasks,
 ``ray::IDLE``, ...), the largest sample in MiB. A title is what the process ran at
 the sample, so a worker's peak shows under the task that reached it, and its
-earlier tasks' memory it still holds counts too.
+earlier tasks' memory it still holds counts too. ``peak_private_mib_outside_object_store``
+is the same without the pages of Ray's object store that the process alone maps (its
+shared-memory file: object store memory, bounded by the store's size, not the
+process's heap).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import os
 import sys
 import threading
 import time
+
+from _common import private_in_object_store
 
 
 def private_mib(pid: int | str) -> int:
@@ -32,7 +37,7 @@ def private_mib(pid: int | str) -> int:
     return kib // 1024
 
 
-def sample(stop: threading.Event, peaks: dict[str, int]) -> None:
+def sample(stop: threading.Event, peaks: dict[str, int], own: dict[str, int]) -> None:
     me = os.getpid()
     while not stop.is_set():
         for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -47,6 +52,9 @@ def sample(stop: threading.Event, peaks: dict[str, int]) -> None:
             except OSError:  # the process ended
                 continue
             peaks[title] = max(peaks.get(title, 0), mib)
+            if mib > own.get(title, 0):  # (own <= private: else no news)
+                mine = mib - private_in_object_store(int(pid)) // 1024
+                own[title] = max(own.get(title, 0), mine)
         time.sleep(0.2)
 
 
@@ -58,8 +66,9 @@ def main() -> int:
     import gymray
 
     peaks: dict[str, int] = {}
+    own: dict[str, int] = {}
     stop = threading.Event()
-    sampler = threading.Thread(target=sample, args=(stop, peaks), daemon=True)
+    sampler = threading.Thread(target=sample, args=(stop, peaks, own), daemon=True)
     sampler.start()
     start = time.perf_counter()
     gymray.prepare(algo, input=source, output=output, overwrite=True,
@@ -69,7 +78,9 @@ def main() -> int:
     sampler.join()
     ray.shutdown()
     by_peak = dict(sorted(peaks.items(), key=lambda kv: -kv[1]))
-    print(json.dumps({"seconds": round(seconds, 1), "peak_private_mib": by_peak}, indent=1))
+    own = dict(sorted(own.items(), key=lambda kv: -kv[1]))
+    print(json.dumps({"seconds": round(seconds, 1), "peak_private_mib": by_peak,
+                      "peak_private_mib_outside_object_store": own}, indent=1))  # fmt: skip
     return 0
 
 
