@@ -87,7 +87,10 @@ class RaySettings(Section):
         description="local uncompressed files larger than this are read as several ranges of this size, in parallel",
     )
     partitions: int | None = Field(
-        None, ge=1, description="task-hash ranges for grouping (default: from input size)"
+        None,
+        ge=1,
+        description="task-hash ranges for grouping (default: from the input: ~20,000 lines "
+        "a range when keys are sorted, ~64 MiB of lines when whole rollouts are)",
     )
     shuffle: Literal["auto", "keys", "rollouts"] = Field(
         "auto",

@@ -37,6 +37,7 @@ from gymray.engine.blocks import (
 )
 from gymray.engine.read import (
     ScratchCopies,
+    keyed_layout,
     partitions_for,
     plan_units,
     read_lines,
@@ -152,13 +153,19 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
                         yield parse(lines, spec)
 
             ds = ds.map_batches(read_and_parse, batch_size=1, batch_format="numpy")
+            if keyed:
+                # fewer, larger blocks of keys where read units are many (see keyed_layout)
+                n_ranges, blocks = keyed_layout(readable, settings, len(units))
+                if blocks < len(units):
+                    ds = ds.repartition(blocks)
+            else:
+                n_ranges = partitions_for(inputs, settings)
             # One sort, into fixed ranges of the task hash: a task's rows all land in one
             # block, and the blocks follow one another in task order. Ray Data's sort is
             # made of tasks (a lost one is run again), where a keyed repartition needs
             # actors that every run starts anew; fixed ranges need no sampling pass,
             # and cut the same blocks on every run.
-            ranges = task_ranges(partitions_for(inputs, settings))
-            ds = ds.sort(GROUP_KEYS, boundaries=ranges)
+            ds = ds.sort(GROUP_KEYS, boundaries=task_ranges(n_ranges))
             ds = ds.map_batches(
                 _decide_build_write if keyed else _group_write, batch_size=None,
                 batch_format="pyarrow",

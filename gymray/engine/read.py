@@ -8,6 +8,7 @@ line and a line can be read again by itself.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import uuid
@@ -386,7 +387,7 @@ GZIP_RATIO = 6  # rollout JSONL over its .gz (make_corpus lines, gzip -1: 6.1)
 
 
 def partitions_for(inputs: list[InputFile], settings) -> int:
-    """Task-hash ranges for grouping: ~64 MiB of input lines each (a ``.gz`` counts
+    """Task-hash ranges for grouping whole rollouts: ~64 MiB of input lines each (a ``.gz`` counts
     ``GZIP_RATIO`` times its size: a worker holds a range's rollouts, not its
     bytes on disk). A function of the input only (never of the cluster), so
     outputs do not depend on it."""
@@ -394,6 +395,44 @@ def partitions_for(inputs: list[InputFile], settings) -> int:
         return settings.ray.partitions
     total = sum(f.size * (GZIP_RATIO if f.path.endswith(".gz") else 1) for f in inputs)
     return max(1, min(1024, -(-total // (64 << 20))))
+
+
+# Grouping by keys (engine/graph.py) sorts ~200 bytes of keys a line into task-hash
+# ranges. A range is what one decide + build task holds; a piece of the sort (one sorted
+# block's rows of one range) is an object its owner, the driver, holds: under Ray's
+# 100 KiB for objects returned inline, every piece's bytes pass through the driver.
+KEYED_RANGE_LINES = 20_000  # lines a range (~4 MB of keys)
+PIECE_LINES = 1_000  # lines a sort piece at least (~200 KB of keys: in the object store)
+PROBE_FILES = 8
+PROBE_BYTES = 1 << 20
+
+
+def mean_line_bytes(inputs: list[InputFile], storage: Any = None) -> float:
+    """Bytes a line, from the first MiB of up to ``PROBE_FILES`` input files spread
+    over the list: a function of the input only."""
+    step = max(1, len(inputs) // PROBE_FILES)
+    size = lines = 0
+    for f in inputs[::step][:PROBE_FILES]:
+        try:
+            with open_input(f, storage) as stream:
+                head = stream.read(PROBE_BYTES)
+        except UnreadableInput:
+            continue
+        size, lines = size + len(head), lines + head.count(b"\n")
+    return size / lines if lines else float(max(size, PROBE_BYTES))
+
+
+def keyed_layout(inputs: list[InputFile], settings, units: int) -> tuple[int, int]:
+    """``(ranges, blocks)`` of a grouping by keys: task-hash ranges of ~``KEYED_RANGE_LINES``
+    lines, estimated from the input alone (``ray.partitions`` overrides it), and the
+    blocks the parsed keys are coalesced into before the sort (at most ``units``) so
+    that each piece of the sort holds ~``PIECE_LINES`` keys or more. Ranges counted by
+    input bytes would make a range of 18 KB rollouts hold 5x fewer lines than one of
+    3.7 KB rollouts, and one read unit's keys would be cut into pieces small enough to
+    travel through the driver."""
+    lines = sum(f.size for f in inputs) / mean_line_bytes(inputs, settings.storage)
+    ranges = settings.ray.partitions or max(1, min(1024, math.ceil(lines / KEYED_RANGE_LINES)))
+    return ranges, max(1, min(units, int(lines // (ranges * PIECE_LINES))))
 
 
 def sample_lines(inputs: list[InputFile], storage: Any = None) -> Iterator[bytes]:

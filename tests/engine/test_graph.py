@@ -152,16 +152,30 @@ def test_grouped_outputs_do_not_depend_on_the_number_of_ranges(repeats, tmp_path
 
 def test_grouped_parquet_files_are_the_same_whatever_the_blocks_read(repeats, tmp_path):
     """The task-hash ranges are fixed, not sampled: the same ranges give the same
-    Parquet files, byte for byte, however the input was cut into blocks."""
+    Parquet files, byte for byte, however the input was cut into blocks, and into
+    read units (many units: the keys are coalesced into fewer blocks before the sort)."""
+    from gymray.config import Settings
+    from gymray.engine.read import keyed_layout, plan_units
+    from gymray.storage import expand_inputs
+
+    inputs = expand_inputs([str(repeats)])
+    units = plan_units(inputs, 4096)
+    many = Settings(algo="dpo", ray={"partitions": 4, "split_bytes": 4096})
+    assert keyed_layout(inputs, many, len(units))[1] < len(units)  # coalesced
     files = {}
-    for block in (4096, 1 << 20):
+    for name, sets in {
+        "blocks 4 KiB": {"ray.block_bytes": 4096},
+        "blocks 1 MiB": {"ray.block_bytes": 1 << 20},
+        "units 4 KiB": {"ray.split_bytes": 4096},
+    }.items():
         res = gymray.prepare(
-            "dpo", input=str(repeats), output=str(tmp_path / str(block)),
-            **{"ray.partitions": 4, "ray.block_bytes": block},
+            "dpo", input=str(repeats), output=str(tmp_path / name.replace(" ", "_")),
+            **{"ray.partitions": 4, **sets},
         )  # fmt: skip
         root = Path(res.output) / "parquet"
-        files[block] = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.parquet")}
-    assert len(files[4096]) > 2 and files[4096] == files[1 << 20]
+        files[name] = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.parquet")}
+    assert len(files["blocks 4 KiB"]) > 2
+    assert files["blocks 4 KiB"] == files["blocks 1 MiB"] == files["units 4 KiB"]
 
 
 MULTINODE = textwrap.dedent(

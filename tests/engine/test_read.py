@@ -244,3 +244,35 @@ def test_a_gz_input_counts_its_lines_not_its_bytes_on_disk_in_grouping_ranges(tm
     assert partitions_for(plain, settings) == 4
     assert partitions_for(packed, settings) == -(-size * GZIP_RATIO // (64 << 20)) == 19
     assert partitions_for(packed, Settings(algo="dpo", ray={"partitions": 3})) == 3
+
+
+def test_keyed_grouping_sizes_ranges_by_lines_and_keeps_sort_pieces_large(tmp_path):
+    """Grouping by keys cuts ranges of ~KEYED_RANGE_LINES lines, however long the lines
+    (by bytes, a corpus of 18 KB rollouts got 5x more ranges than one of 3.7 KB rollouts
+    of the same size, each of fewer lines), and coalesces the keys into so few blocks
+    that a piece of the sort holds PIECE_LINES keys or more: smaller pieces are returned
+    inline to the driver, and a 2,000-range run of DPO 250k cost the driver 15.5 CPU-s
+    and 705 MiB, against 1.3 CPU-s and 288 MiB with 14 ranges."""
+    from gymray.config import Settings
+    from gymray.engine.read import KEYED_RANGE_LINES, PIECE_LINES, keyed_layout
+
+    settings = Settings(algo="dpo")
+    short = tmp_path / "short.jsonl"
+    short.write_bytes(b"x" * 99 + b"\n")
+    long = tmp_path / "long.jsonl"
+    long.write_bytes(b"x" * 9999 + b"\n")
+    # the files stand for 1 GB of such lines: the probe reads their first MiB
+    size = 1 << 30
+    ranges = {}
+    for path, line_bytes in ((short, 100), (long, 10_000)):
+        files = [InputFile(str(path), str(path), size, 0)]
+        lines = size / line_bytes
+        r, blocks = keyed_layout(files, settings, units=size >> 28)
+        assert r == -(-lines // KEYED_RANGE_LINES)
+        assert blocks <= 4 and lines / (r * blocks) >= PIECE_LINES
+        ranges[line_bytes] = r
+    # 10.7M and 107k lines; by bytes both would get 16 ranges (64 MiB each)
+    assert ranges == {100: 537, 10_000: 6}
+    files = [InputFile(str(short), str(short), size, 0)]
+    assert keyed_layout(files, settings, units=4096) == (537, 19)  # 1,066 keys a piece
+    assert keyed_layout(files, Settings(algo="dpo", ray={"partitions": 3}), 7) == (3, 7)
