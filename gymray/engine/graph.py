@@ -37,11 +37,10 @@ from gymray.engine.blocks import (
 )
 from gymray.engine.read import (
     ScratchCopies,
-    keyed_layout,
-    partitions_for,
     plan_units,
     read_lines,
     shuffle_mode,
+    sort_layout,
 )
 from gymray.engine.write import FAILED, STATUS_TABLE, Target, in_worker, write_block
 from gymray.errors import RAY_LOST, causes
@@ -153,13 +152,10 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
                         yield parse(lines, spec)
 
             ds = ds.map_batches(read_and_parse, batch_size=1, batch_format="numpy")
-            if keyed:
-                # fewer, larger blocks of keys where read units are many (see keyed_layout)
-                n_ranges, blocks = keyed_layout(readable, settings, len(units))
-                if blocks < len(units):
-                    ds = ds.repartition(blocks)
-            else:
-                n_ranges = partitions_for(inputs, settings)
+            # fewer, larger blocks where read units are many (see sort_layout)
+            n_ranges, blocks = sort_layout(readable, settings, len(units), keyed)
+            if blocks < len(units):
+                ds = ds.repartition(blocks)
             # One sort, into fixed ranges of the task hash: a task's rows all land in one
             # block, and the blocks follow one another in task order. Ray Data's sort is
             # made of tasks (a lost one is run again), where a keyed repartition needs

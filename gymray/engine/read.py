@@ -393,8 +393,11 @@ def partitions_for(inputs: list[InputFile], settings) -> int:
     outputs do not depend on it."""
     if settings.ray.partitions:
         return settings.ray.partitions
-    total = sum(f.size * (GZIP_RATIO if f.path.endswith(".gz") else 1) for f in inputs)
-    return max(1, min(1024, -(-total // (64 << 20))))
+    return max(1, min(1024, -(-_line_bytes(inputs) // (64 << 20))))
+
+
+def _line_bytes(inputs: list[InputFile]) -> int:
+    return sum(f.size * (GZIP_RATIO if f.path.endswith(".gz") else 1) for f in inputs)
 
 
 # Grouping by keys (engine/graph.py) sorts ~200 bytes of keys a line into task-hash
@@ -403,6 +406,7 @@ def partitions_for(inputs: list[InputFile], settings) -> int:
 # 100 KiB for objects returned inline, every piece's bytes pass through the driver.
 KEYED_RANGE_LINES = 20_000  # lines a range (~4 MB of keys)
 PIECE_LINES = 1_000  # lines a sort piece at least (~200 KB of keys: in the object store)
+PIECE_BYTES = 512 << 10  # of lines, a piece of whole rollouts at least (~200 KB in LZ4)
 PROBE_FILES = 8
 PROBE_BYTES = 1 << 20
 
@@ -422,17 +426,26 @@ def mean_line_bytes(inputs: list[InputFile], storage: Any = None) -> float:
     return size / lines if lines else float(max(size, PROBE_BYTES))
 
 
-def keyed_layout(inputs: list[InputFile], settings, units: int) -> tuple[int, int]:
-    """``(ranges, blocks)`` of a grouping by keys: task-hash ranges of ~``KEYED_RANGE_LINES``
-    lines, estimated from the input alone (``ray.partitions`` overrides it), and the
-    blocks the parsed keys are coalesced into before the sort (at most ``units``) so
-    that each piece of the sort holds ~``PIECE_LINES`` keys or more. Ranges counted by
-    input bytes would make a range of 18 KB rollouts hold 5x fewer lines than one of
-    3.7 KB rollouts, and one read unit's keys would be cut into pieces small enough to
-    travel through the driver."""
-    lines = sum(f.size for f in inputs) / mean_line_bytes(inputs, settings.storage)
-    ranges = settings.ray.partitions or max(1, min(1024, math.ceil(lines / KEYED_RANGE_LINES)))
-    return ranges, max(1, min(units, int(lines // (ranges * PIECE_LINES))))
+def sort_layout(inputs: list[InputFile], settings, units: int, keyed: bool) -> tuple[int, int]:
+    """``(ranges, blocks)`` of a grouping sort: its task-hash ranges, and the blocks the
+    parsed rows are coalesced into before it (at most ``units``) so that each piece of
+    the sort is large enough to be stored in the object store.
+
+    By keys: ranges of ~``KEYED_RANGE_LINES`` lines, estimated from the input alone
+    (``ray.partitions`` overrides it), and pieces of ``PIECE_LINES`` keys or more.
+    Ranges counted by input bytes would make a range of 18 KB rollouts hold 5x fewer
+    lines than one of 3.7 KB rollouts, and cut one read unit's keys into pieces small
+    enough to travel through the driver. Whole rollouts: ranges of
+    :func:`partitions_for`, and pieces of ``PIECE_BYTES`` of lines or more (many small
+    files are many units)."""
+    if keyed:
+        lines = sum(f.size for f in inputs) / mean_line_bytes(inputs, settings.storage)
+        ranges = settings.ray.partitions or max(1, min(1024, math.ceil(lines / KEYED_RANGE_LINES)))
+        most = lines // (ranges * PIECE_LINES)
+    else:
+        ranges = partitions_for(inputs, settings)
+        most = _line_bytes(inputs) // (ranges * PIECE_BYTES)
+    return ranges, max(1, min(units, int(most)))
 
 
 def sample_lines(inputs: list[InputFile], storage: Any = None) -> Iterator[bytes]:

@@ -150,18 +150,20 @@ def test_grouped_outputs_do_not_depend_on_the_number_of_ranges(repeats, tmp_path
     assert outs[1] == outs[2] == outs[7] == outs[64]
 
 
-def test_grouped_parquet_files_are_the_same_whatever_the_blocks_read(repeats, tmp_path):
+@pytest.mark.parametrize("shuffle", ["keys", "rollouts"])
+def test_grouped_parquet_files_are_the_same_whatever_the_blocks_read(repeats, tmp_path, shuffle):
     """The task-hash ranges are fixed, not sampled: the same ranges give the same
     Parquet files, byte for byte, however the input was cut into blocks, and into
-    read units (many units: the keys are coalesced into fewer blocks before the sort)."""
+    read units (many units: the parsed rows are coalesced into fewer blocks before the
+    sort, so that no piece of it is small enough to pass through the driver)."""
     from gymray.config import Settings
-    from gymray.engine.read import keyed_layout, plan_units
+    from gymray.engine.read import plan_units, sort_layout
     from gymray.storage import expand_inputs
 
     inputs = expand_inputs([str(repeats)])
     units = plan_units(inputs, 4096)
     many = Settings(algo="dpo", ray={"partitions": 4, "split_bytes": 4096})
-    assert keyed_layout(inputs, many, len(units))[1] < len(units)  # coalesced
+    assert sort_layout(inputs, many, len(units), shuffle == "keys")[1] < len(units)
     files = {}
     for name, sets in {
         "blocks 4 KiB": {"ray.block_bytes": 4096},
@@ -170,8 +172,9 @@ def test_grouped_parquet_files_are_the_same_whatever_the_blocks_read(repeats, tm
     }.items():
         res = gymray.prepare(
             "dpo", input=str(repeats), output=str(tmp_path / name.replace(" ", "_")),
-            **{"ray.partitions": 4, **sets},
+            **{"ray.partitions": 4, "ray.shuffle": shuffle, **sets},
         )  # fmt: skip
+        assert res.counts["records"]["train"] + res.counts["records"]["val"] == 24
         root = Path(res.output) / "parquet"
         files[name] = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.parquet")}
     assert len(files["blocks 4 KiB"]) > 2

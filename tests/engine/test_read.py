@@ -254,7 +254,7 @@ def test_keyed_grouping_sizes_ranges_by_lines_and_keeps_sort_pieces_large(tmp_pa
     inline to the driver, and a 2,000-range run of DPO 250k cost the driver 15.5 CPU-s
     and 705 MiB, against 1.3 CPU-s and 288 MiB with 14 ranges."""
     from gymray.config import Settings
-    from gymray.engine.read import KEYED_RANGE_LINES, PIECE_LINES, keyed_layout
+    from gymray.engine.read import KEYED_RANGE_LINES, PIECE_LINES, sort_layout
 
     settings = Settings(algo="dpo")
     short = tmp_path / "short.jsonl"
@@ -267,12 +267,28 @@ def test_keyed_grouping_sizes_ranges_by_lines_and_keeps_sort_pieces_large(tmp_pa
     for path, line_bytes in ((short, 100), (long, 10_000)):
         files = [InputFile(str(path), str(path), size, 0)]
         lines = size / line_bytes
-        r, blocks = keyed_layout(files, settings, units=size >> 28)
+        r, blocks = sort_layout(files, settings, size >> 28, keyed=True)
         assert r == -(-lines // KEYED_RANGE_LINES)
         assert blocks <= 4 and lines / (r * blocks) >= PIECE_LINES
         ranges[line_bytes] = r
     # 10.7M and 107k lines; by bytes both would get 16 ranges (64 MiB each)
     assert ranges == {100: 537, 10_000: 6}
     files = [InputFile(str(short), str(short), size, 0)]
-    assert keyed_layout(files, settings, units=4096) == (537, 19)  # 1,066 keys a piece
-    assert keyed_layout(files, Settings(algo="dpo", ray={"partitions": 3}), 7) == (3, 7)
+    assert sort_layout(files, settings, 4096, keyed=True) == (537, 19)  # 1,066 keys a piece
+    assert sort_layout(files, Settings(algo="dpo", ray={"partitions": 3}), 7, keyed=True) == (3, 7)
+
+
+def test_whole_rollout_grouping_coalesces_many_small_files_before_the_sort():
+    """1,000 .gz files of 1 MiB (6 GiB of lines): 94 ranges of ~64 MiB; one piece per
+    file and range would be ~11 KB of rollouts, so the files' rows go to the sort as
+    127 blocks, each piece then ~512 KiB of lines or more."""
+    from gymray.config import Settings
+    from gymray.engine.read import GZIP_RATIO, PIECE_BYTES, partitions_for, sort_layout
+
+    settings = Settings(algo="dpo")
+    files = [InputFile(f"f{i}.jsonl.gz", f"f{i}.jsonl.gz", 1 << 20, 0) for i in range(1000)]
+    ranges, blocks = sort_layout(files, settings, len(files), keyed=False)
+    assert ranges == partitions_for(files, settings) == 94 and blocks == 127
+    assert 1000 * (1 << 20) * GZIP_RATIO / (ranges * blocks) >= PIECE_BYTES
+    big = [InputFile("a.jsonl", "a.jsonl", 1 << 30, 0)]
+    assert sort_layout(big, settings, 4, keyed=False) == (16, 4)  # large units: as they are
