@@ -420,7 +420,7 @@ def mean_line_bytes(inputs: list[InputFile], storage: Any = None) -> float:
         try:
             with open_input(f, storage) as stream:
                 head = stream.read(PROBE_BYTES)
-        except UnreadableInput:
+        except (UnreadableInput, StorageError, OSError):  # the reader says what is wrong
             continue
         size, lines = size + len(head), lines + head.count(b"\n")
     return size / lines if lines else float(max(size, PROBE_BYTES))

@@ -276,6 +276,10 @@ def test_keyed_grouping_sizes_ranges_by_lines_and_keeps_sort_pieces_large(tmp_pa
     files = [InputFile(str(short), str(short), size, 0)]
     assert sort_layout(files, settings, 4096, keyed=True) == (537, 19)  # 1,066 keys a piece
     assert sort_layout(files, Settings(algo="dpo", ray={"partitions": 3}), 7, keyed=True) == (3, 7)
+    # a file gone since it was listed is left out of the estimate (its reader says so)
+    gone = InputFile(str(tmp_path / "gone.jsonl"), str(tmp_path / "gone.jsonl"), size, 0)
+    # (2 GiB of 100-byte lines: 1,074 ranges, capped at 1,024)
+    assert sort_layout([gone, *files], settings, 8, keyed=True)[0] == 1024
 
 
 def test_whole_rollout_grouping_coalesces_many_small_files_before_the_sort():
