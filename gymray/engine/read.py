@@ -391,9 +391,12 @@ def partitions_for(inputs: list[InputFile], settings) -> int:
     ``GZIP_RATIO`` times its size: a worker holds a range's rollouts, not its
     bytes on disk). A function of the input only (never of the cluster), so
     outputs do not depend on it."""
-    if settings.ray.partitions:
-        return settings.ray.partitions
-    return max(1, min(1024, -(-_line_bytes(inputs) // (64 << 20))))
+    return _ranges(settings, _line_bytes(inputs), 64 << 20)
+
+
+def _ranges(settings, amount: float, per_range: int) -> int:
+    """``ray.partitions``, or ranges of ``per_range`` of ``amount`` (at most 1,024)."""
+    return settings.ray.partitions or max(1, min(1024, math.ceil(amount / per_range)))
 
 
 def _line_bytes(inputs: list[InputFile]) -> int:
@@ -440,7 +443,7 @@ def sort_layout(inputs: list[InputFile], settings, units: int, keyed: bool) -> t
     files are many units)."""
     if keyed:
         lines = sum(f.size for f in inputs) / mean_line_bytes(inputs, settings.storage)
-        ranges = settings.ray.partitions or max(1, min(1024, math.ceil(lines / KEYED_RANGE_LINES)))
+        ranges = _ranges(settings, lines, KEYED_RANGE_LINES)
         most = lines // (ranges * PIECE_LINES)
     else:
         ranges = partitions_for(inputs, settings)
