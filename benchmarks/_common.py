@@ -212,7 +212,7 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _pss(pid: int) -> tuple[int, int] | None:
+def pss_and_private(pid: int) -> tuple[int, int] | None:
     """(PSS, private bytes) of a process: its share of every page it maps, and the
     pages no other process maps (Private_Clean + Private_Dirty: what it alone costs)."""
     pss = private = 0
@@ -406,7 +406,7 @@ class Meter:
             roles[role] = roles.get(role, 0) + prss
             if pid == driver:
                 self.peak_driver_rss = max(self.peak_driver_rss, prss)
-            if pss_now and (measured := _pss(pid)):
+            if pss_now and (measured := pss_and_private(pid)):
                 pss += measured[0]
                 self.peak_private[role] = max(self.peak_private.get(role, 0), measured[1])
                 if measured[1] > self.peak_own.get(role, 0):  # (own <= private: else no news)

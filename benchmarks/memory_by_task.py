@@ -25,16 +25,7 @@ import sys
 import threading
 import time
 
-from _common import private_in_object_store
-
-
-def private_mib(pid: int | str) -> int:
-    kib = 0
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith(("Private_Clean", "Private_Dirty")):
-                kib += int(line.split()[1])
-    return kib // 1024
+from _common import MIB, private_in_object_store, pss_and_private
 
 
 def sample(stop: threading.Event, peaks: dict[str, int], own: dict[str, int]) -> None:
@@ -48,12 +39,15 @@ def sample(stop: threading.Event, peaks: dict[str, int], own: dict[str, int]) ->
                     title = "driver"
                 elif not title.startswith("ray::"):
                     continue
-                mib = private_mib(pid)
+                measured = pss_and_private(int(pid))
             except OSError:  # the process ended
                 continue
+            if measured is None:  # (it ended meanwhile)
+                continue
+            mib = measured[1] // MIB
             peaks[title] = max(peaks.get(title, 0), mib)
             if mib > own.get(title, 0):  # (own <= private: else no news)
-                mine = mib - private_in_object_store(int(pid)) // 1024
+                mine = (measured[1] - private_in_object_store(int(pid))) // MIB
                 own[title] = max(own.get(title, 0), mine)
         time.sleep(0.2)
 
