@@ -116,30 +116,33 @@ def cut_raw(raw: bytes) -> tuple[str, int]:
     return raw[:RAW_LIMIT].decode("utf-8", errors="replace"), len(raw)
 
 
-def load_json(raw: bytes) -> tuple[Any, Reject | None]:
+def load_json(raw: bytes, openers: int | None = None) -> tuple[Any, Reject | None]:
     """Parse with orjson; on failure ask the stdlib parser, which accepts NaN,
     Infinity and lone surrogates, so the reject can say what was really wrong.
 
     A line nested deeper than :data:`MAX_DEPTH` is a reject: orjson writes at most
     254 levels and records hold a rollout's values a few levels deeper than the
     line does, so such a line would otherwise fail later, taking its block down.
+    ``openers`` is the line's count of ``[`` and ``{`` where the caller has it
+    (:func:`gymray.engine.blocks.opener_counts` counts a whole block at once).
     """
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as fast_error:
         return _load_slowly(raw, str(fast_error))
-    if too_deep(raw, obj):
+    if too_deep(raw, obj, openers):
         return None, _too_deep()
     return obj, None
 
 
-def too_deep(raw: bytes, obj: Any) -> bool:
-    """Whether ``obj``, parsed from ``raw``, nests deeper than :data:`MAX_DEPTH`."""
+def too_deep(raw: bytes, obj: Any, openers: int | None = None) -> bool:
+    """Whether ``obj``, parsed from ``raw``, nests deeper than :data:`MAX_DEPTH`
+    (``openers``: the count of ``[`` and ``{`` in ``raw``, if known)."""
     # Only a line with that many brackets can be that deep: counting bytes is
     # cheap, and the exact check (writing the object) is paid by long lines only.
-    if len(raw) > 8192:  # one vectorized pass ('[' | 32 == '{') beats two bytes.count
+    if openers is None and len(raw) > 8192:  # one vectorized pass ('[' | 32 == '{')
         openers = int(np.count_nonzero((np.frombuffer(raw, np.uint8) | 32) == OPEN_BRACE))
-    else:
+    elif openers is None:
         openers = raw.count(b"[") + raw.count(b"{")
     return openers > MAX_DEPTH and not _writable(obj)
 
@@ -243,19 +246,20 @@ class Checked:
 
 
 def parse_line(
-    raw: bytes, source_name: str = "", reasoning: Reasoning = "drop"
+    raw: bytes, source_name: str = "", reasoning: Reasoning = "drop", openers: int | None = None
 ) -> Rollout | Reject:
-    """Parse one line (its trailing newline allowed) into a canonical rollout or a reject."""
-    checked = check_line(raw)
+    """Parse one line (its trailing newline allowed) into a canonical rollout or a reject
+    (``openers``: see :func:`load_json`)."""
+    checked = check_line(raw, openers)
     return checked if isinstance(checked, Reject) else convert(checked, source_name, reasoning)
 
 
-def check_line(raw: bytes) -> Checked | Reject:
+def check_line(raw: bytes, openers: int | None = None) -> Checked | Reject:
     """The cheap checks of a line: JSON, response, reward. Recipes that filter on
     the reward alone can do so before paying for the conversion."""
     if not raw.strip():
         return Reject("empty_line", None, "the line is empty")
-    obj, err = load_json(raw)
+    obj, err = load_json(raw, openers)
     if err is not None:
         return err
     if not isinstance(obj, dict):

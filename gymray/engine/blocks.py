@@ -13,6 +13,7 @@ import posixpath
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from gymray.engine.outcomes import OutcomeBuilder, arrow_column, outcome_schema
 from gymray.engine.read import LineReader
 from gymray.recipes.base import Key, Member, Recipe
 from gymray.rollouts import (
+    OPEN_BRACE,
     Reject,
     Rollout,
     check_line,
@@ -93,6 +95,27 @@ def _notes(spec: Spec, record: dict) -> str | None:
     return "\n".join(spec.recipe.notes(record)) or None
 
 
+def opener_counts(raw: pa.Array | pa.ChunkedArray) -> list[int]:
+    """Each line's count of ``[`` and ``{``, the bound :func:`gymray.rollouts.load_json`
+    checks nesting with, counted over a block's bytes at once: counted a line at a
+    time, the calls cost 7 us a DPO line and 20 us an SFT line, against 2.4 and 7."""
+    counts: list[int] = []
+    for chunk in raw.chunks if isinstance(raw, pa.ChunkedArray) else [raw]:
+        n = len(chunk)
+        wide = pa.types.is_large_binary(chunk.type) or pa.types.is_large_string(chunk.type)
+        _, offsets_buf, data_buf = chunk.buffers()
+        if n == 0 or data_buf is None:
+            counts.extend([0] * n)
+            continue
+        width = np.int64 if wide else np.int32
+        offsets = np.frombuffer(offsets_buf, width, n + 1, chunk.offset * width().itemsize)
+        mask = np.bitwise_or(np.frombuffer(data_buf, np.uint8)[offsets[0] : offsets[-1]], 32)
+        found = np.equal(mask, OPEN_BRACE, out=mask.view(bool))  # '[' | 32 == '{'
+        ends = (offsets - offsets[0]).tolist()
+        counts.extend([np.count_nonzero(found[a:b]) for a, b in pairwise(ends)])
+    return counts
+
+
 # --------------------------------------------------------------------------- per rollout
 def process_lines(batch: pa.Table, spec: Spec) -> OutcomeBuilder:
     """Parse a block of lines and apply a per-rollout recipe (its rows stay Python lists:
@@ -103,14 +126,15 @@ def process_lines(batch: pa.Table, spec: Spec) -> OutcomeBuilder:
     # neighbours, and two keyed BLAKE2 hashes a record were 4% of this function
     tasks: dict[str, tuple[float, int]] = {}
     out.input_bytes = (pc.sum(pc.binary_length(batch.column("raw"))).as_py() or 0) + batch.num_rows
-    for file_id, line, raw, error in zip(
+    for file_id, line, raw, error, openers in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),
         batch.column("raw").to_pylist(),
         batch.column("error").to_pylist(),
+        opener_counts(batch.column("raw")),
         strict=True,
     ):
-        checked = check_line(raw) if error is None else unreadable(error)
+        checked = check_line(raw, openers) if error is None else unreadable(error)
         if isinstance(checked, Reject):
             out.add(file_id, line, "rejected", reason=checked.reason, field=checked.field,
                     detail=checked.detail, raw=raw, env=spec.envs[file_id])  # fmt: skip
@@ -195,16 +219,17 @@ def _parsed_table(batch: pa.Table, spec: Spec, schema: pa.Schema, fields) -> pa.
     its line's ``file_id``, ``line``, ``offset`` and ``length`` (where ``schema``
     has them)."""
     cols: dict[str, list] = {f.name: [] for f in schema}
-    for file_id, line, offset, raw, error in zip(
+    for file_id, line, offset, raw, error, openers in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),
         batch.column("offset").to_pylist(),
         batch.column("raw").to_pylist(),
         batch.column("error").to_pylist(),
+        opener_counts(batch.column("raw")),
         strict=True,
     ):
         if error is None:
-            r = parse_line(raw, spec.names[file_id], spec.reasoning)
+            r = parse_line(raw, spec.names[file_id], spec.reasoning, openers)
         else:
             r = unreadable(error)
         if isinstance(r, Reject):
@@ -391,9 +416,11 @@ def build_block(
             raws = {ref: reader.read(*ref) for ref in wanted}
             out = spec.outcomes()
             for row, refs, params in todo:
+                # The reader checked each line's length and CRC: they are the bytes
+                # summarize_lines parsed, whose nesting it checked (openers=0).
                 members = [
                     Member(
-                        parse_line(raws[tuple(ref[:5])], spec.names[ref[0]], spec.reasoning),
+                        parse_line(raws[tuple(ref[:5])], spec.names[ref[0]], spec.reasoning, 0),
                         spec.files[ref[0]],
                         ref[1],
                         ref[5],

@@ -109,11 +109,16 @@ def hostile(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
     good = [orjson.dumps(r) for t in range(100, 110) for r in rows(t)]
-    deep = orjson.dumps(rows(200)[0]).replace(
-        b'"reward"', b'"x": ' + b"[" * 5000 + b"]" * 5000 + b', "reward"'
-    )
+
+    def nest(task: int, x: bytes) -> bytes:
+        return orjson.dumps(rows(task)[0]).replace(b'"reward"', b'"x": ' + x + b', "reward"')
+
+    deep = nest(200, b"[" * 5000 + b"]" * 5000)  # past orjson's reader
     bad_utf8 = orjson.dumps(rows(201)[0]).replace(b"question", b"qu\xffstion")
-    (d / "good.jsonl").write_bytes(b"\n".join(good[:5] + [deep, bad_utf8] + good[5:]) + b"\n")
+    deep_300 = nest(202, b"[" * 300 + b"]" * 300)  # orjson reads it, cannot write it
+    wide = nest(203, b"[" + b"[[{}]]," * 400 + b"[]]")  # 1,600 brackets, 4 deep: used
+    lines = good[:5] + [deep, bad_utf8, deep_300, wide] + good[5:]
+    (d / "good.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     data = b"".join(orjson.dumps(r) + b"\n" for t in range(40) for r in rows(t, pad=800))
     decoded, _ = gz_cut(d / "cut.jsonl.gz", data, 0.5)
     (d / "random.jsonl.gz").write_bytes(random.Random(1).randbytes(3000))
@@ -122,11 +127,11 @@ def hostile(tmp_path):
 
 def check_broken_files_rejected(out: Path, d: Path, decoded: bytes, counts: dict) -> None:
     complete = decoded.count(b"\n")
-    assert counts["input_lines"] == 22 + complete + 1 + 1
+    assert counts["input_lines"] == 24 + complete + 1 + 1
     assert counts["input_lines"] == counts["used"] + sum(counts["filtered"].values()) + sum(
         counts["rejected"].values()
     )
-    assert counts["rejected"] == {"unreadable_file": 2, "too_deeply_nested": 1, "invalid_utf8": 1}
+    assert counts["rejected"] == {"unreadable_file": 2, "too_deeply_nested": 2, "invalid_utf8": 1}
     rejects: dict[str, list] = {}
     for r in map(orjson.loads, (out / "rejects.jsonl").read_bytes().splitlines()):
         rejects.setdefault(Path(r["file"]).name, []).append(r)
@@ -140,6 +145,7 @@ def check_broken_files_rejected(out: Path, d: Path, decoded: bytes, counts: dict
     assert [(r["line"], r["reason"]) for r in rejects["good.jsonl"]] == [
         (6, "too_deeply_nested"),
         (7, "invalid_utf8"),
+        (8, "too_deeply_nested"),
     ]
     m = orjson.loads((out / "manifest.json").read_bytes())
     per_file = {Path(k).name: v for k, v in m["per_file"].items()}
@@ -154,8 +160,8 @@ def test_sft_rejects_broken_files_and_uses_the_rest(hostile, tmp_path):
     out = tmp_path / "sft"
     result = gymray.prepare("sft", input=str(d), output=str(out), **{"ray.block_bytes": 4096})
     check_broken_files_rejected(out, d, decoded, result.counts)
-    # the rollouts with reward 1.0: every other line
-    assert result.counts["used"] == 10 + (decoded.count(b"\n") + 1) // 2
+    # the rollouts with reward 1.0: every other line, and the wide line
+    assert result.counts["used"] == 11 + (decoded.count(b"\n") + 1) // 2
 
 
 @pytest.mark.usefixtures("ray_session")
