@@ -205,24 +205,37 @@ def _rollout_from_json(data: bytes) -> Rollout:
 def parse_rollouts(batch: pa.Table, spec: Spec) -> pa.Table:
     """Parse a block of lines into canonical rows: rejects, or the rollout itself."""
     needs_request = spec.recipe.needs_request
+    task_hash = _task_hasher()
     return _parsed_table(
         batch, spec, CANONICAL_SCHEMA,
         lambda r, file_id, line, raw: {
-            "task_hash": hash64(r.task_key), "rollout": _rollout_json(r, needs_request)
+            "task_hash": task_hash(r.task_key), "rollout": _rollout_json(r, needs_request)
         },
     )  # fmt: skip
+
+
+def _task_hasher():
+    """hash64 of task keys, each hashed once a block: a task's rollouts are neighbours."""
+    hashes: dict[str, int] = {}
+
+    def task_hash(task_key: str) -> int:
+        h = hashes.get(task_key)
+        if h is None:
+            h = hashes[task_key] = hash64(task_key)
+        return h
+
+    return task_hash
 
 
 def _parsed_table(batch: pa.Table, spec: Spec, schema: pa.Schema, fields) -> pa.Table:
     """Parse a block of lines into rows of ``schema``: a reject's reason columns,
     or ``fields(rollout, file_id, line, raw)`` for a rollout; every row also has
     its line's ``file_id``, ``line``, ``offset`` and ``length`` (where ``schema``
-    has them)."""
-    cols: dict[str, list] = {f.name: [] for f in schema}
-    for file_id, line, offset, raw, error, openers in zip(
+    has them), taken from the block as columns."""
+    rows: list[dict] = []
+    for file_id, line, raw, error, openers in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),
-        batch.column("offset").to_pylist(),
         batch.column("raw").to_pylist(),
         batch.column("error").to_pylist(),
         opener_counts(batch.column("raw")),
@@ -234,14 +247,23 @@ def _parsed_table(batch: pa.Table, spec: Spec, schema: pa.Schema, fields) -> pa.
             r = unreadable(error)
         if isinstance(r, Reject):
             # Rejects travel with the task of no one; spread them by line.
-            row = {"task_hash": hash64(f"{file_id}:{line}"), "reason": r.reason,
-                   "field": r.field, "detail": r.detail, "raw": raw}  # fmt: skip
+            rows.append({"task_hash": hash64(f"{file_id}:{line}"), "reason": r.reason,
+                         "field": r.field, "detail": r.detail, "raw": raw})  # fmt: skip
         else:
-            row = fields(r, file_id, line, raw)
-        row.update(file_id=file_id, line=line, offset=offset, length=len(raw))
-        for name, values in cols.items():
-            values.append(row.get(name))
-    return pa.table({f.name: arrow_column(cols[f.name], f.type) for f in schema}, schema=schema)
+            rows.append(fields(r, file_id, line, raw))
+
+    # column by column: a loop over each row's columns cost DPO 6% of its CPU
+    def column(f: pa.Field) -> pa.Array | pa.ChunkedArray:
+        if f.name in LINE_FIELDS:
+            return batch.column(f.name).cast(f.type)
+        if f.name == "length":
+            return pc.binary_length(batch.column("raw")).cast(f.type)
+        return arrow_column([row.get(f.name) for row in rows], f.type)
+
+    return pa.table([column(f) for f in schema], schema=schema)
+
+
+LINE_FIELDS = ("file_id", "line", "offset")  # a block's columns that parsed rows keep
 
 
 def group_block(batch: pa.Table, spec: Spec) -> pa.Table:
@@ -326,9 +348,11 @@ KEYS_SCHEMA = pa.schema(
 def summarize_lines(batch: pa.Table, spec: Spec) -> pa.Table:
     """Parse a block of lines into keys: rejects, or the recipe's summary of each rollout."""
 
+    task_hash = _task_hasher()
+
     def key(r: Rollout, file_id: int, line: int, raw: bytes) -> dict:
         summary = spec.recipe.summarize(Member(r, spec.files[file_id], line, -1))
-        return {"task_hash": hash64(r.task_key), "task_key": r.task_key, "reward": r.reward,
+        return {"task_hash": task_hash(r.task_key), "task_key": r.task_key, "reward": r.reward,
                 "env": spec.env(r.agent, file_id), "summary": orjson.dumps(summary),
                 "crc": zlib.crc32(raw)}  # fmt: skip
 
