@@ -84,7 +84,8 @@ class RaySettings(Section):
     split_bytes: int = Field(
         256 << 20,
         ge=1024,
-        description="local uncompressed files larger than this are read as several ranges of this size, in parallel",
+        description="local uncompressed files larger than this are read as several ranges of "
+        "this size, in parallel; smaller files share a Ray task up to this many bytes of lines",
     )
     partitions: int | None = Field(
         None,

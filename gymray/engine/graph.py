@@ -36,6 +36,7 @@ from gymray.engine.blocks import (
     summarize_lines,
 )
 from gymray.engine.read import (
+    GZIP_RATIO,
     ScratchCopies,
     plan_units,
     read_lines,
@@ -115,9 +116,8 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
             "dedup": recipe.dedup,
             "task_sorted": grouped,
         }
-        ds = ray.data.from_items(
-            [{"unit": i} for i in range(len(units))], override_num_blocks=max(1, len(units))
-        )
+        tasks = unit_tasks(readable, units, settings.ray.split_bytes, cluster_cpus())
+        ds = ray.data.from_items([{"units": t} for t in tasks], override_num_blocks=len(tasks))
         _tune(ds)
         if not grouped:
             # Read, parse and write in one function: between two maps Ray Data would
@@ -130,7 +130,7 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
 
             def read_and_write(batch: dict) -> Iterator[pa.Table]:
                 in_worker()
-                for u in batch["unit"]:
+                for u in (u for task in batch["units"] for u in task):
                     outcomes = _Parts(_outcomes(read_unit(int(u)), spec), part_bytes)
                     while not outcomes.done:
                         status = write_block(outcomes.next_part(), **write_args)
@@ -147,14 +147,15 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
 
             def read_and_parse(batch: dict) -> Iterator[pa.Table]:
                 in_worker()
-                for u in batch["unit"]:  # as above: ``ray.block_bytes`` of lines at a time
+                # as above: ``ray.block_bytes`` of lines at a time
+                for u in (u for task in batch["units"] for u in task):
                     for lines in read_unit(int(u)):
                         yield parse(lines, spec)
 
             ds = ds.map_batches(read_and_parse, batch_size=1, batch_format="numpy")
             # fewer, larger blocks where read units are many (see sort_layout)
-            n_ranges, blocks = sort_layout(readable, settings, len(units), keyed)
-            if blocks < len(units):
+            n_ranges, blocks = sort_layout(readable, settings, len(tasks), keyed)
+            if blocks < len(tasks):
                 ds = ds.repartition(blocks)
             # One sort, into fixed ranges of the task hash: a task's rows all land in one
             # block, and the blocks follow one another in task order. Ray Data's sort is
@@ -180,6 +181,37 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
         if copies is not None:
             copies.remove()
     return RunResult(sorted(parts, key=lambda p: p.key), shuffle)
+
+
+def unit_tasks(
+    inputs: list[InputFile], units: list[tuple], split_bytes: int, cpus: int
+) -> list[list[int]]:
+    """Read units packed into Ray tasks, in order: a task takes the next units while
+    they hold at most ``split_bytes`` of lines together, or an equal share of four
+    tasks a CPU where the input is smaller. A task costs the driver 10-15 ms whatever
+    it reads: 500 small ``.gz`` files, one task each, cost it 6.7 (SFT) and 9.9 (DPO)
+    CPU-s. Parts are still cut per unit, so outputs do not depend on the packing."""
+
+    def lines_bytes(fid: int, span: tuple | None) -> int:
+        if span:
+            return span[1] - span[0]
+        return inputs[fid].size * (GZIP_RATIO if inputs[fid].path.endswith(".gz") else 1)
+
+    sizes = [lines_bytes(fid, span) for fid, span in units]
+    most = max(1.0, min(split_bytes, sum(sizes) / (4 * max(1, cpus))))
+    tasks: list[list[int]] = []
+    held = 0
+    for u, size in enumerate(sizes):
+        if not tasks or held + size > most:
+            tasks.append([])
+            held = 0
+        tasks[-1].append(u)
+        held += size
+    return tasks or [[]]
+
+
+def cluster_cpus() -> int:
+    return int(ray.cluster_resources().get("CPU", 1))
 
 
 class Progress:

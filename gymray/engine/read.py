@@ -429,9 +429,9 @@ def mean_line_bytes(inputs: list[InputFile], storage: Any = None) -> float:
     return size / lines if lines else float(max(size, PROBE_BYTES))
 
 
-def sort_layout(inputs: list[InputFile], settings, units: int, keyed: bool) -> tuple[int, int]:
+def sort_layout(inputs: list[InputFile], settings, tasks: int, keyed: bool) -> tuple[int, int]:
     """``(ranges, blocks)`` of a grouping sort: its task-hash ranges, and the blocks the
-    parsed rows are coalesced into before it (at most ``units``) so that each piece of
+    parsed rows are coalesced into before it (at most the read ``tasks``) so that each piece of
     the sort is large enough to be stored in the object store.
 
     By keys: ranges of ~``KEYED_RANGE_LINES`` lines, estimated from the input alone
@@ -448,7 +448,7 @@ def sort_layout(inputs: list[InputFile], settings, units: int, keyed: bool) -> t
     else:
         ranges = partitions_for(inputs, settings)
         most = _line_bytes(inputs) // (ranges * PIECE_BYTES)
-    return ranges, max(1, min(units, int(most)))
+    return ranges, max(1, min(tasks, int(most)))
 
 
 def sample_lines(inputs: list[InputFile], storage: Any = None) -> Iterator[bytes]:
