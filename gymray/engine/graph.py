@@ -36,8 +36,8 @@ from gymray.engine.blocks import (
     summarize_lines,
 )
 from gymray.engine.read import (
-    GZIP_RATIO,
     ScratchCopies,
+    line_bytes,
     plan_units,
     read_lines,
     shuffle_mode,
@@ -191,13 +191,7 @@ def unit_tasks(
     tasks a CPU where the input is smaller. A task costs the driver 10-15 ms whatever
     it reads: 500 small ``.gz`` files, one task each, cost it 6.7 (SFT) and 9.9 (DPO)
     CPU-s. Parts are still cut per unit, so outputs do not depend on the packing."""
-
-    def lines_bytes(fid: int, span: tuple | None) -> int:
-        if span:
-            return span[1] - span[0]
-        return inputs[fid].size * (GZIP_RATIO if inputs[fid].path.endswith(".gz") else 1)
-
-    sizes = [lines_bytes(fid, span) for fid, span in units]
+    sizes = [span[1] - span[0] if span else line_bytes(inputs[fid]) for fid, span in units]
     most = max(1.0, min(split_bytes, sum(sizes) / (4 * max(1, cpus))))
     tasks: list[list[int]] = []
     held = 0

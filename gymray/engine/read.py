@@ -399,8 +399,13 @@ def _ranges(settings, amount: float, per_range: int) -> int:
     return settings.ray.partitions or max(1, min(1024, math.ceil(amount / per_range)))
 
 
+def line_bytes(f: InputFile) -> int:
+    """The bytes of lines a file holds, as far as its size says (a ``.gz``: x ``GZIP_RATIO``)."""
+    return f.size * (GZIP_RATIO if f.path.endswith(".gz") else 1)
+
+
 def _line_bytes(inputs: list[InputFile]) -> int:
-    return sum(f.size * (GZIP_RATIO if f.path.endswith(".gz") else 1) for f in inputs)
+    return sum(map(line_bytes, inputs))
 
 
 # Grouping by keys (engine/graph.py) sorts ~200 bytes of keys a line into task-hash
