@@ -113,6 +113,8 @@ def inspect_output(output: str, storage: Any = None) -> tuple[OutputState, dict 
             names = {
                 i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
             }
+        except FileNotFoundError:
+            continue  # another run replaced it between the look and the listing: look again
         except OSError as e:
             raise StorageError(f"cannot list output {output}: {e}") from None
         if MANIFEST in names:

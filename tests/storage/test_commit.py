@@ -594,3 +594,31 @@ def test_a_read_only_output_is_one_line_and_exit_8(small_fs, rollouts):
         "workers, or choose another output"
     )
     assert e.value.exit_code == EXIT_IO
+
+
+def test_an_output_replaced_while_it_is_listed_is_looked_at_again(tmp_path, monkeypatch):
+    """Concurrent overwrites rename datasets in and out: a run that found the output a
+    directory and then could not list it (gone meanwhile) once failed with "cannot list
+    output ... No such file or directory" (a CI run of the 8-way race above)."""
+    from gymray.storage import commit
+
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "notes.txt").write_text("a user's file")
+    local = pafs.LocalFileSystem()
+    listings = []
+
+    class Racing:  # the local file system, but the first listing finds the output gone
+        def get_file_info(self, what):
+            if isinstance(what, pafs.FileSelector):
+                listings.append(what.base_dir)
+                if len(listings) == 1:
+                    raise FileNotFoundError(2, "No such file or directory", what.base_dir)
+            return local.get_file_info(what)
+
+        def __getattr__(self, name):  # reading the manifest: as the local file system does
+            return getattr(local, name)
+
+    monkeypatch.setattr(commit, "filesystem", lambda uri, storage=None: (Racing(), uri))
+    assert commit.inspect_output(str(out)) == ("other", None)  # looked again: a user's dir
+    assert listings == [str(out), str(out)]
