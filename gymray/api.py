@@ -24,7 +24,7 @@ from gymray.engine.blocks import Spec
 from gymray.engine.graph import run as run_graph
 from gymray.engine.read import read_whole, sample_lines
 from gymray.engine.write import Target
-from gymray.errors import ConfigError, GymrayError, write_error
+from gymray.errors import ConfigError, GymrayError, raise_if_stopped, write_error
 from gymray.jobs.client import connect, parent_submission_id
 from gymray.jobs.handle import JobHandle
 from gymray.jobs.submit import submit_training
@@ -154,6 +154,7 @@ def _build(
         started = time.monotonic()
         result = run_graph(spec, inputs, target, settings)
         result.seconds = time.monotonic() - started
+        raise_if_stopped()  # a stop signal whose Stop something dropped: publish nothing
         manifest = publish(staging, target, result, recipe, settings, inputs, tasks, fp, output)
     except BaseException as e:
         staging.abort()

@@ -43,10 +43,12 @@ from gymray.errors import (
     EXIT_STOPPED,
     EXIT_TIMEOUT,
     EXIT_USAGE,
+    STOPS,
     GymrayError,
     Interrupted,
     Stop,
     classify,
+    raise_if_stopped,
 )
 from gymray.inspect import render_dataset
 from gymray.jobs.handle import STATUS_EXIT, JobHandle, attach
@@ -177,16 +179,19 @@ def _signals_raise():
         return
 
     def handler(signum, frame):
-        raise Stop(signal.Signals(signum).name)
+        STOPS.append(signal.Signals(signum).name)  # in case the Stop below is dropped
+        raise Stop(STOPS[-1])
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
+        raise_if_stopped()
     except Stop as e:
         raise Interrupted(e.signal_name) from None
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        STOPS.clear()
 
 
 # --------------------------------------------------------------------------- json

@@ -109,6 +109,18 @@ class Stop(BaseException):  # noqa: N818 - a signal, not an error
         self.signal_name = signal_name
 
 
+# Signals the CLI's handler raised :class:`Stop` for. Code that cannot propagate an
+# exception (a Cython callback, a finalizer) prints and drops it, so the run checks
+# here, with :func:`raise_if_stopped`, where stopping is safe (once, Ray's 'cls_name'
+# callback dropped it and the prepare published).
+STOPS: list[str] = []
+
+
+def raise_if_stopped() -> None:
+    if STOPS:
+        raise Stop(STOPS[0])
+
+
 class Failure:
     """What a failure means for the user: one line, an exit code, whether it was an
     expected kind (a setting, a path, the cluster) or a bug (then the log matters)."""

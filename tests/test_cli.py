@@ -16,7 +16,7 @@ from support import REPO
 import gymray
 from gymray.cli import _signals_raise
 from gymray.config import help_rows, load_settings
-from gymray.errors import Interrupted
+from gymray.errors import STOPS, Interrupted, raise_if_stopped
 from gymray.samples.generate import HERE
 
 SAMPLE = str(HERE / "rollouts.jsonl")
@@ -156,6 +156,29 @@ def test_sigterm_during_a_prepare_stops_it_cleanly_with_exit_3(tmp_path):
     assert proc.returncode == 3 and "stopped by SIGTERM" in err, err
     assert time.monotonic() - started < 20
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "gymray-tmp" in p.name]
+
+
+class DropsExceptions:
+    """Exceptions raised in ``__del__`` are printed and dropped, as in a Cython callback
+    (a CI run's SIGTERM landed in Ray's 'cls_name' one, and the prepare published)."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(2)  # the handler runs here, and its Stop is dropped
+
+
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["next_checkpoint", "at_the_end"])
+def test_a_stop_dropped_where_exceptions_cannot_propagate_still_stops_the_run(checkpoint):
+    went_on = []
+    with pytest.raises(Interrupted, match="stopped by SIGTERM"):
+        with _signals_raise():
+            DropsExceptions()  # made and finalized at once
+            went_on.append("after the drop")
+            if checkpoint:  # as the engine does between parts and before publishing
+                raise_if_stopped()
+                went_on.append("past the checkpoint")
+    assert went_on == ["after the drop"]
+    assert STOPS == []  # the next run starts clean
 
 
 @pytest.mark.usefixtures("ray_session")

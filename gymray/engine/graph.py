@@ -44,7 +44,7 @@ from gymray.engine.read import (
     sort_layout,
 )
 from gymray.engine.write import FAILED, STATUS_TABLE, Target, in_worker, write_block
-from gymray.errors import RAY_LOST, causes
+from gymray.errors import RAY_LOST, causes, raise_if_stopped
 from gymray.storage import InputFile
 
 log = logging.getLogger("gymray")
@@ -171,6 +171,7 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
         parts = []
         progress = Progress(settings.ray.progress_s, inputs)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            raise_if_stopped()  # (see gymray.errors.STOPS)
             keys, stats = batch.column("key").to_pylist(), batch.column("stats").to_pylist()
             for key, raw in zip(keys, stats, strict=True):
                 if key == FAILED:
