@@ -890,10 +890,13 @@ def environment(driver_ready: dict | None = None) -> dict:
     return env
 
 
-def portable(text: str, data_dir: Path | None = None) -> str:
+def portable(text: str, data_dir: Path | None = None, checkouts: tuple[str, ...] = ()) -> str:
     """Result files name no machine's paths: the repo, ../shared, the data dir, the
-    interpreter and the temp dir become <repo>, <shared>, <data>, <python>, <tmp>."""
-    places = [(str(Path(sys.executable).parent.parent), "<python>"), (str(REPO), "<repo>"),
+    interpreter and the temp dir become <repo>, <shared>, <data>, <python>, <tmp>, and
+    other ``checkouts`` gymray was imported from (a run from a worktree, with the venv's
+    editable install elsewhere) <gymray-checkout>."""
+    places = [(c, "<gymray-checkout>") for c in checkouts if Path(c) != REPO.resolve()]
+    places += [(str(Path(sys.executable).parent.parent), "<python>"), (str(REPO), "<repo>"),
               (str(SHARED.resolve()), "<shared>"), (str(SHARED), "<shared>"),
               (str(data_dir or DEFAULT_DATA), "<data>"), (tempfile.gettempdir(), "<tmp>")]  # fmt: skip
     for path, name in sorted(places, key=lambda p: -len(p[0])):  # the longest first
@@ -904,7 +907,10 @@ def portable(text: str, data_dir: Path | None = None) -> str:
 def save(
     summary: dict, name: str, tag: str, no_save: bool, data_dir: Path | None = None
 ) -> Path | None:
-    text = portable(json.dumps(summary, indent=1), data_dir)
+    env = summary.get("environment") or {}
+    files = [env.get(k) for k in ("gymray_file", "gymray_file_in_driver")]
+    checkouts = tuple(str(Path(f).parents[1]) for f in files if isinstance(f, str) and "/" in f)
+    text = portable(json.dumps(summary, indent=1), data_dir, checkouts)
     if no_save:
         print(text, flush=True)
         return None
