@@ -97,19 +97,25 @@ def is_dataset_manifest(manifest: dict | None) -> bool:
 
 def inspect_output(output: str, storage: Any = None) -> tuple[OutputState, dict | None]:
     """What is at ``output`` now, and its manifest if it has one (see :func:`output_state`)."""
+    return _look(output, storage)[:2]
+
+
+def _look(output: str, storage: Any) -> tuple[OutputState, dict | None, list[str] | None]:
+    """:func:`inspect_output`, and for an ``other`` directory without a manifest the
+    names it holds (None for a file): what :func:`refuse_unless_replaceable` shows."""
     fs, path = filesystem(output, storage)
     for _ in range(INSPECT_ATTEMPTS):
         manifest = read_manifest(output, storage)
         if is_dataset_manifest(manifest):
-            return "dataset", manifest
+            return "dataset", manifest, None
         if manifest is not None:
-            return "other", manifest  # someone else's manifest.json, or an unreadable one
+            return "other", manifest, None  # someone else's manifest.json, or an unreadable one
         try:
             info = fs.get_file_info(path)
             if info.type == pafs.FileType.NotFound:
-                return "absent", None
+                return "absent", None, None
             if info.type != pafs.FileType.Directory:
-                return "other", None
+                return "other", None, None
             names = {
                 i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
             }
@@ -120,9 +126,11 @@ def inspect_output(output: str, storage: Any = None) -> tuple[OutputState, dict 
         if MANIFEST in names:
             continue  # another run published between the read and the listing: look again
         if not names:
-            return "absent", None
+            return "absent", None, None
         # Local writes happen in a hidden sibling: a marker means something only in a prefix.
-        return "unfinished" if is_remote(output) and WRITING_MARKER in names else "other", None
+        if is_remote(output) and WRITING_MARKER in names:
+            return "unfinished", None, None
+        return "other", None, sorted(names)
     raise StorageError(
         f"{output} kept changing while gymray looked at it (other runs publishing there?): "
         "rerun when they are done"
@@ -143,7 +151,7 @@ def refuse_unless_replaceable(
     """The state of ``output`` (and its manifest) when gymray may write there; a
     :class:`StorageError` naming what is there when it is not gymray's to replace.
     ``overwrite`` does not change this: it replaces gymray datasets only."""
-    state, manifest = inspect_output(output, storage)
+    state, manifest, names = _look(output, storage)
     if state != "other":
         return state, manifest
     fix = (
@@ -155,16 +163,8 @@ def refuse_unless_replaceable(
             f"{output} holds a {MANIFEST} gymray cannot read (not a gymray dataset: no "
             f"fingerprint); {fix}"
         )
-    fs, path = filesystem(output, storage)
-    try:
-        info = fs.get_file_info(path)
-        if info.type != pafs.FileType.Directory:
-            raise StorageError(f"{output} is a file, not a gymray dataset; {fix}")
-        names = sorted(
-            i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-        )
-    except OSError as e:
-        raise StorageError(f"cannot list output {output}: {e}") from None
+    if names is None:
+        raise StorageError(f"{output} is a file, not a gymray dataset; {fix}")
     shown = ", ".join(names[:NAMES_SHOWN]) + (", ..." if len(names) > NAMES_SHOWN else "")
     raise StorageError(
         f"{output} is not a gymray dataset (no {MANIFEST}; it holds {len(names)} "
