@@ -850,6 +850,23 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
+def cpu_model() -> dict:
+    """The processor, from /proc/cpuinfo where there is one: figures from two machines
+    differ by more than any change measured here (this VM has moved between models that
+    run the same loop 1.3-2.1x apart), so a result says which one it ran on."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu_model": platform.processor() or None}
+    first = text.split("\n\n")[0].splitlines()  # the first processor's fields
+    fields = {k.strip(): v.strip() for k, _, v in (x.partition(":") for x in first)}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu_model": fields.get("model name"),
+        "cpu_flags": sorted(flags & {"avx2", "avx512f", "sha_ni", "bmi2"}),
+    }
+
+
 def environment(driver_ready: dict | None = None) -> dict:
     import orjson
 
@@ -859,6 +876,7 @@ def environment(driver_ready: dict | None = None) -> dict:
         "orjson": orjson.__version__,
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
+        **cpu_model(),
         "host_memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
     }
     try:
