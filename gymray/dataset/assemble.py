@@ -125,10 +125,8 @@ def decide(parts: list[PartStats], dedup: bool, val_fraction: float) -> Plan:
     with_records = [p for p in parts if len(p.records.get("nbytes", ()))]
     if not with_records:
         return plan
-    cat = {
-        k: np.concatenate([p.records[k] for p in with_records])
-        for k in ("is_val", "split_u", "task_hash", "tools_hash", "content_hash")
-    }
+    names = ["is_val", "split_u", "task_hash", "tools_hash"] + (["content_hash"] if dedup else [])
+    cat = {k: np.concatenate([p.records[k] for p in with_records]) for k in names}
     n = len(cat["is_val"])
     keep = np.ones(n, bool)
     if dedup:

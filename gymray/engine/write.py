@@ -310,6 +310,10 @@ class _Part:
         self.rewards: list[np.ndarray] = []
         self.tasks: list[tuple[np.ndarray, np.ndarray]] = []
         self.filtered_bytes = 0  # of the filtered listing so far: where a duplicate's line goes
+        # One object per distinct environment and notes text: rows read from Arrow hold a
+        # string object each, and pickled to the driver, a list of them cost it ~70 bytes
+        # a line (DPO 1M: ~100 MiB) where references to one object cost 8.
+        self.names: dict[str, str] = {}
 
     def add(self, batch: Any, val_fraction: float, task_sorted: bool) -> None:
         stats, writer, files = self.stats, self.writer, self.files
@@ -353,7 +357,8 @@ class _Part:
                 rejected_rows.append(i)
         by_split = self._add_records(col, with_record, filtered_at, val_fraction)
         self.rewards.append(rewards[reward_rows].astype(np.float64))
-        stats.reward_envs += [col["env"][i] for i in reward_rows]
+        names = self.names
+        stats.reward_envs += [names.setdefault(envs[i], envs[i]) for i in reward_rows]
         if task_sorted:
             self.tasks.append(_task_stats(batch))
         for split in SPLITS:
@@ -373,15 +378,16 @@ class _Part:
         rec, split_u = self.rec, col["split_u"]
         is_val = [split_u[i] < val_fraction for i in rows]
         rec["is_val"] += is_val
-        for name in ("split_u", "task_hash", "tools_hash", "content_hash", "chars", "value",
-                     "file_id"):  # fmt: skip
+        hashes = ("tools_hash", "content_hash") if self.dedup else ("tools_hash",)  # (or None)
+        for name in ("split_u", "task_hash", *hashes, "chars", "value", "file_id"):
             values = col[name]
             rec[name] += [values[i] for i in rows]
         records, envs, notes = col["record"], col["env"], col["note"]
         rec["nbytes"] += [len(records[i]) for i in rows]
         rec["filtered_at"] += filtered_at
-        rec["env"] += [envs[i] for i in rows]
-        rec["notes"] += [notes[i] for i in rows]
+        names = self.names
+        rec["env"] += [names.setdefault(envs[i], envs[i]) for i in rows]
+        rec["notes"] += [names.setdefault(notes[i], notes[i]) for i in rows]  # (None too)
         if self.dedup:
             dups = [_listing_line(self.files, col, i, "duplicate") for i in rows]
             rec["dup_nbytes"] += [len(d) for d in dups]
@@ -399,8 +405,9 @@ class _Part:
         stats = self.stats
         stats.per_file, stats.per_env = dict(self.per_file), dict(self.per_env)
         stats.rewards = np.concatenate(self.rewards) if self.rewards else np.zeros(0)
-        stats.records = {
-            k: v if k in ("env", "notes") else np.array(v) for k, v in self.rec.items()
+        stats.records = {  # (a value may be None: NaN, as the report reads it)
+            k: v if k in ("env", "notes") else np.array(v, np.float64 if k == "value" else None)
+            for k, v in self.rec.items()
         }
         if self.tasks:
             stats.task_hashes = np.concatenate([h for h, _ in self.tasks])
