@@ -48,10 +48,11 @@ class RunStats:
     per_env: dict[str, collections.Counter]
     per_task: np.ndarray  # (n_tasks, 4): rollouts, reward sum, min, max
     rewards: np.ndarray
-    reward_envs: np.ndarray  # env of each reward
+    env_names: list[str]  # the environments the codes below stand for
+    reward_env: np.ndarray  # code of each reward's environment
     notes: collections.Counter
     chars: dict  # split -> array of the kept records' trained characters
-    chars_envs: dict  # split -> array of their environments
+    chars_env: dict  # split -> codes of their environments
     values: dict  # split -> array of the kept records' values (the recipe's number)
 
 
@@ -61,9 +62,15 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
     per_env: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     notes: collections.Counter = collections.Counter()
     chars: dict[str, list] = {"train": [], "val": []}
-    chars_envs: dict[str, list] = {"train": [], "val": []}
+    chars_env: dict[str, list] = {"train": [], "val": []}
     values: dict[str, list] = {"train": [], "val": []}
+    codes: dict[str, int] = {}  # environment -> its code in this run
+    reward_env: list[np.ndarray] = []
     for p in parts:
+        # the part's environment codes in the run's codes
+        run_code = np.array([codes.setdefault(e, len(codes)) for e in p.envs], np.int32)
+        if p.reward_env is not None and len(p.reward_env):
+            reward_env.append(run_code[p.reward_env])
         counts.input_lines += p.lines
         counts.used += p.used
         counts.filtered.update(p.filtered)
@@ -80,6 +87,7 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
         dropped = plan.dropped.get(p.key, np.zeros(m, bool))
         moved = plan.moved.get(p.key, np.zeros(m, bool))
         is_val = rec["is_val"].astype(bool)
+        rec_env = [p.envs[c] for c in rec["env"].tolist()]
         gone = np.flatnonzero(dropped)
         if len(gone):
             # duplicates' lines were used: now they are filtered as duplicates (counted
@@ -89,7 +97,7 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
             by_file = collections.Counter(np.asarray(rec["file_id"])[gone].tolist())
             for fid, n in by_file.items():
                 per_file[int(fid)].update({"used": -n, "filtered": n})
-            envs = [rec["env"][j] for j in gone.tolist()]
+            envs = [rec_env[j] for j in gone.tolist()]
             pairs = zip(envs, is_val[gone].tolist(), strict=True)
             for (env, val), n in collections.Counter(pairs).items():
                 split = "val" if val else "train"
@@ -97,15 +105,13 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
                     {"used": -n, "filtered": n, "filtered:duplicate": n, f"records:{split}": -n}
                 )
         for j in np.flatnonzero(moved):
-            per_env[rec["env"][j]].update({"records:train": -1, "records:val": 1})
+            per_env[rec_env[j]].update({"records:train": -1, "records:val": 1})
         kept = (
             rec["notes"]
             if not dropped.any()
             else [rec["notes"][j] for j in np.flatnonzero(~dropped)]
         )
-        kept_envs = (
-            rec["env"] if not dropped.any() else [rec["env"][j] for j in np.flatnonzero(~dropped)]
-        )
+        kept_envs = rec_env if not dropped.any() else [rec_env[j] for j in np.flatnonzero(~dropped)]
         for (env, joined), n in collections.Counter(zip(kept_envs, kept, strict=True)).items():
             for note in joined.split("\n") if joined else ():
                 notes[note] += n
@@ -116,7 +122,7 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
         ):
             chars[split].append(rec["chars"][mask])
             values[split].append(np.asarray(rec["value"], dtype=np.float64)[mask])
-            chars_envs[split] += [rec["env"][j] for j in np.flatnonzero(mask)]
+            chars_env[split].append(run_code[rec["env"][mask]])
     counts.records = dict(plan.records)
     return RunStats(
         counts=counts,
@@ -124,10 +130,13 @@ def merge(parts: list[PartStats], plan: Plan) -> RunStats:
         per_env={k: _positive(v) for k, v in per_env.items()},
         per_task=_per_task(parts),
         rewards=np.concatenate([p.rewards for p in parts]) if parts else np.zeros(0),
-        reward_envs=np.array([e for p in parts for e in p.reward_envs], dtype=object),
+        env_names=list(codes),
+        reward_env=np.concatenate(reward_env) if reward_env else np.zeros(0, np.int32),
         notes=notes,
         chars={s: np.concatenate(v) if v else np.zeros(0, np.int64) for s, v in chars.items()},
-        chars_envs={s: np.array(v, dtype=object) for s, v in chars_envs.items()},
+        chars_env={
+            s: np.concatenate(v) if v else np.zeros(0, np.int32) for s, v in chars_env.items()
+        },
         values={s: np.concatenate(v) if v else np.zeros(0) for s, v in values.items()},
     )
 
@@ -223,10 +232,9 @@ def environments(run: RunStats, chars_per_token: float, reward: dict) -> dict[st
     the bins of ``reward``, the run's own summary), its records' lengths."""
     out: dict[str, dict] = {}
     edges = (reward.get("histogram") or {}).get("edges")
-    rewards_by_env: dict[str, list] = {}
-    for env, r in zip(run.reward_envs.tolist(), run.rewards.tolist(), strict=True):
-        rewards_by_env.setdefault(env, []).append(r)
+    codes = {env: k for k, env in enumerate(run.env_names)}
     for env in sorted(run.per_env):
+        code = codes.get(env, -1)
         c = run.per_env[env]
         e = {
             "lines": sum(c.get(k, 0) for k in ("used", "filtered", "rejected")),
@@ -236,7 +244,7 @@ def environments(run: RunStats, chars_per_token: float, reward: dict) -> dict[st
             "records": {"train": c.get("records:train", 0), "val": c.get("records:val", 0)},
             "notes": {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("note:")},
         }
-        rewards = np.array(rewards_by_env.get(env, []), dtype=np.float64)
+        rewards = run.rewards[run.reward_env == code]
         if rewards.size:
             e["reward"] = {
                 "count": int(rewards.size),
@@ -247,7 +255,7 @@ def environments(run: RunStats, chars_per_token: float, reward: dict) -> dict[st
                 "histogram": [int(c) for c in np.histogram(rewards, bins=edges)[0]],
             }
         chars = np.concatenate(
-            [run.chars[s][run.chars_envs[s] == env] for s in run.chars if run.chars[s].size]
+            [run.chars[s][run.chars_env[s] == code] for s in run.chars if run.chars[s].size]
             or [np.zeros(0)]
         )
         if chars.size:

@@ -120,7 +120,8 @@ class PartStats:
     per_env: dict = field(default_factory=dict)  # env -> Counter (statuses, records)
     notes: collections.Counter = field(default_factory=collections.Counter)  # of lines
     rewards: np.ndarray = None  # rewards of the lines that have one
-    reward_envs: list = field(default_factory=list)  # env of each reward
+    envs: list = field(default_factory=list)  # the environments the codes below stand for
+    reward_env: np.ndarray = None  # code of each reward's environment (int32)
     task_hashes: np.ndarray = None  # grouped recipes: the tasks of the part, sorted
     tasks: np.ndarray = None  # (n, 4) per task: rollouts, reward sum, min, max
     records: dict = field(default_factory=dict)  # name -> array, one entry per record
@@ -310,10 +311,12 @@ class _Part:
         self.rewards: list[np.ndarray] = []
         self.tasks: list[tuple[np.ndarray, np.ndarray]] = []
         self.filtered_bytes = 0  # of the filtered listing so far: where a duplicate's line goes
-        # One object per distinct environment and notes text: rows read from Arrow hold a
-        # string object each, and pickled to the driver, a list of them cost it ~70 bytes
-        # a line (DPO 1M: ~100 MiB) where references to one object cost 8.
-        self.names: dict[str, str] = {}
+        # Environments as codes (a line's and a record's), notes texts as one object each:
+        # rows read from Arrow hold a string object each, and sent to the driver as they
+        # were, they cost it ~70 bytes and a Python loop step a line (DPO 1M: ~100 MiB).
+        self.env_codes: dict[str, int] = {}  # env -> its index in stats.envs
+        self.reward_env: list[int] = []
+        self.notes: dict[str, str] = {}
 
     def add(self, batch: Any, val_fraction: float, task_sorted: bool) -> None:
         stats, writer, files = self.stats, self.writer, self.files
@@ -357,8 +360,8 @@ class _Part:
                 rejected_rows.append(i)
         by_split = self._add_records(col, with_record, filtered_at, val_fraction)
         self.rewards.append(rewards[reward_rows].astype(np.float64))
-        names = self.names
-        stats.reward_envs += [names.setdefault(envs[i], envs[i]) for i in reward_rows]
+        codes = self.env_codes
+        self.reward_env += [codes.setdefault(envs[i], len(codes)) for i in reward_rows]
         if task_sorted:
             self.tasks.append(_task_stats(batch))
         for split in SPLITS:
@@ -385,9 +388,9 @@ class _Part:
         records, envs, notes = col["record"], col["env"], col["note"]
         rec["nbytes"] += [len(records[i]) for i in rows]
         rec["filtered_at"] += filtered_at
-        names = self.names
-        rec["env"] += [names.setdefault(envs[i], envs[i]) for i in rows]
-        rec["notes"] += [names.setdefault(notes[i], notes[i]) for i in rows]  # (None too)
+        codes, texts = self.env_codes, self.notes
+        rec["env"] += [codes.setdefault(envs[i], len(codes)) for i in rows]
+        rec["notes"] += [texts.setdefault(notes[i], notes[i]) for i in rows]  # (None too)
         if self.dedup:
             dups = [_listing_line(self.files, col, i, "duplicate") for i in rows]
             rec["dup_nbytes"] += [len(d) for d in dups]
@@ -405,9 +408,10 @@ class _Part:
         stats = self.stats
         stats.per_file, stats.per_env = dict(self.per_file), dict(self.per_env)
         stats.rewards = np.concatenate(self.rewards) if self.rewards else np.zeros(0)
-        stats.records = {  # (a value may be None: NaN, as the report reads it)
-            k: v if k in ("env", "notes") else np.array(v, np.float64 if k == "value" else None)
-            for k, v in self.rec.items()
+        stats.envs, stats.reward_env = list(self.env_codes), np.array(self.reward_env, np.int32)
+        types = {"env": np.int32, "value": np.float64}  # (None values: NaN, as read)
+        stats.records = {
+            k: v if k == "notes" else np.array(v, types.get(k)) for k, v in self.rec.items()
         }
         if self.tasks:
             stats.task_hashes = np.concatenate([h for h, _ in self.tasks])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -127,7 +128,8 @@ def test_an_output_the_worker_cannot_see_comes_back_as_a_failed_row(tmp_path):
 def test_the_driver_gets_no_python_object_a_line(tmp_path):
     """What a part tells the driver grows with its lines: rows read from Arrow hold a
     string object each, and content hashes are None where a recipe keeps duplicates.
-    Sent as they were, the driver held ~1.2M objects (~108 MiB) for DPO's 1M lines."""
+    Sent as they were, the driver held ~1.2M objects (~108 MiB) for DPO's 1M lines,
+    and grouped the rewards by environment in a Python loop step a line."""
     for dedup in (True, False):
         out = OutcomeBuilder(formats.get("openai"), dedup=dedup)
         for line in range(1, 41):
@@ -140,10 +142,12 @@ def test_the_driver_gets_no_python_object_a_line(tmp_path):
         target.prepare()
         status = write_block(table, **{**kwargs(target), "task_sorted": True, "dedup": dedup})
         stats = pickle.loads(status.column("stats")[0].as_py())
-        assert stats.reward_envs == ["code" if n % 2 == 0 else "math" for n in range(1, 41)]
-        assert len({id(e) for e in stats.reward_envs}) == 2
-        assert len({id(e) for e in stats.records["env"]}) == 2
+        # environments as codes into the part's list of them, a line's and a record's
+        assert stats.envs == ["math", "code"]
+        assert stats.reward_env.dtype == stats.records["env"].dtype == np.int32
+        assert stats.reward_env.tolist() == [(n + 1) % 2 for n in range(1, 41)]
+        assert stats.records["env"].tolist() == stats.reward_env.tolist()
         assert len({id(n) for n in stats.records["notes"] if n is not None}) == 1
-        arrays = {k: v for k, v in stats.records.items() if k not in ("env", "notes")}
+        arrays = {k: v for k, v in stats.records.items() if k != "notes"}
         assert [k for k, v in arrays.items() if v.dtype == object] == []
         assert ("content_hash" in arrays) is dedup  # (decided on only where duplicates go)
