@@ -381,7 +381,8 @@ class _Part:
         rec, split_u = self.rec, col["split_u"]
         is_val = [split_u[i] < val_fraction for i in rows]
         rec["is_val"] += is_val
-        hashes = ("tools_hash", "content_hash") if self.dedup else ("tools_hash",)  # (or None)
+        # content hashes only where the driver drops duplicates on them (else None each)
+        hashes = ("tools_hash", "content_hash") if self.dedup else ("tools_hash",)
         for name in ("split_u", "task_hash", *hashes, "chars", "value", "file_id"):
             values = col[name]
             rec[name] += [values[i] for i in rows]
