@@ -17,6 +17,7 @@ import pickle
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -130,7 +131,7 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
 
             def read_and_write(batch: dict) -> Iterator[pa.Table]:
                 in_worker()
-                for u in (u for task in batch["units"] for u in task):
+                for u in chain.from_iterable(batch["units"]):
                     outcomes = _Parts(_outcomes(read_unit(int(u)), spec), part_bytes)
                     while not outcomes.done:
                         status = write_block(outcomes.next_part(), **write_args)
@@ -148,7 +149,7 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
             def read_and_parse(batch: dict) -> Iterator[pa.Table]:
                 in_worker()
                 # as above: ``ray.block_bytes`` of lines at a time
-                for u in (u for task in batch["units"] for u in task):
+                for u in chain.from_iterable(batch["units"]):
                     for lines in read_unit(int(u)):
                         yield parse(lines, spec)
 

@@ -316,7 +316,7 @@ class _Part:
         # were, they cost it ~70 bytes and a Python loop step a line (DPO 1M: ~100 MiB).
         self.env_codes: dict[str, int] = {}  # env -> its index in stats.envs
         self.reward_env: list[int] = []
-        self.notes: dict[str, str] = {}
+        self.note_texts: dict[str, str] = {}
 
     def add(self, batch: Any, val_fraction: float, task_sorted: bool) -> None:
         stats, writer, files = self.stats, self.writer, self.files
@@ -389,7 +389,7 @@ class _Part:
         records, envs, notes = col["record"], col["env"], col["note"]
         rec["nbytes"] += [len(records[i]) for i in rows]
         rec["filtered_at"] += filtered_at
-        codes, texts = self.env_codes, self.notes
+        codes, texts = self.env_codes, self.note_texts
         rec["env"] += [codes.setdefault(envs[i], len(codes)) for i in rows]
         rec["notes"] += [texts.setdefault(notes[i], notes[i]) for i in rows]  # (None too)
         if self.dedup:
