@@ -188,6 +188,10 @@ def _signals_raise():
         raise_if_stopped()
     except Stop as e:
         raise Interrupted(e.signal_name) from None
+    except BaseException:
+        if STOPS:  # the Stop came back as another error: Ray's Cython ``wait`` makes it a
+            raise Interrupted(STOPS[0]) from None  # SystemError ("returned a result ...")
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
