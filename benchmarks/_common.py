@@ -275,7 +275,17 @@ DAEMONS = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "ru
            "ray.util.client.server")  # fmt: skip
 SHUFFLE_WORDS = ("Aggregator", "shuffle", "Shuffle", "sort", "Sort", "_sample_block")
 SHUFFLE_TASKS = {"map", "reduce", "merge", "map_partition"}  # Ray Data exchange tasks
-MAP_PREFIXES = ("MapBatches", "Map(", "ReadRange", "Read", "FlatMap", "Filter", "Project", "Write")
+MAP_PREFIXES = (
+    "read_and_write",
+    "MapBatches",
+    "Map(",
+    "ReadRange",
+    "Read",
+    "FlatMap",
+    "Filter",
+    "Project",
+    "Write",
+)
 DATA_ACTORS = ("_StatsActor", "_AutoscalingCoordinator", "AutoscalingRequester", "SplitCoordinator")
 
 

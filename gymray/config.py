@@ -70,7 +70,7 @@ class RaySettings(Section):
         30.0,
         ge=0,
         description="log a progress line (lines, MB read and MB/s, records, elapsed) at most "
-        "this often while preparing, for logs without Ray Data's progress bars; 0: never",
+        "this often while preparing, for logs without a progress bar; 0: never",
     )
     num_cpus: int | None = Field(None, description="CPUs of a local Ray gymray starts")
     object_store_memory: int | None = Field(

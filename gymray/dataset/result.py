@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import ray.data
 
 from gymray import formats
 from gymray.inspect import read_head, render_dataset
 from gymray.storage import filesystem
+
+if TYPE_CHECKING:
+    import ray.data
 
 
 @dataclass(repr=False)
@@ -74,6 +76,9 @@ class PrepareResult:
         def decode(row: dict) -> dict:
             return {k: orjson.loads(v) if k in nested and v is not None else v
                     for k, v in row.items()}  # fmt: skip
+
+        # imported here: only this method needs Ray Data (see gymray.engine.stream)
+        import ray.data
 
         return ray.data.read_parquet(files, filesystem=fs).map(decode)
 

@@ -1,2 +1,2 @@
-"""The Ray side of prepare, for any recipe: reading, per-block work, the Ray Data plan,
-writing parts in the workers. It never names an algorithm."""
+"""The Ray side of prepare, for any recipe: reading, per-block work, the plan (plain Ray
+tasks, or Ray Data where a recipe groups), writing parts in the workers. It never names an algorithm."""

@@ -53,8 +53,8 @@ PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionar
 
 
 def in_worker() -> None:
-    """What every gymray function run by a Ray worker does first (the Ray Data
-    functions, the Parquet and copy tasks): Arrow's buffers from the C library's
+    """What every gymray function run by a Ray worker does first (the read and
+    write tasks, the Ray Data functions, the Parquet and copy tasks): Arrow's buffers from the C library's
     allocator, which hands back what a block freed to the next block's Python
     objects. pyarrow's default (mimalloc) keeps it for Arrow alone; a map worker's
     peak private memory was 20-30 MiB higher with it (SFT, bench_sft).
@@ -186,7 +186,7 @@ def write_block(batch: Any, **kwargs: Any) -> pa.Table:
     (``kwargs``: those of :func:`_write_block`).
 
     A GymrayError (a full disk, an output this node cannot see) is returned as a
-    ``FAILED`` row, not raised: Ray Data would wrap it, drop its cause and log its
+    ``FAILED`` row, not raised: Ray would wrap it, drop its cause and log its
     traceback, where the driver raises it as it is, one line for the user."""
     try:
         return _write_block(batch, **kwargs)

@@ -17,7 +17,7 @@ import pytest
 from support import REPO, fixture, generated, read_jsonl, recipe_spec
 
 import gymray
-from gymray.engine import graph
+from gymray.engine import graph, stream
 from gymray.samples.generate import message, rollout, user
 from gymray.samples.gym_shapes import repeats_tree
 
@@ -125,7 +125,7 @@ def test_grpo_math_joins_ground_truth_from_generated_tasks_file(tmp_path):
 
 
 def test_task_ranges_cut_the_hashes_into_equal_ranges():
-    from gymray.engine.graph import task_ranges
+    from gymray.engine.grouped import task_ranges
 
     for n in (2, 3, 7, 1024):
         bounds = task_ranges(n)
@@ -509,7 +509,7 @@ def test_whole_rollouts_are_grouped_in_stretches_of_whole_tasks(mixed):
 
     from gymray.config import Settings
     from gymray.engine.blocks import GROUP_KEYS, SORT_ORDER, group_block, parse_rollouts
-    from gymray.engine.graph import grouped_stretches
+    from gymray.engine.grouped import grouped_stretches
     from gymray.engine.read import read_lines
     from gymray.storage import expand_inputs
 
@@ -617,7 +617,7 @@ def test_a_unit_holds_one_block_of_outcomes_at_a_time():
     put a map worker 55 MiB over its 300 MiB budget at 16 MiB blocks)."""
     made = []
 
-    class Outcomes:  # what graph._outcomes yields: a block's rows, its input size
+    class Outcomes:  # what stream._outcomes yields: a block's rows, its input size
         input_bytes = 10
 
     def blocks():
@@ -629,7 +629,7 @@ def test_a_unit_holds_one_block_of_outcomes_at_a_time():
             yield out
             del out
 
-    parts, written = graph._Parts(blocks(), part_bytes=25), []
+    parts, written = stream.Parts(blocks(), part_bytes=25), []
     while not parts.done:
         part = 0
         for out in parts.next_part():  # as write_block takes them: one at a time
