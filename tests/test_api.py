@@ -449,3 +449,53 @@ def test_progress_lines_count_up_to_the_input_as_blocks_finish(tmp_path, caplog)
         gymray.prepare("sft", input=str(src), output=str(tmp_path / "b"),
                        **{**run, "ray.progress_s": 0})  # fmt: skip
     assert _progress(caplog) == []
+
+
+LIVE = """
+import sys
+import ray
+import gymray
+
+ray.init(address="local", num_cpus=2, include_dashboard=False,
+         object_store_memory=128 * 1024**2, log_to_driver=False)
+gymray.prepare("sft", input=sys.argv[1], output=sys.argv[2],
+               **{"sft.reward_threshold": None, "ray.split_bytes": 1 << 16})
+"""
+
+
+def test_a_terminal_gets_a_progress_line_redrawn_in_place(tmp_path):
+    """A notebook's or terminal's driver, whose gymray log lines are not shown, sees
+    the progress redrawn on one line (as Ray Data's bar was, before SFT ran without
+    it), ending with a new line; a driver whose stderr is a file gets none."""
+    import pty
+
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(Path(SAMPLE).read_bytes() * 400)  # 16,000 lines, 32 parts
+    outputs = {}
+    for kind in ("terminal", "file"):
+        if kind == "terminal":
+            parent, child = pty.openpty()
+        else:
+            child = os.open(tmp_path / "stderr.txt", os.O_WRONLY | os.O_CREAT)
+        proc = subprocess.Popen([sys.executable, "-c", LIVE, str(big), str(tmp_path / kind)],
+                                stderr=child, stdout=subprocess.DEVNULL, cwd=REPO)  # fmt: skip
+        os.close(child)
+        chunks = []
+        if kind == "terminal":
+            while True:
+                try:
+                    chunk = os.read(parent, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            os.close(parent)
+        assert proc.wait(timeout=300) == 0
+        outputs[kind] = b"".join(chunks) or (tmp_path / "stderr.txt").read_bytes()
+    drawn = re.findall(rb"\rgymray: progress: ([\d,]+) lines", outputs["terminal"])
+    assert drawn, outputs["terminal"][-2000:]
+    counts = [int(d.replace(b",", b"")) for d in drawn]
+    assert counts == sorted(counts) and counts[-1] == 16_000  # the last state, then a new line
+    assert re.search(rb"\rgymray: progress: 16,000 lines[^\r\n]*\r?\n", outputs["terminal"])
+    assert b"progress:" not in outputs["file"]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import pickle
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import ray
 
@@ -88,7 +89,8 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
         else:
             batches = stream.statuses(tasks, plan)
         parts = []
-        progress = Progress(settings.ray.progress_s, inputs)
+        # grouped runs have Ray Data's progress bars
+        progress = Progress(settings.ray.progress_s, inputs, None if grouped else live_stream())
         try:
             for batch in batches:
                 raise_if_stopped()  # (see gymray.errors.STOPS)
@@ -99,6 +101,7 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
                     parts.append(pickle.loads(raw))
                     progress.add(parts[-1])
         finally:
+            progress.close()
             if not grouped:
                 batches.close()  # cancels the tasks still running (a failed part, a stop)
     finally:
@@ -138,18 +141,24 @@ def cluster_cpus() -> int:
 
 
 class Progress:
-    """A line now and then while the parts come in, for logs that have no progress bar
-    (a Ray Job's, a pipeline's): lines, MB read and MB/s, records, elapsed. Ray Data's
-    own bars (grouped recipes) and logs are left as the user set them. Grouped recipes report once their
-    records are built (the shuffle comes first), and without bytes read."""
+    """A line now and then while the parts come in: lines, MB read and MB/s, records,
+    elapsed. Logged every ``every`` seconds, for logs that have no progress bar (a Ray
+    Job's, a pipeline's); and, where ``live`` is given (a terminal or notebook whose
+    gymray log is not shown), redrawn in place every ``LIVE_S``, as a progress bar
+    would be. Ray Data's own bars (grouped recipes) are left as the user set them.
+    Grouped recipes report once their records are built (the shuffle comes first), and
+    without bytes read."""
 
-    def __init__(self, every: float, inputs: list[InputFile]):
-        self.every = every
+    LIVE_S = 0.5
+
+    def __init__(self, every: float, inputs: list[InputFile], live: TextIO | None = None):
+        self.every, self.live = every, live
         # the % of bytes read means something only when they are the files' own sizes
         compressed = any(f.uri.endswith(".gz") for f in inputs)
         self.total = None if compressed else sum(f.size for f in inputs)
-        self.start = self.last = time.monotonic()
+        self.start = self.last = self.drawn = time.monotonic()
         self.lines = self.records = self.bytes = 0
+        self.shown = False
 
     def add(self, stats: Any) -> None:
         self.lines += stats.lines
@@ -159,6 +168,17 @@ class Progress:
         if self.every and now - self.last >= self.every:
             self.last = now
             log.info("%s", self.line(now - self.start))
+        if self.live is not None and now - self.drawn >= self.LIVE_S:
+            self.drawn, self.shown = now, True
+            self.live.write(f"\rgymray: {self.line(now - self.start)}")
+            self.live.flush()
+
+    def close(self) -> None:
+        """The live line's last state, and a new line after it (once it was drawn)."""
+        if self.shown:
+            self.live.write(f"\rgymray: {self.line(time.monotonic() - self.start)}\n")
+            self.live.flush()
+            self.shown = False
 
     def line(self, seconds: float) -> str:
         read = ""
@@ -167,3 +187,10 @@ class Progress:
             share = f" of {self.total / 1e6:,.0f}" if self.total else ""
             read = f", {mb:,.0f}{share} MB read ({mb / max(seconds, 1e-3):,.0f} MB/s)"
         return f"progress: {self.lines:,} lines{read}, {self.records:,} records, {seconds:.0f} s"
+
+
+def live_stream() -> TextIO | None:
+    """Where to redraw a progress line: the driver's stderr, when it is a terminal or a
+    notebook's and gymray's log lines are not shown there (the CLI shows them)."""
+    interactive = "ipykernel" in sys.modules or sys.stderr.isatty()
+    return sys.stderr if interactive and not log.isEnabledFor(logging.INFO) else None
