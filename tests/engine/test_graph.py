@@ -196,28 +196,38 @@ MULTINODE = textwrap.dedent(
     for algo, out in (("dpo", sys.argv[2]), ("grpo", sys.argv[3])):
         gymray.prepare(algo, input=sys.argv[1], output=out,
                        **{"ray.block_bytes": 4096, "ray.partitions": 4})
+    # per rollout: plain tasks, spread over the nodes, a part per 8 KiB of lines
+    gymray.prepare("sft", input=sys.argv[1], output=sys.argv[4], **SFT)
     ray.shutdown()
     cluster.shutdown()
     """
 )
+SFT_SMALL = {"sft.reward_threshold": 0, "ray.block_bytes": 4096, "ray.split_bytes": 8192}
 
 
 def test_grouping_across_nodes_and_blocks_matches_single_node(repeats, tmp_path):
     """Tiny blocks and 4 partitions on a 3-node cluster: the rollouts of a task
-    arrive on different nodes and blocks; outputs equal the single-node run's."""
+    arrive on different nodes and blocks; outputs equal the single-node run's. SFT's
+    tasks, a part per 8 KiB, spread over the nodes: the same."""
     single_d = gymray.prepare("dpo", input=str(repeats), output=str(tmp_path / "sd"))
     single_g = gymray.prepare("grpo", input=str(repeats), output=str(tmp_path / "sg"))
+    single_s = gymray.prepare("sft", input=str(repeats), output=str(tmp_path / "ss"),
+                              **{"sft.reward_threshold": 0})  # fmt: skip
+    outs = [str(tmp_path / d) for d in ("md", "mg", "ms")]
     p = subprocess.run(
-        [sys.executable, "-c", MULTINODE, str(repeats), str(tmp_path / "md"), str(tmp_path / "mg")],
+        [sys.executable, "-c", f"SFT = {SFT_SMALL!r}\n" + MULTINODE, str(repeats), *outs],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=400,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    for single, multi in ((single_d, tmp_path / "md"), (single_g, tmp_path / "mg")):
-        for name in ("train.jsonl", "val.jsonl", "filtered.jsonl"):
-            assert (Path(single.output) / name).read_bytes() == (multi / name).read_bytes(), name
+    multi_s = gymray.load(outs[2])
+    assert multi_s.manifest["stats"]["parts"] > 3 * single_s.manifest["stats"]["parts"]
+    for single, multi in ((single_d, "md"), (single_g, "mg"), (single_s, "ms")):
+        for name in ("train.jsonl", "val.jsonl", "filtered.jsonl", "rejects.jsonl"):
+            want = (Path(single.output) / name).read_bytes()
+            assert want == (tmp_path / multi / name).read_bytes(), (multi, name)
     assert single_d.counts["records"]["train"] + single_d.counts["records"]["val"] == 24
 
 
