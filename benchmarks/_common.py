@@ -524,6 +524,7 @@ class RayHead:
         self.num_cpus = num_cpus
         self.object_store_gib = object_store_gib
         self.worker_niceness = worker_niceness
+        self.extra_env: dict = {}  # e.g. PYTHONPATH: which gymray its workers import
         self.address: str | None = None
         self.port: int | None = None
         self.temp_dir: str | None = None
@@ -532,6 +533,7 @@ class RayHead:
     def env(self) -> dict:
         env = dict(os.environ)
         env.update(RAY_USAGE_STATS_ENABLED="0", RAY_worker_niceness=str(self.worker_niceness))
+        env.update(self.extra_env)
         return env
 
     def start(self) -> dict:
