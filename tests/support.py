@@ -155,3 +155,18 @@ def objects(server, prefix: str) -> dict[str, tuple[int, int]]:
 
 def uri(key: str) -> str:
     return f"s3://{S3_BUCKET}/{key}"
+
+
+def processes_titled(*prefixes: bytes) -> list[int]:
+    """The processes whose title starts with one of ``prefixes``: a Ray worker is retitled
+    ``ray::<task>`` while it runs a task (fault tests kill one mid-task)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read()
+        except OSError:
+            continue
+        if title.startswith(prefixes):
+            found.append(int(pid))
+    return found

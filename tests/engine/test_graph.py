@@ -236,6 +236,8 @@ FAULTY = textwrap.dedent(
     import os, signal, sys, threading, ray
     from ray.cluster_utils import Cluster
     import gymray
+    sys.path.insert(0, "tests")
+    from support import processes_titled
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     cluster.add_node(num_cpus=2, resources={"w1": 1})
     doomed = cluster.add_node(num_cpus=2, resources={"w2": 1})
@@ -243,21 +245,11 @@ FAULTY = textwrap.dedent(
     ray.data.DataContext.get_current().enable_progress_bars = False
     fault, killed = sys.argv[4], []
 
-    def sorting():
-        # the workers running a task of the shuffle (Ray Data's sort: ray::map, ray::reduce)
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    title = f.read()
-            except OSError:
-                continue
-            if title.startswith((b"ray::map", b"ray::reduce")):
-                yield int(pid)
-
     def strike(done):
-        # once per run, as soon as a worker runs a task of the shuffle
+        # once per run, as soon as a worker runs a task of the shuffle (Ray Data's sort:
+        # ray::map, ray::reduce)
         while not done.is_set():
-            for pid in sorting():
+            for pid in processes_titled(b"ray::map", b"ray::reduce"):
                 if fault == "worker":
                     os.kill(pid, signal.SIGKILL)
                 else:

@@ -59,6 +59,8 @@ FAULTY = """
 import os, signal, sys, threading
 import ray
 import gymray
+sys.path.insert(0, "tests")
+from support import processes_titled
 
 ray.init(address="local", num_cpus=2, include_dashboard=False,
          object_store_memory=128 * 1024**2, log_to_driver=False)
@@ -69,16 +71,10 @@ killed, done = [], threading.Event()
 def strike():
     # once, as soon as a worker runs a read task
     while not done.is_set():
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    title = f.read()
-            except OSError:
-                continue
-            if title.startswith(b"ray::read_and_write"):
-                os.kill(int(pid), signal.SIGKILL)
-                killed.append(pid)
-                return
+        for pid in processes_titled(b"ray::read_and_write"):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
 
 threading.Thread(target=strike, daemon=True).start()
 gymray.prepare("sft", input=sys.argv[1], output=sys.argv[3], **run)
