@@ -40,9 +40,8 @@ def run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> R
 
     A run that loses a Ray worker, actor or node Ray cannot recover by itself (a task
     out of retries, a node taking objects along that lineage cannot remake) is run again,
-    up to
-    ``ray.retries`` times, its parts under new names; outputs are deterministic, so a
-    retried run writes what a clean one would."""
+    up to ``ray.retries`` times, its parts under new names; outputs are deterministic, so
+    a retried run writes what a clean one would."""
     for attempt in range(settings.ray.retries + 1):
         try:
             return _run(spec, inputs, target, settings)
