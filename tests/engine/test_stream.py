@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import orjson
+from support import REPO
 
-from gymray.samples.generate import message, rollout, user
+from gymray.samples.generate import HERE, message, rollout, user
 
-HERE = Path(__file__).resolve().parent.parent.parent / "gymray" / "samples"
 SAMPLE = str(HERE / "rollouts.jsonl")
-REPO = Path(__file__).resolve().parent.parent.parent
 
 # A driver of its own (this session's already imported Ray Data), on a Ray of its own
 # (its workers are this driver's only), that runs an SFT prepare and then asks every
