@@ -139,6 +139,22 @@ def build_corpus(path: Path, make_args: list[str], *, generator: list[str] | Non
     return {**summary, "reused": False}
 
 
+def sft_corpus(
+    data_dir: Path,
+    tasks: int,
+    repeats: int = 4,
+    shards: int = 8,
+    seed: int = 0,
+    bad_fraction: float = 0.0,
+) -> tuple[Path, list[str]]:
+    """Where the SFT benchmarks' corpus lives, and the generator arguments that make it
+    (``bench_sft.py`` and ``bench_ab.py`` share it: one name, one corpus)."""
+    make_args = ["--tasks", str(tasks), "--repeats", str(repeats), "--shards", str(shards),
+                 "--seed", str(seed), "--bad-fraction", str(bad_fraction)]  # fmt: skip
+    name = f"sft-t{tasks}-r{repeats}-s{shards}-x{seed}-b{bad_fraction}"
+    return data_dir / "corpora" / name, make_args
+
+
 def generator_name(parts: list[str]) -> str:
     """The generator's command by file names only: a corpus record names no machine's
     directories (corpora built by older benchmarks recorded the whole path)."""

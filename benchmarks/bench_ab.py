@@ -68,9 +68,7 @@ def checkout(rev: str | None, into: Path) -> tuple[Path, str]:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    make_args = ["--tasks", str(a.tasks), "--repeats", "4", "--shards", str(a.shards),
-                 "--seed", "0", "--bad-fraction", "0.0"]  # fmt: skip
-    corpus = a.data_dir / "corpora" / f"sft-t{a.tasks}-r4-s{a.shards}-x0-b0.0"
+    corpus, make_args = C.sft_corpus(a.data_dir, a.tasks, shards=a.shards)
     C.say(f"corpus {corpus} ...")
     made = C.build_corpus(corpus, make_args)
     trees = Path(tempfile.mkdtemp(prefix="gymray-ab-"))

@@ -178,14 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(baseline(Path(a._baseline[0]), Path(a._baseline[1]), a._sets)))
         return 0
 
-    make_args = [
-        "--tasks", str(a.tasks), "--repeats", str(a.repeats), "--shards", str(a.shards),
-        "--seed", str(a.seed), "--bad-fraction", str(a.bad_fraction),
-    ]  # fmt: skip
-    corpus = (
-        a.data_dir
-        / "corpora"
-        / f"sft-t{a.tasks}-r{a.repeats}-s{a.shards}-x{a.seed}-b{a.bad_fraction}"
+    corpus, make_args = C.sft_corpus(
+        a.data_dir, a.tasks, a.repeats, a.shards, a.seed, a.bad_fraction
     )
     C.say(f"corpus {corpus} ...")
     made = C.build_corpus(corpus, make_args)
