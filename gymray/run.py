@@ -1,6 +1,7 @@
 """``python -m gymray.run`` (and the ``gymray`` script): the command line as a process
 (see :mod:`gymray.cli`)."""
 
+import gc
 import sys
 
 import ray
@@ -9,15 +10,21 @@ from gymray import cli
 
 
 def main() -> int:
-    """:func:`gymray.cli.main`, then this process's Ray let go before the interpreter
-    exits. Ray's exit hook first sleeps 0.5 s for its workers' log lines, which gymray
-    never forwards (``log_to_driver=False``): 0.6 s of a 10 s SFT run on 2.9 GB, 2 cores,
-    went from the last line printed to the exit."""
+    """:func:`gymray.cli.main`, then a quick exit. The process's entry only: it ends
+    the process's Ray and keeps its objects from the last garbage collection.
+
+    Measured on the 2.9 GB SFT corpus, 2 cores, from the last line printed to the exit:
+    - Ray's exit hook sleeps 0.5 s for its workers' log lines, which gymray never
+      forwards (``log_to_driver=False``): disconnecting here skips it;
+    - the interpreter's last collection walks every object the run left (Ray, pyarrow,
+      numpy, pydantic): 0.20-0.23 s, 0.03 s once they are frozen. Exiting frees them
+      all the same, and gymray closes its files itself."""
     try:
         return cli.main()
     finally:
         if ray.is_initialized():
             ray.shutdown()
+        gc.freeze()
 
 
 if __name__ == "__main__":
