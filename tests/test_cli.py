@@ -23,9 +23,17 @@ SAMPLE = str(HERE / "rollouts.jsonl")
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return python("-m", "gymray.run", *args, env=env, timeout=timeout)
+
+
+def python(
+    *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """This Python run from the repository, without RAY_ADDRESS: a run that needs Ray
+    starts a small one of its own."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     return subprocess.run(
-        [sys.executable, "-m", "gymray.run", *args],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -218,7 +226,7 @@ def test_the_cli_imports_the_job_client_only_to_submit():
     a --prepare-only run never submits, so loading the CLI does not import it."""
     code = "import sys, gymray.cli\nprint(sorted(m for m in ('ray.job_submission', 'aiohttp', "
     code += "'ray.data') if m in sys.modules))"
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    run = python("-c", code)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]"
 
@@ -235,8 +243,6 @@ def test_the_process_lets_go_of_ray_and_skips_the_last_collection(tmp_path):
         "code = entry.main()\nprint('connected' if ray.is_initialized() else 'let go', code, "
         "'frozen' if gc.get_freeze_count() > 1000 else 'collected')"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, env={**env, "RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)  # fmt: skip
+    proc = python("-c", code)
     assert proc.stdout.strip() == "let go 0 frozen", proc.stderr[-2000:]
     assert (tmp_path / "o" / "manifest.json").is_file()
