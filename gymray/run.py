@@ -2,6 +2,7 @@
 (see :mod:`gymray.cli`)."""
 
 import gc
+import logging
 import sys
 
 import ray
@@ -22,8 +23,11 @@ def main() -> int:
     try:
         return cli.main()
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
+        try:
+            if ray.is_initialized():
+                ray.shutdown()
+        except Exception:  # the command's outcome is its exit code; Ray's hook tries again
+            logging.getLogger("gymray").debug("ray.shutdown() failed", exc_info=True)
         gc.freeze()
 
 

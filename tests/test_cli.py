@@ -246,3 +246,15 @@ def test_the_process_lets_go_of_ray_and_skips_the_last_collection(tmp_path):
     proc = python("-c", code)
     assert proc.stdout.strip() == "let go 0 frozen", proc.stderr[-2000:]
     assert (tmp_path / "o" / "manifest.json").is_file()
+
+
+def test_a_failing_ray_shutdown_leaves_the_commands_exit_code(tmp_path):
+    code = (
+        "import importlib, sys, ray\nentry = importlib.import_module('gymray.run')\n"
+        "def boom(*a, **k):\n    raise RuntimeError('the GCS is gone')\n"
+        "ray.shutdown = boom\n"
+        f"sys.argv = ['gymray', 'sft', 'input={SAMPLE}', 'output={tmp_path / 'o'}', "
+        "'--prepare-only', 'ray.num_cpus=1']\nprint(entry.main())"
+    )
+    proc = python("-c", code)
+    assert proc.stdout.strip() == "0" and "Traceback" not in proc.stderr, proc.stderr[-2000:]
