@@ -231,30 +231,31 @@ def test_the_cli_imports_the_job_client_only_to_submit():
     assert run.stdout.strip() == "[]"
 
 
+def entry(tmp_path: Path, before: str, after: str) -> subprocess.CompletedProcess:
+    """``gymray.run.main()``, the process's entry, preparing the sample in a Python of its
+    own: ``before`` runs first, ``after`` (given ``code``, the exit code) prints what the
+    test checks."""
+    return python("-c", "\n".join([
+        "import gc, importlib, sys, ray", "entry = importlib.import_module('gymray.run')",
+        before,
+        f"sys.argv = ['gymray', 'sft', 'input={SAMPLE}', 'output={tmp_path / 'o'}', "
+        "'--prepare-only', 'ray.num_cpus=1']",
+        "code = entry.main()", after,
+    ]))  # fmt: skip
+
+
 def test_the_process_lets_go_of_ray_and_skips_the_last_collection(tmp_path):
     """Ray's exit hook sleeps 0.5 s for workers' log lines before it disconnects, and
     gymray forwards none (``log_to_driver=False``); the interpreter's last collection walks
     every object left (0.2 s): ``python -m gymray.run`` disconnects itself and freezes
     what is left once the command is done."""
-    code = (
-        "import gc, importlib, sys, ray\nentry = importlib.import_module('gymray.run')\n"
-        f"sys.argv = ['gymray', 'sft', 'input={SAMPLE}', 'output={tmp_path / 'o'}', "
-        "'--prepare-only', 'ray.num_cpus=1']\n"
-        "code = entry.main()\nprint('connected' if ray.is_initialized() else 'let go', code, "
-        "'frozen' if gc.get_freeze_count() > 1000 else 'collected')"
-    )
-    proc = python("-c", code)
+    proc = entry(tmp_path, "", "print('connected' if ray.is_initialized() else 'let go', code, "
+                 "'frozen' if gc.get_freeze_count() > 1000 else 'collected')")  # fmt: skip
     assert proc.stdout.strip() == "let go 0 frozen", proc.stderr[-2000:]
     assert (tmp_path / "o" / "manifest.json").is_file()
 
 
 def test_a_failing_ray_shutdown_leaves_the_commands_exit_code(tmp_path):
-    code = (
-        "import importlib, sys, ray\nentry = importlib.import_module('gymray.run')\n"
-        "def boom(*a, **k):\n    raise RuntimeError('the GCS is gone')\n"
-        "ray.shutdown = boom\n"
-        f"sys.argv = ['gymray', 'sft', 'input={SAMPLE}', 'output={tmp_path / 'o'}', "
-        "'--prepare-only', 'ray.num_cpus=1']\nprint(entry.main())"
-    )
-    proc = python("-c", code)
+    boom = "def boom(*a, **k):\n    raise RuntimeError('the GCS is gone')\nray.shutdown = boom"
+    proc = entry(tmp_path, boom, "print(code)")
     assert proc.stdout.strip() == "0" and "Traceback" not in proc.stderr, proc.stderr[-2000:]
