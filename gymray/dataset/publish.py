@@ -81,6 +81,9 @@ def publish(
         "notes": dict(sorted(run.notes.items())),
         "seconds": {"ray_data": round(result.seconds, 3), "assemble": round(assembled, 3)},
         "parts": len(parts),
+        # records the workers wrote before the driver's duplicate decisions (a repeat
+        # a worker saw coming was not written): how much the decisions had left to drop
+        "part_records": sum(len(p.records.get("nbytes", ())) for p in parts),
     }
     if result.shuffle:
         stat_block["shuffle"] = result.shuffle

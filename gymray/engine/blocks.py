@@ -67,10 +67,11 @@ class Spec:
     def format(self) -> formats.Format:
         return formats.get(self.recipe.format)
 
-    def outcomes(self, in_order: bool = False) -> OutcomeBuilder:
+    def outcomes(self, in_order: bool = False, seen: set[int] | None = None) -> OutcomeBuilder:
         """An empty outcome table of this recipe (``in_order``: rows come in the
-        dataset's order, so a block can drop its own repeats)."""
-        return OutcomeBuilder(self.format, self.recipe.value, self.recipe.dedup, in_order)
+        dataset's order, so a block can drop its own repeats, and those of ``seen``,
+        content hashes of records earlier in the dataset)."""
+        return OutcomeBuilder(self.format, self.recipe.value, self.recipe.dedup, in_order, seen)
 
     def env(self, agent: str | None, file_id: int) -> str:
         return agent or self.envs[file_id]
@@ -117,11 +118,12 @@ def opener_counts(raw: pa.Array | pa.ChunkedArray) -> list[int]:
 
 
 # --------------------------------------------------------------------------- per rollout
-def process_lines(batch: pa.Table, spec: Spec) -> OutcomeBuilder:
+def process_lines(batch: pa.Table, spec: Spec, seen: set[int] | None = None) -> OutcomeBuilder:
     """Parse a block of lines and apply a per-rollout recipe (its rows stay Python lists:
-    the part writer in the same task reads them)."""
+    the part writer in the same task reads them). ``seen``: content hashes of records
+    earlier in the dataset, which this block's records are duplicates of (and adds to)."""
     recipe, seed = spec.recipe, spec.seed
-    out = spec.outcomes(in_order=True)
+    out = spec.outcomes(in_order=True, seen=seen)
     # (split coordinate, hash) of each task key: a task's rollouts are usually
     # neighbours, and two keyed BLAKE2 hashes a record were 4% of this function
     tasks: dict[str, tuple[float, int]] = {}

@@ -35,6 +35,11 @@ BASE_OUTCOME = [
 ]
 
 
+# Content hashes one builder's ``seen`` holds at most (~60 bytes each, 30 MiB): past it,
+# later repeats are still dropped, by the driver's decisions, after their bytes are written.
+MAX_SEEN = 1 << 19
+
+
 def arrow_column(values: list, type_: pa.DataType) -> pa.Array:
     """An Arrow array of ``values``. Text columns are built as binary and viewed as
     text (the same layout): pyarrow then copies the bytes without validating them
@@ -61,14 +66,19 @@ class OutcomeBuilder:
         value=lambda record: None,
         dedup: bool = True,
         in_order: bool = False,
+        seen: set[int] | None = None,
     ):
         self.fmt, self.value, self.dedup = fmt, value, dedup
         self.input_bytes = 0  # of the lines these rows come from (per-rollout recipes)
         # Rows added in the dataset's order (one record a line): a record whose content
         # an earlier row of this block had is a duplicate whatever the other blocks hold
         # (the first in order is kept), so it becomes a filtered line here, before its
-        # Parquet values, part bytes and later rewrites are paid for.
-        self.seen: set[int] | None = set() if dedup and in_order else None
+        # Parquet values, part bytes and later rewrites are paid for. ``seen`` may hold
+        # more: the content hashes of records earlier in the dataset than this block
+        # (the task's earlier blocks, other tasks' finished parts: gymray.engine.stream).
+        self.seen: set[int] | None = None
+        if dedup and in_order:
+            self.seen = set() if seen is None else seen
         self.schema = outcome_schema(fmt)
         self.rec_fields = list(fmt.fields)
         self.cols: dict[str, list] = {f.name: [] for f in self.schema}
@@ -126,7 +136,7 @@ class OutcomeBuilder:
             if self.seen is not None:
                 if content_hash in self.seen:
                     status, reason, note, record = "filtered", "duplicate", None, None
-                else:
+                elif len(self.seen) < MAX_SEEN:
                     self.seen.add(content_hash)
         text, length = cut_raw(raw) if raw is not None else (None, None)
         # one append a column, no dict a row: this runs for every input line

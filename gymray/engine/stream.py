@@ -12,16 +12,22 @@ Ray Data, so neither do the workers that run its tasks.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import ray
+from pyarrow.fs import FileSelector
 
 from gymray.engine.blocks import Spec, process_lines
+from gymray.engine.outcomes import MAX_SEEN
 from gymray.engine.read import read_lines
-from gymray.engine.write import FAILED, in_worker, write_block
+from gymray.engine.write import FAILED, HASHES, Target, in_worker, part_key, write_block
 from gymray.errors import raise_if_stopped
+from gymray.storage import is_remote
+from gymray.storage.failures import writing
 
 WAIT_S = 0.5  # how often the driver looks at STOPS while tasks run
 
@@ -55,9 +61,18 @@ def read_and_write(units: list[int], plan: dict) -> Iterator[pa.Table]:
     and yield each part's status. A failed part is the last: the driver raises it."""
     in_worker()
     spec, part_bytes, write_args = plan["spec"], plan["part_bytes"], plan["write_args"]
+    # Recipes that drop duplicates: the content of every record this task made, and of
+    # those other tasks wrote earlier in the dataset, so that a repeat is dropped here.
+    seen = set() if write_args["dedup"] else None
+    earlier = earlier_parts(write_args["target"], seen)
     for u in units:
-        parts = Parts(_outcomes(read_unit(plan, u), spec), part_bytes)
+        fid, span = plan["units"][u]
+        first = part_key({"task_hash": None, "file_id": fid, "line": span[2] + 1 if span else 1,
+                          "sub": 0}, task_sorted=False)  # fmt: skip
+        parts = Parts(_outcomes(read_unit(plan, u), spec, seen), part_bytes)
         while not parts.done:
+            if earlier is not None:
+                earlier.load(before=first)
             status = write_block(parts.next_part(), **write_args)
             if not status.num_rows:
                 continue
@@ -75,10 +90,10 @@ def read_unit(plan: dict, u: int) -> Iterator[pa.Table]:
     return read_lines(f, fid, plan["block_bytes"], plan["storage"], span, broken)
 
 
-def _outcomes(blocks: Iterator[pa.Table], spec: Spec) -> Iterator[Any]:
+def _outcomes(blocks: Iterator[pa.Table], spec: Spec, seen: set[int] | None) -> Iterator[Any]:
     """The outcome rows of each block of lines, holding one block at a time."""
     for lines in blocks:
-        out = process_lines(lines, spec)
+        out = process_lines(lines, spec, seen)
         del lines
         yield out
         del out
@@ -100,3 +115,55 @@ class Parts:
             if read >= self.part_bytes:
                 return
         self.done = True
+
+
+def earlier_parts(target: Target, seen: set[int] | None) -> EarlierParts | None:
+    """What adds other tasks' records to ``seen``: on shared file systems (on object
+    stores, every task listing and reading every part's hashes would cost requests)."""
+    if seen is None or is_remote(target.output):
+        return None
+    return EarlierParts(target, seen)
+
+
+class EarlierParts:
+    """Adds to ``seen`` the content hashes that other tasks' parts published
+    (:func:`gymray.engine.write.publish_hashes`), of the parts before a line: a record
+    with the same content is a duplicate, whatever else the run holds. Which parts are
+    done when a task looks changes only where a duplicate is dropped (here, or by the
+    driver after its bytes were written), never what the dataset holds.
+
+    SFT on 2.9 GB (make_corpus: each content 4 times, lines shuffled over 8 files),
+    2 cores, ``reward_threshold=0``: workers wrote 47,060 records for a dataset of
+    36,240, where they had written 144,960 (90% of the repeats dropped before their
+    bytes, Arrow staging and copies were paid for; 86% at the default threshold).
+    """
+
+    def __init__(self, target: Target, seen: set[int]):
+        self.target, self.seen = target, seen
+        self.fs = target.fs()
+        self.loaded: set[str] = set()
+        self.at = -REFRESH_S
+
+    def load(self, before: str) -> None:
+        """Load the parts' hashes not loaded yet (every ``REFRESH_S`` at most)."""
+        if time.monotonic() - self.at < REFRESH_S or len(self.seen) >= MAX_SEEN:
+            return
+        self.at = time.monotonic()
+        target, fs = self.target, self.fs
+        with writing(target.output, target.hashes_dir):
+            infos = fs.get_file_info(FileSelector(target.join(target.hashes_dir)))
+            for info in infos:
+                name = info.base_name  # <part key>.i64 (<part key>.i64.tmp: being written)
+                if not name.endswith(HASHES) or name in self.loaded:
+                    continue
+                if name.removesuffix(HASHES) >= before:  # not earlier in the dataset
+                    continue
+                self.loaded.add(name)
+                with fs.open_input_file(info.path) as f:
+                    hashes = np.frombuffer(f.read(), np.int64)
+                self.seen.update(hashes[: MAX_SEEN - len(self.seen)].tolist())
+                if len(self.seen) >= MAX_SEEN:
+                    return
+
+
+REFRESH_S = 0.25  # how often a task looks for other tasks' parts

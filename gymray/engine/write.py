@@ -93,7 +93,7 @@ class Target:
         """The directories workers write into, and the file that proves they see them."""
         fs = self.fs()
         with writing(self.output, self.probe):
-            for d in (self.parts, "parquet/train", "parquet/val"):
+            for d in (self.parts, self.hashes_dir, "parquet/train", "parquet/val"):
                 fs.create_dir(self.join(d), recursive=True)
             with fs.open_output_stream(self.join(self.probe)) as f:
                 f.write(b"gymray: workers check that they see this file before they write\n")
@@ -101,6 +101,11 @@ class Target:
     def parquet(self, split: str, key: str) -> str:
         prefix = "" if not self.attempt else f"r{self.attempt}-"
         return f"parquet/{split}/{prefix}{key}.parquet"
+
+    @property
+    def hashes_dir(self) -> str:
+        """Where parts list their records' content hashes (:func:`publish_hashes`)."""
+        return f"{self.parts}/hashes"
 
     def arrow(self, split: str, key: str) -> str:
         """Where a part's records wait for the duplicate decisions (Arrow IPC)."""
@@ -226,6 +231,8 @@ def _write_block(
         raise
     part.close()
     stats = part.finish()
+    if dedup and not task_sorted and not is_remote(target.output):
+        publish_hashes(fs, target, stats)
     return pa.table(
         {"key": [stats.key], "stats": [pickle.dumps(stats, protocol=5)]}, schema=STATUS_TABLE
     )
@@ -419,6 +426,24 @@ class _Part:
             stats.tasks = np.concatenate([t for _, t in self.tasks])
         stats.sizes = dict(self.writer.sizes)
         return stats
+
+
+HASHES = ".i64"  # a part's content hashes: int64, native order
+
+
+def publish_hashes(fs, target: Target, stats: PartStats) -> None:
+    """The content hashes of a written part's records (a part in the dataset's line
+    order), for the tasks reading later lines: theirs are duplicates, dropped before
+    their bytes are written (:mod:`gymray.engine.stream`). Written aside and renamed,
+    so that a reader finds a file whole."""
+    hashes = stats.records.get("content_hash")
+    if hashes is None or not len(hashes):
+        return
+    rel = f"{target.hashes_dir}/{stats.key}{HASHES}"
+    with writing(target.output, rel):
+        with fs.open_output_stream(target.join(f"{rel}.tmp")) as f:
+            f.write(np.asarray(hashes, np.int64).tobytes())
+        fs.move(target.join(f"{rel}.tmp"), target.join(rel))
 
 
 def _listing_line(files: list[str], col: dict, i: int, reason: str) -> bytes:

@@ -10,6 +10,7 @@ from support import read_jsonl
 
 import gymray
 from gymray import formats
+from gymray.engine import outcomes
 from gymray.engine.outcomes import OutcomeBuilder
 from gymray.samples.generate import _msg, rollout, user, write_jsonl
 
@@ -36,6 +37,27 @@ def test_a_block_in_order_files_its_own_repeats_as_duplicates(in_order):
         assert statuses == [("used", None)] * 4
         assert out.get("content_hash")[0] == out.get("content_hash")[2]
     assert out.get("reward") == [1.0] * 4  # the line keeps its reward either way
+
+
+def test_records_whose_content_was_seen_earlier_are_duplicates(monkeypatch):
+    """``seen``: content hashes of records earlier in the dataset (the task's earlier
+    blocks, other tasks' written parts). Its repeats are dropped; new content joins it,
+    up to MAX_SEEN hashes (later repeats are then left to the driver)."""
+    earlier = OutcomeBuilder(formats.get("openai"), dedup=True, in_order=True)
+    earlier.add(0, 1, "used", record=record("a", 1))
+    seen = {earlier.get("content_hash")[0]}
+    out = OutcomeBuilder(formats.get("openai"), dedup=True, in_order=True, seen=seen)
+    for line, text in enumerate(["a", "b", "b"], start=2):
+        out.add(0, line, "used", record=record(text, line))
+    assert out.get("status") == ["filtered", "used", "filtered"]
+    assert out.get("reason") == ["duplicate", None, "duplicate"]
+    assert len(seen) == 2  # "b" joined it, for the blocks after this one
+
+    monkeypatch.setattr(outcomes, "MAX_SEEN", 2)
+    full = OutcomeBuilder(formats.get("openai"), dedup=True, in_order=True, seen=seen)
+    for line, text in enumerate(["c", "c", "b"], start=5):
+        full.add(0, line, "used", record=record(text, line))
+    assert full.get("status") == ["used", "used", "filtered"] and len(seen) == 2
 
 
 def test_without_dedup_repeats_stay_records():
@@ -65,16 +87,24 @@ def test_duplicates_in_one_block_or_across_blocks_give_the_same_dataset(tmp_path
     write_jsonl(tmp_path / "in" / "a.jsonl", rows)
     write_jsonl(tmp_path / "in" / "b.jsonl", rows[:20])  # every record of b repeats a's
     outs = {}
-    for name, block in (("one", 64 << 20), ("tiny", 2048)):
+    for name, block, split in (("one", 64 << 20, 256 << 20), ("tiny", 2048, 256 << 20),
+                               ("ranges", 2048, 8192)):  # fmt: skip
         res = gymray.prepare("sft", input=str(tmp_path / "in"), output=str(tmp_path / name),
-                             **{"ray.block_bytes": block, "sft.reward_threshold": 0})  # fmt: skip
+                             **{"ray.block_bytes": block, "ray.split_bytes": split,
+                                "sft.reward_threshold": 0})  # fmt: skip
         outs[name] = res
-    one, tiny = tmp_path / "one", tmp_path / "tiny"
-    for f in ("train.jsonl", "val.jsonl", "filtered.jsonl"):
-        assert (one / f).read_bytes() == (tiny / f).read_bytes(), f
+    one = tmp_path / "one"
+    for other in ("tiny", "ranges"):
+        for f in ("train.jsonl", "val.jsonl", "filtered.jsonl"):
+            assert (one / f).read_bytes() == (tmp_path / other / f).read_bytes(), (other, f)
+        assert outs[other].counts == outs["one"].counts
     c = outs["one"].counts
-    assert c["filtered"] == {"duplicate": 30 * 2 + 20} == outs["tiny"].counts["filtered"]
+    assert c["filtered"] == {"duplicate": 30 * 2 + 20}
     assert c["records"]["train"] + c["records"]["val"] == 60
+    # A worker drops what its task made before (a.jsonl's repeats, in any block), and
+    # b.jsonl's repeats where a.jsonl's part was written first: the driver drops the rest.
+    assert 60 <= outs["tiny"].manifest["stats"]["part_records"] <= 60 + 10
+    assert outs["ranges"].manifest["stats"]["parts"] > 4  # several tasks a file
     dups = read_jsonl(one / "filtered.jsonl")
     order = [(d["file"].rsplit("/", 1)[-1], d["line"]) for d in dups]
     assert order == sorted(order)  # in the inputs' order, wherever they were dropped
@@ -83,7 +113,7 @@ def test_duplicates_in_one_block_or_across_blocks_give_the_same_dataset(tmp_path
     kept += [orjson.loads(x) for x in (one / "val.jsonl").read_bytes().splitlines()]
     texts = [r["messages"][-1]["content"] for r in kept]
     assert len(texts) == len(set(texts)) == 60
-    for out in (one, tiny):  # Parquet holds what JSONL holds, duplicates dropped alike
+    for out in (tmp_path / name for name in outs):  # Parquet holds what JSONL holds
         for split in ("train", "val"):
             table = pq.read_table(out / "parquet" / split)
             lines = (out / f"{split}.jsonl").read_bytes().splitlines()

@@ -6,9 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import orjson
 from support import REPO
 
+from gymray.engine import stream
+from gymray.engine.write import PartStats, Target, part_key, publish_hashes
 from gymray.samples.generate import HERE, message, rollout, user
 
 SAMPLE = str(HERE / "rollouts.jsonl")
@@ -101,3 +104,43 @@ def test_a_killed_read_task_is_run_again_and_changes_nothing(tmp_path):
         assert (tmp_path / "clean" / name).read_bytes() == (
             tmp_path / "faulty" / name
         ).read_bytes(), name
+
+
+def test_a_task_takes_the_content_hashes_of_the_parts_before_its_lines(tmp_path, monkeypatch):
+    """Parts publish their records' content hashes; a task reading later lines loads
+    those of the parts before its own (never after: their records are not earlier in
+    the dataset), each file once, whole (one being written is not a part's yet)."""
+    monkeypatch.setattr(stream, "REFRESH_S", 0.0)
+    target = Target(str(tmp_path / "out"), str(tmp_path / "out" / ".staging"))
+    target.prepare()
+    fs = target.fs()
+
+    def key(file_id: int, line: int) -> str:
+        return part_key({"task_hash": None, "file_id": file_id, "line": line, "sub": 0}, False)
+
+    for k, hashes in ((key(0, 1), [1, 2]), (key(0, 500), [3]), (key(1, 1), [4, 5])):
+        stats = PartStats(k)
+        stats.records = {"content_hash": np.array(hashes, np.int64)}
+        publish_hashes(fs, target, stats)
+    with fs.open_output_stream(target.join(f"{target.hashes_dir}/{key(0, 2)}.i64.tmp")) as f:
+        f.write(np.array([9], np.int64).tobytes())  # a part still being written
+
+    seen = {7}
+    earlier = stream.EarlierParts(target, seen)
+    earlier.load(before=key(0, 500))  # a task starting at line 500 of file 0
+    assert seen == {7, 1, 2}
+    earlier.load(before=key(1, 300))
+    assert seen == {7, 1, 2, 3, 4, 5}
+    seen.discard(1)
+    earlier.load(before=key(2, 1))
+    assert 1 not in seen  # a file is loaded once
+
+
+def test_a_remote_output_publishes_no_hashes(tmp_path):
+    """On an object store, listing and reading every part's hashes from every task
+    would cost requests: workers drop only their own task's repeats there."""
+    target = Target("s3://bucket/out", "bucket/out/.staging")
+    assert stream.earlier_parts(target, set()) is None
+    local = Target(str(tmp_path / "o"), str(tmp_path / "o" / ".staging"))
+    assert isinstance(stream.earlier_parts(local, set()), stream.EarlierParts)
+    assert stream.earlier_parts(local, None) is None
