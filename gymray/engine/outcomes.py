@@ -35,8 +35,8 @@ BASE_OUTCOME = [
 ]
 
 
-# Content hashes one builder's ``seen`` holds at most (~60 bytes each, 30 MiB): past it,
-# later repeats are still dropped, by the driver's decisions, after their bytes are written.
+# Content hashes a task's ``seen`` holds at most (~60 bytes each, 30 MiB): past it, a block
+# still drops its own repeats, and the driver's decisions the others, after their bytes.
 MAX_SEEN = 1 << 19
 
 
@@ -79,6 +79,7 @@ class OutcomeBuilder:
         self.seen: set[int] | None = None
         if dedup and in_order:
             self.seen = set() if seen is None else seen
+        self.own: set[int] = set()  # this block's, once ``seen`` is full
         self.schema = outcome_schema(fmt)
         self.rec_fields = list(fmt.fields)
         self.cols: dict[str, list] = {f.name: [] for f in self.schema}
@@ -134,10 +135,12 @@ class OutcomeBuilder:
             line_bytes, fields = formats.encode(record)
             tools_hash, content_hash = formats.content_hashes(fields, self.dedup)
             if self.seen is not None:
-                if content_hash in self.seen:
+                if content_hash in self.seen or content_hash in self.own:
                     status, reason, note, record = "filtered", "duplicate", None, None
                 elif len(self.seen) < MAX_SEEN:
                     self.seen.add(content_hash)
+                else:
+                    self.own.add(content_hash)
         text, length = cut_raw(raw) if raw is not None else (None, None)
         # one append a column, no dict a row: this runs for every input line
         c["file_id"].append(file_id)

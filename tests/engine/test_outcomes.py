@@ -42,7 +42,7 @@ def test_a_block_in_order_files_its_own_repeats_as_duplicates(in_order):
 def test_records_whose_content_was_seen_earlier_are_duplicates(monkeypatch):
     """``seen``: content hashes of records earlier in the dataset (the task's earlier
     blocks, other tasks' written parts). Its repeats are dropped; new content joins it,
-    up to MAX_SEEN hashes (later repeats are then left to the driver)."""
+    up to MAX_SEEN hashes (then a block drops only its own; the driver, the rest)."""
     earlier = OutcomeBuilder(formats.get("openai"), dedup=True, in_order=True)
     earlier.add(0, 1, "used", record=record("a", 1))
     seen = {earlier.get("content_hash")[0]}
@@ -57,7 +57,11 @@ def test_records_whose_content_was_seen_earlier_are_duplicates(monkeypatch):
     full = OutcomeBuilder(formats.get("openai"), dedup=True, in_order=True, seen=seen)
     for line, text in enumerate(["c", "c", "b"], start=5):
         full.add(0, line, "used", record=record(text, line))
-    assert full.get("status") == ["used", "used", "filtered"] and len(seen) == 2
+    assert full.get("status") == ["used", "filtered", "filtered"]  # the block's own still go
+    assert len(seen) == 2
+    later = OutcomeBuilder(formats.get("openai"), dedup=True, in_order=True, seen=seen)
+    later.add(0, 8, "used", record=record("c", 8))
+    assert later.get("status") == ["used"]  # left to the driver
 
 
 def test_without_dedup_repeats_stay_records():
