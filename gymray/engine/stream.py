@@ -26,7 +26,6 @@ from gymray.engine.outcomes import MAX_SEEN
 from gymray.engine.read import read_lines
 from gymray.engine.write import FAILED, HASHES, Target, in_worker, part_key, write_block
 from gymray.errors import raise_if_stopped
-from gymray.storage import is_remote
 from gymray.storage.failures import writing
 
 WAIT_S = 0.5  # how often the driver looks at STOPS while tasks run
@@ -66,9 +65,7 @@ def read_and_write(units: list[int], plan: dict) -> Iterator[pa.Table]:
     seen = set() if write_args["dedup"] else None
     earlier = earlier_parts(write_args["target"], seen)
     for u in units:
-        fid, span = plan["units"][u]
-        first = part_key({"task_hash": None, "file_id": fid, "line": span[2] + 1 if span else 1,
-                          "sub": 0}, task_sorted=False)  # fmt: skip
+        first = first_key(plan["units"][u])
         parts = Parts(_outcomes(read_unit(plan, u), spec, seen), part_bytes)
         while not parts.done:
             if earlier is not None:
@@ -117,10 +114,17 @@ class Parts:
         self.done = True
 
 
+def first_key(unit: tuple) -> str:
+    """The part key of a read unit's first line: a part with a smaller key holds
+    earlier lines of the dataset."""
+    fid, span = unit
+    line = span[2] + 1 if span else 1
+    return part_key({"task_hash": None, "file_id": fid, "line": line, "sub": 0}, False)
+
+
 def earlier_parts(target: Target, seen: set[int] | None) -> EarlierParts | None:
-    """What adds other tasks' records to ``seen``: on shared file systems (on object
-    stores, every task listing and reading every part's hashes would cost requests)."""
-    if seen is None or is_remote(target.output):
+    """What adds other tasks' records to ``seen``, where parts share their hashes."""
+    if seen is None or not target.shares_hashes:
         return None
     return EarlierParts(target, seen)
 
@@ -160,7 +164,7 @@ class EarlierParts:
                     continue
                 self.loaded.add(name)
                 with fs.open_input_file(info.path) as f:
-                    hashes = np.frombuffer(f.read(), np.int64)
+                    hashes = np.frombuffer(f.read(), "<i8")
                 self.seen.update(hashes[: MAX_SEEN - len(self.seen)].tolist())
                 if len(self.seen) >= MAX_SEEN:
                     return

@@ -107,6 +107,13 @@ class Target:
         """Where parts list their records' content hashes (:func:`publish_hashes`)."""
         return f"{self.parts}/hashes"
 
+    @property
+    def shares_hashes(self) -> bool:
+        """Whether parts publish their records' content hashes for the other tasks: on
+        shared file systems, not on object stores (every task listing and reading every
+        part's hashes would cost requests)."""
+        return not is_remote(self.output)
+
     def arrow(self, split: str, key: str) -> str:
         """Where a part's records wait for the duplicate decisions (Arrow IPC)."""
         return f"{self.parts}/{key}.{split}.arrow"
@@ -231,7 +238,7 @@ def _write_block(
         raise
     part.close()
     stats = part.finish()
-    if dedup and not task_sorted and not is_remote(target.output):
+    if dedup and not task_sorted and target.shares_hashes:
         publish_hashes(fs, target, stats)
     return pa.table(
         {"key": [stats.key], "stats": [pickle.dumps(stats, protocol=5)]}, schema=STATUS_TABLE
@@ -428,7 +435,7 @@ class _Part:
         return stats
 
 
-HASHES = ".i64"  # a part's content hashes: int64, native order
+HASHES = ".i64"  # a part's content hashes: little-endian int64
 
 
 def publish_hashes(fs, target: Target, stats: PartStats) -> None:
@@ -442,7 +449,7 @@ def publish_hashes(fs, target: Target, stats: PartStats) -> None:
     rel = f"{target.hashes_dir}/{stats.key}{HASHES}"
     with writing(target.output, rel):
         with fs.open_output_stream(target.join(f"{rel}.tmp")) as f:
-            f.write(np.asarray(hashes, np.int64).tobytes())
+            f.write(np.asarray(hashes, "<i8").tobytes())
         fs.move(target.join(f"{rel}.tmp"), target.join(rel))
 
 
