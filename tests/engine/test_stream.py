@@ -115,8 +115,12 @@ def test_a_task_takes_the_content_hashes_of_the_parts_before_its_lines(tmp_path,
     target.prepare()
     fs = target.fs()
 
-    def key(file_id: int, line: int) -> str:
-        return part_key({"task_hash": None, "file_id": file_id, "line": line, "sub": 0}, False)
+    def key(file_id: int, line: int) -> str:  # of a range unit from this line
+        return stream.first_key((file_id, (0, 0, line - 1)))
+
+    # ... the key its first part gets (a whole file's: from line 1)
+    assert key(2, 7) == part_key({"task_hash": None, "file_id": 2, "line": 7, "sub": 0}, False)
+    assert stream.first_key((2, None)) == key(2, 1)
 
     for k, hashes in ((key(0, 1), [1, 2]), (key(0, 500), [3]), (key(1, 1), [4, 5])):
         stats = PartStats(k)
@@ -136,11 +140,12 @@ def test_a_task_takes_the_content_hashes_of_the_parts_before_its_lines(tmp_path,
     assert 1 not in seen  # a file is loaded once
 
 
-def test_a_remote_output_publishes_no_hashes(tmp_path):
+def test_an_object_store_output_shares_no_hashes(tmp_path):
     """On an object store, listing and reading every part's hashes from every task
     would cost requests: workers drop only their own task's repeats there."""
     target = Target("s3://bucket/out", "bucket/out/.staging")
-    assert stream.earlier_parts(target, set()) is None
     local = Target(str(tmp_path / "o"), str(tmp_path / "o" / ".staging"))
+    assert not target.shares_hashes and local.shares_hashes
+    assert stream.earlier_parts(target, set()) is None
     assert isinstance(stream.earlier_parts(local, set()), stream.EarlierParts)
     assert stream.earlier_parts(local, None) is None
