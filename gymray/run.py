@@ -19,7 +19,12 @@ def main() -> int:
       forwards (``log_to_driver=False``): disconnecting here skips it;
     - the interpreter's last collection walks every object the run left (Ray, pyarrow,
       numpy, pydantic): 0.20-0.23 s, 0.03 s once they are frozen. Exiting frees them
-      all the same, and gymray closes its files itself."""
+      all the same, and gymray closes its files itself.
+
+    What the imports made is frozen before the command, too: full collections during
+    the run (Ray's driver runs one whenever its object store asks) skip it. DPO 1M, 2
+    cores: 0.142 s in two of them, 0.016 s in one, frozen."""
+    gc.freeze()
     try:
         return cli.main()
     finally:

@@ -255,6 +255,18 @@ def test_the_process_lets_go_of_ray_and_skips_the_last_collection(tmp_path):
     assert (tmp_path / "o" / "manifest.json").is_file()
 
 
+def test_the_imports_are_frozen_before_the_command_runs(tmp_path):
+    """Collections during the run skip what the imports made (Ray, pyarrow, gymray): a
+    DPO 1M CLI run on 2 cores spent 0.142 s in two full collections (Ray's driver
+    collects when its object store asks), 0.016 s in one once frozen."""
+    spy = ("real = entry.cli.main\n"
+           "def spy(*a, **k):\n    print('frozen' if gc.get_freeze_count() > 1000 else 'not')\n"
+           "    return real(*a, **k)\n"
+           "entry.cli.main = spy")  # fmt: skip
+    proc = entry(tmp_path, spy, "print(code)")
+    assert proc.stdout.split() == ["frozen", "0"], proc.stdout + proc.stderr[-2000:]
+
+
 def test_a_failing_ray_shutdown_leaves_the_commands_exit_code(tmp_path):
     boom = "def boom(*a, **k):\n    raise RuntimeError('the GCS is gone')\nray.shutdown = boom"
     proc = entry(tmp_path, boom, "print(code)")
