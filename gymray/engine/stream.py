@@ -74,8 +74,11 @@ def read_and_write(units: list[int], plan: dict) -> Iterator[pa.Table]:
             if not status.num_rows:
                 continue
             yield status
-            if status.column("key")[0].as_py() == FAILED:
+            key = status.column("key")[0].as_py()
+            if key == FAILED:
                 return
+            if earlier is not None:
+                earlier.written(key)
 
 
 def read_unit(plan: dict, u: int) -> Iterator[pa.Table]:
@@ -147,6 +150,11 @@ class EarlierParts:
         self.fs = target.fs()
         self.loaded: set[str] = set()
         self.at = -REFRESH_S
+
+    def written(self, key: str) -> None:
+        """This task wrote the part ``key``: its records are in ``seen`` already, so its
+        hashes file is not read back."""
+        self.loaded.add(f"{key}{HASHES}")
 
     def load(self, before: str) -> None:
         """Load the parts' hashes not loaded yet (every ``REFRESH_S`` at most)."""

@@ -139,6 +139,11 @@ def test_a_task_takes_the_content_hashes_of_the_parts_before_its_lines(tmp_path,
     earlier.load(before=key(2, 1))
     assert 1 not in seen  # a file is loaded once
 
+    mine = stream.EarlierParts(target, set())  # the task that wrote key(0, 1)'s part
+    mine.written(key(0, 1))
+    mine.load(before=key(1, 1))
+    assert mine.seen == {3}  # its own part's hashes are not read back
+
 
 def test_an_object_store_output_shares_no_hashes(tmp_path):
     """On an object store, listing and reading every part's hashes from every task
