@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import ray
 from pyarrow.fs import FileSelector
 
+from gymray.engine.graph import pack
 from gymray.engine.write import PARQUET_OPTIONS, PARTS, SPLITS, PartStats, Target, in_worker
 from gymray.storage.failures import writing
 
@@ -279,26 +280,35 @@ def _stream_copy(target: Target, name: str, listing: Listing) -> None:
             f.close()
 
 
-PARQUET_TASK_BYTES = 128 << 20  # of records (JSONL bytes) one Parquet task writes
+PARQUET_TASK_BYTES = 128 << 20  # at most, of records (JSONL bytes) one Parquet task writes
 
 
-def write_parquet(target: Target, parts: list[PartStats], plan: Plan, staged: bool) -> list:
-    """Start the Ray tasks that write the Parquet parts (returned): from every part's
-    staged Arrow records (``staged``: recipes that drop duplicates), or by rewriting the
-    Parquet parts whose records moved to val (the others are final as written)."""
-    todo, tasks, size = [], [], 0
+def parquet_tasks(parts: list[PartStats], plan: Plan, staged: bool, cpus: int) -> list[list]:
+    """What each Parquet task writes: the parts from every part's staged Arrow records
+    (``staged``: recipes that drop duplicates), or the Parquet parts whose records moved
+    to val (the others are final as written). Consecutive parts, at most
+    ``PARQUET_TASK_BYTES`` of records a task, and two tasks a CPU where there is less:
+    with 128 MiB a task, the default threshold's 120 MB of SFT records was one task,
+    and one core of two (15 of 16) had nothing to do."""
+    todo, sizes = [], []
     for p in parts:
         has_records = len(p.records.get("nbytes", ()))
         if not (staged and has_records) and p.key not in plan.moved:
             continue
         todo.append((p.key, p.records["is_val"], plan.dropped.get(p.key), plan.moved.get(p.key)))
-        size += p.sizes.get("train", 0) + p.sizes.get("val", 0)
-        if size >= PARQUET_TASK_BYTES:
-            tasks.append(todo)
-            todo, size = [], 0
-    if todo:
-        tasks.append(todo)
-    return [_parquet_parts.remote(target, chunk, staged) for chunk in tasks]
+        sizes.append(p.sizes.get("train", 0) + p.sizes.get("val", 0))
+    most = max(1.0, min(PARQUET_TASK_BYTES, sum(sizes) / (2 * max(cpus, 1))))
+    return [[todo[i] for i in run] for run in pack(sizes, most)]
+
+
+def write_parquet(
+    target: Target, parts: list[PartStats], plan: Plan, staged: bool, cpus: int
+) -> list:
+    """Start the Ray tasks that write the Parquet parts (returned): see :func:`parquet_tasks`."""
+    return [
+        _parquet_parts.remote(target, chunk, staged)
+        for chunk in parquet_tasks(parts, plan, staged, cpus)
+    ]
 
 
 @ray.remote(num_cpus=1)  # compression: a core each (the map workers' own processes serve)

@@ -15,7 +15,7 @@ from gymray.dataset.html import render_html
 from gymray.dataset.html_examples import choose_examples
 from gymray.dataset.manifest import described, recorded_settings, versions
 from gymray.dataset.report import render
-from gymray.engine.graph import RunResult
+from gymray.engine.graph import RunResult, cluster_cpus
 from gymray.engine.write import Target
 from gymray.errors import GymrayError
 from gymray.histogram import reward_summary
@@ -52,7 +52,7 @@ def publish(
     plan = assemble.decide(parts, recipe.dedup, settings.split.val_fraction)
     ray.get(
         assemble.assemble(target, assemble.listings(parts, plan, target), staging.remote)
-        + assemble.write_parquet(target, parts, plan, staged=recipe.dedup)
+        + assemble.write_parquet(target, parts, plan, recipe.dedup, cluster_cpus())
     )
     assembled = time.monotonic() - started
     parquet = assemble.parquet_files(target, parts)

@@ -121,15 +121,21 @@ def unit_tasks(
     outputs do not depend on the packing."""
     sizes = [span[1] - span[0] if span else line_bytes(inputs[fid]) for fid, span in units]
     most = max(1.0, min(split_bytes, sum(sizes) / max(4 * cpus, TASKS_AT_LEAST)))
-    tasks: list[list[int]] = []
+    return pack(sizes, most) or [[]]
+
+
+def pack(sizes: list[int], most: float) -> list[list[int]]:
+    """The indexes of ``sizes`` in consecutive runs, in order: a run takes the next item
+    while the run holds at most ``most`` together (an item larger than that, alone)."""
+    runs: list[list[int]] = []
     held = 0
-    for u, size in enumerate(sizes):
-        if not tasks or held + size > most:
-            tasks.append([])
+    for i, size in enumerate(sizes):
+        if not runs or held + size > most:
+            runs.append([])
             held = 0
-        tasks[-1].append(u)
+        runs[-1].append(i)
         held += size
-    return tasks or [[]]
+    return runs
 
 
 TASKS_AT_LEAST = 16

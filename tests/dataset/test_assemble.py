@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gymray.dataset.assemble import Listing, decide, listings
+from gymray.dataset.assemble import PARQUET_TASK_BYTES, Listing, decide, listings, parquet_tasks
 from gymray.engine.write import PartStats, Target
 
 
@@ -163,3 +163,36 @@ def test_listings_equal_the_per_record_way(seed):
     target = Target("o", "/s", attempt=int(rng.integers(0, 2)))
     got = {name: listing.ranges() for name, listing in listings(parts, plan, target).items()}
     assert got == reference_listings(parts, plan, target)
+
+
+def sized(key: str, mib: float, n: int = 4) -> PartStats:
+    p = part(key, list(range(n)))
+    p.sizes = {"train": int(mib * (1 << 20)), "val": 0}
+    return p
+
+
+def test_parquet_tasks_give_every_core_work():
+    """A task took up to 128 MiB of records: 120 MB at the default reward threshold was
+    one task, and one core of two idled through the Parquet phase (16 of 16 idled on a
+    16-core node). Now two tasks a CPU where there is less, each part once, in order."""
+    parts = [sized(f"{k:02d}", 4) for k in range(28)]  # 112 MiB of records
+    plan = decide(parts, dedup=True, val_fraction=0.0)
+    for cpus, want in ((1, 2), (2, 4), (7, 14)):
+        tasks = parquet_tasks(parts, plan, staged=True, cpus=cpus)
+        assert [t[0] for task in tasks for t in task] == [p.key for p in parts]
+        assert len(tasks) == want
+    # more CPUs than parts: a part a task, never an empty one
+    assert len(parquet_tasks(parts, plan, staged=True, cpus=64)) == 28
+    # much more than the CPUs' share: still at most PARQUET_TASK_BYTES a task
+    big = [sized(f"{k:02d}", 16) for k in range(40)]  # 640 MiB
+    tasks = parquet_tasks(big, decide(big, True, 0.0), staged=True, cpus=2)
+    assert [len(t) for t in tasks] == [PARQUET_TASK_BYTES // (16 << 20)] * 5
+
+
+def test_parquet_tasks_skip_parts_with_nothing_to_write():
+    parts = [sized("a", 1), sized("b", 1, n=0), sized("c", 1)]
+    plan = decide(parts, dedup=True, val_fraction=0.0)
+    keys = [t[0] for task in parquet_tasks(parts, plan, staged=True, cpus=2) for t in task]
+    assert keys == ["a", "c"]
+    # unstaged (recipes without duplicates): only the parts whose records move are rewritten
+    assert parquet_tasks(parts, plan, staged=False, cpus=2) == []
