@@ -725,6 +725,9 @@ def run_child(
         raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}\n{tail}")
     lines = out.decode().strip().splitlines()
     result = _last_json(lines)
+    if not result and log:  # keep what it printed instead: the check below needs its counts
+        with open(log, "ab") as f:
+            f.write(b"\n--- stdout (no JSON document found) ---\n" + out)
     return {
         "result": result,
         "wall_seconds": round(wall, 2),
@@ -1066,6 +1069,10 @@ def run_suite(
         if a.no_compare or not r["baseline"] or not kept.exists():
             return
         b = r["baseline"][0]["result"]
+        if "counts" not in result:
+            raise RuntimeError(
+                f"{c['name']} {label}: gymray printed no JSON with counts (see its log)"
+            )
         gc, bc = result["counts"], b["counts"]
         gn, gd = line_multiset_digest(gymray_lines(result))
         bn, bd = line_multiset_digest([Path(b["train"])])

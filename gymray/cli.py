@@ -153,7 +153,7 @@ def guarded(fn: Callable[[], int], command: str, algo: str | None, json_output: 
     _stderr_log()
     logfile = _file_log()
     try:
-        with _signals_raise():
+        with json_stdout(json_output), _signals_raise():
             return fn()
     except BaseException as e:  # every failure, whatever raised it
         error = classify(e)
@@ -199,6 +199,28 @@ def _signals_raise():
 
 
 # --------------------------------------------------------------------------- json
+_json_out: IO[str] | None = None  # the real stdout, while json_stdout holds it
+
+
+@contextmanager
+def json_stdout(json_output: bool):
+    """With ``--json``, stdout holds the one JSON object and nothing else: while the
+    verb runs, what else writes to ``sys.stdout`` goes to stderr, and :func:`emit`
+    writes to the real stdout. Ray prints the raylet's warnings to ``sys.stdout`` from a
+    thread of the driver: a DPO 1M run on a 16-CPU head wrote "(raylet) WARNING: 9
+    PYTHON worker processes have been started ..." into the JSON. A no-op when already
+    held (``gymray.run`` holds it until Ray is disconnected, after the verb)."""
+    global _json_out
+    if not json_output or _json_out is not None:
+        yield
+        return
+    _json_out, sys.stdout = sys.stdout, sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout, _json_out = _json_out, None
+
+
 def emit(command: str, algo: str | None, exit_code: int, **parts: Any) -> None:
     """The one --json shape: every verb, success or not."""
     out = {
@@ -212,7 +234,7 @@ def emit(command: str, algo: str | None, exit_code: int, **parts: Any) -> None:
         "job": None,
         **parts,
     }
-    print(json.dumps(out, indent=2, default=str), flush=True)
+    print(json.dumps(out, indent=2, default=str), file=_json_out or sys.stdout, flush=True)
 
 
 def dataset_json(result: api.PrepareResult) -> dict:

@@ -102,6 +102,32 @@ def test_one_json_shape_for_every_outcome(tmp_path):
     assert bad.stderr.count("gymray: error:") == 1 and "Traceback" not in bad.stderr
 
 
+def test_json_stdout_holds_the_json_alone_while_threads_print(capsys):
+    """Ray prints the raylet's warnings to ``sys.stdout`` from a thread of the driver: a
+    DPO 1M run on a 16-CPU head wrote "(raylet) WARNING: 9 PYTHON worker processes have
+    been started ..." into ``--json``'s stdout, and no parser could read it. While a verb
+    runs, stdout is the JSON's alone; what else prints there goes to stderr."""
+    import threading
+
+    from gymray import cli as cli_module
+
+    def verb() -> int:
+        t = threading.Thread(target=lambda: print("(raylet) WARNING: workers started"))
+        t.start()
+        t.join()
+        print("a library's line")
+        cli_module.emit("prepare", "sft", 0, dataset={"output": "o"})
+        return 0
+
+    assert cli_module.guarded(verb, "prepare", "sft", json_output=True) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["dataset"] == {"output": "o"}
+    assert "(raylet) WARNING: workers started" in err and "a library's line" in err
+    # without --json, stdout is stdout
+    assert cli_module.guarded(lambda: print("plain") or 0, "prepare", "sft", False) == 0
+    assert capsys.readouterr().out == "plain\n"
+
+
 def test_an_unexpected_failure_is_one_line_naming_a_log_with_the_traceback(tmp_path):
     """A file that cannot be listed as input is a user error; a crash inside gymray is
     'unexpected ...' with the traceback in the log file the line names."""
