@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from support import REPO
 
 import gymray
-from gymray.cli import _signals_raise
+from gymray.cli import _signals_raise, emit, guarded, json_stdout
 from gymray.config import help_rows, load_settings
 from gymray.errors import STOPS, Interrupted, raise_if_stopped
 from gymray.samples.generate import HERE
@@ -107,24 +108,27 @@ def test_json_stdout_holds_the_json_alone_while_threads_print(capsys):
     DPO 1M run on a 16-CPU head wrote "(raylet) WARNING: 9 PYTHON worker processes have
     been started ..." into ``--json``'s stdout, and no parser could read it. While a verb
     runs, stdout is the JSON's alone; what else prints there goes to stderr."""
-    import threading
-
-    from gymray import cli as cli_module
 
     def verb() -> int:
         t = threading.Thread(target=lambda: print("(raylet) WARNING: workers started"))
         t.start()
         t.join()
         print("a library's line")
-        cli_module.emit("prepare", "sft", 0, dataset={"output": "o"})
+        emit("prepare", "sft", 0, dataset={"output": "o"})
         return 0
 
-    assert cli_module.guarded(verb, "prepare", "sft", json_output=True) == 0
+    assert guarded(verb, "prepare", "sft", json_output=True) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["dataset"] == {"output": "o"}
     assert "(raylet) WARNING: workers started" in err and "a library's line" in err
+    # gymray.run holds stdout past the verb, until Ray's threads are stopped
+    with json_stdout(True):
+        assert guarded(verb, "prepare", "sft", json_output=True) == 0
+        print("(raylet) WARNING: printed while Ray disconnects")
+    out, err = capsys.readouterr()
+    assert json.loads(out)["ok"] and "while Ray disconnects" in err
     # without --json, stdout is stdout
-    assert cli_module.guarded(lambda: print("plain") or 0, "prepare", "sft", False) == 0
+    assert guarded(lambda: print("plain") or 0, "prepare", "sft", False) == 0
     assert capsys.readouterr().out == "plain\n"
 
 

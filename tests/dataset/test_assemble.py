@@ -173,7 +173,7 @@ def sized(key: str, mib: float, n: int = 4) -> PartStats:
 
 def test_parquet_tasks_give_every_core_work():
     """A task took up to 128 MiB of records: 120 MB at the default reward threshold was
-    one task, and one core of two idled through the Parquet phase (16 of 16 idled on a
+    one task, and one core of two idled through the Parquet phase (15 of 16 on a
     16-core node). Now a task a CPU where there is less, each part once, in order."""
     parts = [sized(f"{k:02d}", 4) for k in range(28)]  # 112 MiB of records
     plan = decide(parts, dedup=True, val_fraction=0.0)
