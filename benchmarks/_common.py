@@ -525,10 +525,17 @@ class Meter:
 
 
 # --------------------------------------------------------------------------- Ray head
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: the sockets stay bound until all are picked (ports taken
+    one by one can repeat; a head once got the same one for two components and failed)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class RayHead:
@@ -555,13 +562,13 @@ class RayHead:
     def start(self) -> dict:
         # short: the temp dir holds the head's Unix sockets (108-byte path limit)
         self.temp_dir = tempfile.mkdtemp(prefix="gbr-", dir="/tmp")
-        port = _free_port()
+        port, client, dashboard, agent = _free_ports(4)
         ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
         cmd = [
             ray_bin, "start", "--head", f"--num-cpus={self.num_cpus}",
             "--include-dashboard=false", f"--port={port}", f"--temp-dir={self.temp_dir}",
-            "--node-ip-address=127.0.0.1", f"--ray-client-server-port={_free_port()}",
-            f"--dashboard-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+            "--node-ip-address=127.0.0.1", f"--ray-client-server-port={client}",
+            f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
             "--disable-usage-stats",
         ]  # fmt: skip
         if self.object_store_gib:
