@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if verb == "--version":
         print(f"gymray {gymray.__version__}")
         return EXIT_OK
-    json_output = "--json" in rest
+    json_output = wants_json(argv)
     if verb in JOB_VERBS:
         return guarded(lambda: job_verb(verb, rest), verb, None, json_output)
     if verb in DATASET_VERBS:
@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     hint = f"; did you mean '{close[0]}'?" if close else ""
     _say(f"error: unknown command '{verb}'{hint} (choose one of {', '.join(VERBS)})")
     return EXIT_USAGE
+
+
+def wants_json(argv: list[str]) -> bool:
+    """Whether a command line (verb first) asks for ``--json``."""
+    return "--json" in argv[1:]
 
 
 def _say(msg: str) -> None:

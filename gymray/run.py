@@ -27,7 +27,7 @@ def main() -> int:
     gc.freeze()
     # --json: stdout stays the JSON's until Ray's driver threads, which print the raylet's
     # warnings to sys.stdout, are stopped (see cli.json_stdout)
-    with cli.json_stdout("--json" in sys.argv[1:]):
+    with cli.json_stdout(cli.wants_json(sys.argv[1:])):
         try:
             return cli.main()
         finally:
