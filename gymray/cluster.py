@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,9 @@ import ray
 from gymray.errors import AuthError, ClusterError, ConfigError
 
 log = logging.getLogger("gymray")
+
+# Whether this process joined a running cluster (rather than starting a Ray of its own)
+_joined = False
 
 
 def auth_token() -> str | None:
@@ -83,6 +87,60 @@ def ensure_ray(ray_settings: Any = None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"  # Ray's client sends the token only then
     log.info("using the Ray cluster at %s", address)
     _init_within(address, timeout)
+    global _joined
+    _joined = True
+
+
+def disconnect(wait: bool = False) -> bool:
+    """``ray.shutdown()``. True when it still runs, in a thread, and nothing of it is left
+    but Ray's client winding its own threads down: the caller exits at once (os._exit).
+    ``wait``: all of it, always (the interpreter's own exit follows).
+
+    From a cluster this process joined, the driver's part of ``ray.shutdown()`` takes
+    ~0.02 s: tell the raylet it is leaving (an intended exit), send its tasks' last
+    events, stop its threads. Then its gRPC client waits out a 250 ms poll before its
+    last thread ends (Ray 2.56; 0.25-0.27 s of every CLI run on 2 cores). The threads
+    Ray names show which part runs: once the task-events thread and the driver's IO
+    thread are gone, the rest is the wait. Elsewhere (a Ray this process started, whose
+    processes ``ray.shutdown()`` stops; threads named otherwise) it waits for all of it.
+    """
+    if not ray.is_initialized():
+        return False
+    before = _thread_names()
+    if wait or not (_joined and before["task_event_buff"] and before["worker.io"]):
+        _shutdown()
+        return False
+    thread = threading.Thread(target=_shutdown, daemon=True, name="gymray-ray-shutdown")
+    thread.start()
+    while thread.is_alive():
+        now = _thread_names()
+        if not now["task_event_buff"] and now["worker.io"] < before["worker.io"]:
+            return True
+        thread.join(0.002)
+    return False
+
+
+def _shutdown() -> None:
+    try:
+        ray.shutdown()
+    except Exception:  # the outcome is the exit code; Ray's exit hook tries again
+        log.debug("ray.shutdown() failed", exc_info=True)
+
+
+def _thread_names() -> Counter:
+    """How many of this process's threads bear each name (Linux; none elsewhere)."""
+    names: Counter = Counter()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return names
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names[f.read().strip()] += 1
+        except OSError:  # ended meanwhile
+            continue
+    return names
 
 
 @contextmanager

@@ -1,0 +1,82 @@
+"""How ``python -m gymray.run`` leaves a cluster it joined, on the session's real head
+(tests/jobs/conftest.py): at once, once Ray's driver has let go, and with nothing lost
+that Ray records of the run (its tasks' states, the driver's exit)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+
+from ray.util.state.api import StateApiClient
+from ray.util.state.common import ListApiOptions, StateResource
+from ray_head import TIMEOUT_S, wait_status
+
+from gymray.samples.gym_shapes import gym_tree
+
+LEAVE = """
+import os, sys, ray
+from gymray import cluster
+cluster.ensure_ray()
+ray.get([ray.remote(lambda i: i).remote(i) for i in range(4)])
+quick = cluster.disconnect()
+print("quick" if quick else "waited", ray.is_initialized(), flush=True)
+os._exit(0) if quick else sys.exit(0)
+"""
+
+
+def test_leaving_a_joined_cluster_returns_once_rays_driver_has_let_go(client_env):
+    """``ray.shutdown()`` spends 0.25 s of every run, after the driver has told the raylet
+    it is leaving and sent its tasks' events: Ray's gRPC client waits out a 250 ms poll
+    before its last thread ends. Ray 2.56's thread names show when only that is left, and
+    ``cluster.disconnect`` returns then (a CLI run then exits at once)."""
+    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
+    run = subprocess.run([sys.executable, "-c", LEAVE], env=env, capture_output=True,
+                         text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["quick", "False"], run.stdout + run.stderr[-3000:]
+
+
+def test_a_prepare_run_as_a_job_exits_with_rays_records_of_it_complete(
+    client, client_env, tmp_path
+):
+    """The run as users submit it: the job succeeds, its JSON is whole in the job's log,
+    and Ray's state API shows every task of the driver FINISHED and the driver's exit
+    intended, as after a full ``ray.shutdown()`` (an exit without one shows the last
+    tasks FAILED)."""
+    gym_tree(tmp_path / "gym")
+    argv = [sys.executable, "-m", "gymray.run", "sft", "--prepare-only", "--json",
+            f"input={tmp_path / 'gym'}", f"output={tmp_path / 'ds'}"]  # fmt: skip
+    sid = client.submit_job(entrypoint=shlex.join(argv), entrypoint_num_cpus=0.5,
+                            submission_id=f"exit-{secrets.token_hex(4)}")  # fmt: skip
+    status = wait_status(client, sid, {"SUCCEEDED", "FAILED", "STOPPED"}, timeout=150)
+    logs = client.get_job_logs(sid)
+    assert status == "SUCCEEDED", logs[-3000:]
+    summary, _ = json.JSONDecoder().raw_decode(logs[logs.index("{\n") :])
+    assert summary["ok"] and summary["dataset"]["counts"]["records"]["train"] > 0
+
+    info = client.get_job_info(sid)
+    state = StateApiClient(client_env.address,
+                           headers={"Authorization": f"Bearer {client_env.token}"})  # fmt: skip
+
+    def listed(resource: StateResource, **filters) -> list:
+        options = ListApiOptions(
+            limit=10000, detail=True, filters=[(k, "=", v) for k, v in filters.items()]
+        )
+        return state.list(resource, options=options, raise_on_missing_output=False)
+
+    deadline = time.monotonic() + 30
+    while True:  # workers send their tasks' events once a second
+        tasks = listed(StateResource.TASKS, job_id=info.job_id)
+        states = {t.state for t in tasks}
+        if states <= {"FINISHED", "FAILED"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    names = {t.name for t in tasks}
+    assert {"read_and_write", "_copy_at"} <= names, names
+    assert states == {"FINISHED"}, [(t.name, t.state) for t in tasks if t.state != "FINISHED"]
+    drivers = listed(StateResource.WORKERS, pid=info.driver_info.pid)
+    assert [(w.exit_type, w.is_alive) for w in drivers] == [("INTENDED_USER_EXIT", False)]
