@@ -55,6 +55,7 @@ def ensure_ray(ray_settings: Any = None) -> None:
     ``RAY_ADDRESS`` (``auto``: the cluster ``ray start`` runs on this machine); else
     start a small local one. A cluster that does not answer fails within
     ``ray.connect_timeout_s``, with one line naming its address."""
+    global _joined
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -80,6 +81,7 @@ def ensure_ray(ray_settings: Any = None) -> None:
             kwargs["object_store_memory"] = rs.object_store_memory
         with _keep_sigterm():
             ray.init(**kwargs)
+        _joined = False
         return
     if address != "auto":
         _reachable(address, min(timeout, 10.0))
@@ -87,7 +89,6 @@ def ensure_ray(ray_settings: Any = None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"  # Ray's client sends the token only then
     log.info("using the Ray cluster at %s", address)
     _init_within(address, timeout)
-    global _joined
     _joined = True
 
 

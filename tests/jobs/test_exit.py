@@ -40,6 +40,28 @@ def test_leaving_a_joined_cluster_returns_once_rays_driver_has_let_go(client_env
     assert run.stdout.split() == ["quick", "False"], run.stdout + run.stderr[-3000:]
 
 
+LEAVE_THEN_START = """
+import ray
+from gymray import cluster
+from gymray.config import RaySettings
+cluster.ensure_ray()
+ray.shutdown()
+cluster.ensure_ray(RaySettings(address="local", num_cpus=1))
+ray.get(ray.remote(lambda: 1).remote())
+print("quick" if cluster.disconnect() else "waited", ray._private.worker._global_node)
+"""
+
+
+def test_a_ray_started_after_leaving_a_cluster_is_stopped_in_full(client_env):
+    """A Ray the process started is stopped by ``ray.shutdown()`` itself (its raylet and
+    GCS), so it never takes the quick way out, even after the process joined a cluster."""
+    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
+    run = subprocess.run([sys.executable, "-c", LEAVE_THEN_START], env=env,
+                         capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["waited", "None"], run.stdout + run.stderr[-3000:]
+
+
 def test_a_prepare_run_as_a_job_exits_with_rays_records_of_it_complete(
     client, client_env, tmp_path
 ):
