@@ -1264,7 +1264,20 @@ def summarize_case(r: dict) -> dict:
                 "driver_share": g["driver_share"],
             }
     out["ratios"] = ratios
+    warm = (out.get("prepare") or {}).get("warm")
+    if warm and out.get("cli"):
+        # issue 12's cold tax: a fresh process's whole run against a warm prepare
+        out["ratios"]["cli_over_warm_prepare"] = [
+            ratio(w, warm["wall_seconds"]) for w in out["cli"]["all_wall_seconds"]
+        ]
     return out
+
+
+def cold_verdict(c: dict, most: float) -> dict:
+    """The cold-tax target: the first CLI run at most ``most`` x the faster warm
+    prepare; where a run had no warm prepare, none."""
+    each = c["ratios"].get("cli_over_warm_prepare")
+    return {f"first_cli<={most}x_warm_prepare": each[0] <= most} if each else {}
 
 
 def summary(benchmark: str, t0: float, raw: dict, head: dict, corpus: Path, made: dict,
@@ -1324,4 +1337,7 @@ def table(summary: dict) -> str:
                     f"{own} ({with_store}) | "
                     f"{round(g['other_cpu_seconds'] / g['wall_seconds'], 2)}"
                 )
+        each = c["ratios"].get("cli_over_warm_prepare")
+        if each:
+            rows.append(f"{name} | each CLI run / the faster warm prepare: {each}")
     return "\n".join(rows)

@@ -41,6 +41,7 @@ TARGETS = {  # issue 12, on a 2-core machine, 1M rollouts
     "wall_vs_full_min": 1.6,
     "cpu_vs_full_max": 1.3,
     "driver_share_max": 0.03,
+    "cli_over_warm_prepare_max": 1.3,
 }
 
 
@@ -205,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                 and rt["driver_share"] <= TARGETS["driver_share_max"],
             }
             | C.memory_verdict(s[k.split("_")[0]][k.split("_")[1]])
+            | (C.cold_verdict(s, TARGETS["cli_over_warm_prepare_max"]) if k == "cli_cold" else {})
             for k, rt in s["ratios"].items()
+            if k != "cli_over_warm_prepare"
         }
     C.say("\n" + C.table(summary))
     C.save(summary, f"dpo-{made['lines'] // 1000}k", a.tag, a.no_save, a.data_dir)

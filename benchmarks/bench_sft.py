@@ -37,6 +37,7 @@ TARGETS = {  # issue 12, on a 2-core machine, reward_threshold=0
     "cli_wall_vs_minimal_min": 1.2,
     "cpu_vs_full_max": 1.3,
     "driver_share_max": 0.03,
+    "cli_over_warm_prepare_max": 1.3,
 }
 
 
@@ -222,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
 def judge(s: dict) -> dict:
     out = {}
     for k, rt in s["ratios"].items():
+        if k == "cli_over_warm_prepare":
+            continue
         out[k] = {
             "cpu_vs_full<=1.3": rt["cpu_vs_full"] is not None
             and rt["cpu_vs_full"] <= TARGETS["cpu_vs_full_max"],
@@ -235,6 +238,8 @@ def judge(s: dict) -> dict:
                 rt["wall_vs_minimal"] is not None
                 and rt["wall_vs_minimal"] >= TARGETS["cli_wall_vs_minimal_min"]
             )
+    if "cli_cold" in out:
+        out["cli_cold"] |= C.cold_verdict(s, TARGETS["cli_over_warm_prepare_max"])
     return out
 
 
