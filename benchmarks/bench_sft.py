@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         s = summary["cases"][c["name"]]
         if c["threshold"] == 0:
             s["targets_met"] = judge(s)
+        elif "cli" in s:  # the cold tax is judged whatever the threshold
+            s["targets_met"] = {"cli_cold": C.cold_verdict(s, TARGETS["cli_over_warm_prepare_max"])}
     C.say("\n" + C.table(summary))
     C.save(summary, "sft", a.tag, a.no_save, a.data_dir)
     return 0
