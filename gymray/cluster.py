@@ -113,11 +113,15 @@ def disconnect(wait: bool = False) -> bool:
         return False
     thread = threading.Thread(target=_shutdown, daemon=True, name="gymray-ray-shutdown")
     thread.start()
-    while thread.is_alive():
-        now = _thread_names()
-        if not now["task_event_buff"] and now["worker.io"] < before["worker.io"]:
-            return True
-        thread.join(0.002)
+    try:
+        while thread.is_alive():
+            now = _thread_names()
+            if not now["task_event_buff"] and now["worker.io"] < before["worker.io"]:
+                return True
+            thread.join(0.002)
+    except BaseException:  # a signal: Ray's teardown ends before the interpreter's exit
+        thread.join()
+        raise
     return False
 
 

@@ -40,6 +40,36 @@ def test_leaving_a_joined_cluster_returns_once_rays_driver_has_let_go(client_env
     assert run.stdout.split() == ["quick", "False"], run.stdout + run.stderr[-3000:]
 
 
+INTERRUPTED = """
+import threading, ray
+from gymray import cluster
+cluster.ensure_ray()
+ray.get(ray.remote(lambda: 1).remote())
+calls, real = [], cluster._thread_names
+def names():  # Ctrl-C while Ray's shutdown runs in its thread
+    calls.append(1)
+    if len(calls) == 2:
+        raise KeyboardInterrupt
+    return real()
+cluster._thread_names = names
+try:
+    cluster.disconnect()
+except KeyboardInterrupt:
+    alive = [t.name for t in threading.enumerate() if t.name == "gymray-ray-shutdown"]
+    print("interrupted", alive or "done")
+"""
+
+
+def test_a_signal_while_leaving_lets_rays_shutdown_end_first(client_env):
+    """Ctrl-C (or SIGTERM made an exception) while ``cluster.disconnect`` waits: the
+    exception goes on once Ray's shutdown has ended, never with it still tearing the
+    driver down while the interpreter exits."""
+    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED], env=env, capture_output=True,
+                         text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert run.stdout.split() == ["interrupted", "done"], run.stdout + run.stderr[-3000:]
+
+
 LEAVE_THEN_START = """
 import ray
 from gymray import cluster
