@@ -108,7 +108,7 @@ def disconnect(wait: bool = False) -> bool:
     if not ray.is_initialized():
         return False
     before = _thread_names()
-    if wait or not (_joined and before["task_event_buff"] and before["worker.io"]):
+    if wait or not (_joined and before and before["task_event_buff"] and before["worker.io"]):
         _shutdown()
         return False
     thread = threading.Thread(target=_shutdown, daemon=True, name="gymray-ray-shutdown")
@@ -116,7 +116,11 @@ def disconnect(wait: bool = False) -> bool:
     try:
         while thread.is_alive():
             now = _thread_names()
-            if not now["task_event_buff"] and now["worker.io"] < before["worker.io"]:
+            if (
+                now is not None
+                and not now["task_event_buff"]
+                and now["worker.io"] < before["worker.io"]
+            ):
                 return True
             thread.join(0.002)
     except BaseException:  # a signal: Ray's teardown ends before the interpreter's exit
@@ -132,19 +136,22 @@ def _shutdown() -> None:
         log.debug("ray.shutdown() failed", exc_info=True)
 
 
-def _thread_names() -> Counter:
-    """How many of this process's threads bear each name (Linux; none elsewhere)."""
+def _thread_names() -> Counter | None:
+    """How many of this process's threads bear each name; None where they cannot all be
+    read (no ``/proc``, or a read failing otherwise than for a thread that just ended)."""
     names: Counter = Counter()
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
-        return names
+        return None
     for tid in tasks:
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
                 names[f.read().strip()] += 1
-        except OSError:  # ended meanwhile
+        except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
             continue
+        except OSError:
+            return None
     return names
 
 

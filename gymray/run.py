@@ -38,10 +38,15 @@ def main() -> int:
         quick = cluster.disconnect()
         gc.freeze()
     if quick:  # what is left of ray.shutdown() is a wait (see cluster.disconnect)
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        try:
+            logging.shutdown()
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:  # None: closed when the process started (>&-)
+                    stream.flush()
+        except (OSError, ValueError):  # a reader gone: nothing more can reach it
+            pass
+        finally:
+            os._exit(code)
     return code
 
 

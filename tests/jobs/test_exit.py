@@ -70,6 +70,48 @@ def test_a_signal_while_leaving_lets_rays_shutdown_end_first(client_env):
     assert run.stdout.split() == ["interrupted", "done"], run.stdout + run.stderr[-3000:]
 
 
+UNREADABLE = """
+import errno, os, threading, ray
+from gymray import cluster
+cluster.ensure_ray()
+ray.get(ray.remote(lambda: 1).remote())
+calls, real = [], os.listdir
+def listdir(path="."):  # /proc unreadable once Ray's shutdown has begun (e.g. EMFILE)
+    if path == "/proc/self/task":
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.EMFILE, "Too many open files")
+    return real(path)
+os.listdir = listdir
+quick = cluster.disconnect()
+alive = [t.name for t in threading.enumerate() if t.name == "gymray-ray-shutdown"]
+print("quick" if quick else "waited", alive or "done", flush=True)
+os._exit(0)
+"""
+
+
+def test_threads_that_cannot_be_read_are_not_taken_for_gone(client_env):
+    """Only threads seen to have ended let ``cluster.disconnect`` return early: where
+    ``/proc`` cannot be read meanwhile, it waits for all of ``ray.shutdown()``."""
+    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
+    run = subprocess.run([sys.executable, "-c", UNREADABLE], env=env, capture_output=True,
+                         text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert run.stdout.split() == ["waited", "done"], run.stdout + run.stderr[-3000:]
+
+
+def test_a_run_whose_stdout_is_closed_exits_with_its_code(client_env, tmp_path):
+    """The quick exit flushes what is left: a closed stdout (``>&-``: ``sys.stdout`` is
+    None) is nothing to flush, not a traceback and exit 1 after the dataset is written."""
+    gym_tree(tmp_path / "gym")
+    argv = [sys.executable, "-m", "gymray.run", "sft", "--prepare-only",
+            f"input={tmp_path / 'gym'}", f"output={tmp_path / 'ds'}"]  # fmt: skip
+    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
+    run = subprocess.run(["bash", "-c", shlex.join(argv) + " >&-"], env=env,
+                         capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr and (tmp_path / "ds" / "manifest.json").is_file()
+
+
 LEAVE_THEN_START = """
 import ray
 from gymray import cluster
