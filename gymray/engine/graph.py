@@ -2,7 +2,7 @@
 run by which engine, and the parts' stats collected as workers write them.
 
 Per-rollout recipes run as plain Ray tasks (:mod:`gymray.engine.stream`); grouped
-recipes as a Ray Data plan with one sort (:mod:`gymray.engine.grouped`). Either way
+recipes as plain Ray tasks around one sort (:mod:`gymray.engine.grouped`). Either way
 workers write parts and return their stats; the driver gets stats only (records
 never reach the object store or the driver).
 """
@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import ray
 
-from gymray.engine import stream
+from gymray.engine import grouped, stream
 from gymray.engine.blocks import Spec
 from gymray.engine.read import ScratchCopies, line_bytes, plan_units, shuffle_mode
 from gymray.engine.write import FAILED, Target
@@ -60,9 +60,8 @@ def run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> R
 
 def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> RunResult:
     recipe = spec.recipe
-    grouped = recipe.grouped
     storage = settings.storage
-    shuffle, copy = shuffle_mode(settings, inputs) if grouped else (None, False)
+    shuffle, copy = shuffle_mode(settings, inputs) if recipe.grouped else (None, False)
     copies = ScratchCopies(settings.ray.scratch, inputs, storage) if copy else None
     try:
         readable = copies.inputs if copies else inputs  # read from the copies from here on
@@ -75,21 +74,16 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
             "write_args": {
                 "target": target, "fmt_name": recipe.format, "files": spec.files,
                 "val_fraction": settings.split.val_fraction, "dedup": recipe.dedup,
-                "task_sorted": grouped,
+                "task_sorted": recipe.grouped,
             },
         }  # fmt: skip
         tasks = unit_tasks(readable, units, settings.ray.split_bytes, cluster_cpus())
-        if grouped:
-            # imported here, not above: only grouped recipes use Ray Data, which a
-            # driver otherwise imports for nothing (see gymray.engine.stream)
-            from gymray.engine import grouped as grouped_plan
-
-            batches = grouped_plan.statuses(tasks, plan, shuffle, settings)
+        if recipe.grouped:
+            batches = grouped.statuses(tasks, plan, shuffle, settings)
         else:
             batches = stream.statuses(tasks, plan)
         parts = []
-        # grouped runs have Ray Data's progress bars
-        progress = Progress(settings.ray.progress_s, inputs, None if grouped else live_stream())
+        progress = Progress(settings.ray.progress_s, inputs, live_stream())
         try:
             for batch in batches:
                 raise_if_stopped()  # (see gymray.errors.STOPS)
@@ -101,8 +95,7 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
                     progress.add(parts[-1])
         finally:
             progress.close()
-            if not grouped:
-                batches.close()  # cancels the tasks still running (a failed part, a stop)
+            batches.close()  # cancels the tasks still running (a failed part, a stop)
     finally:
         if copies is not None:
             copies.remove()
@@ -150,8 +143,7 @@ class Progress:
     elapsed. Logged every ``every`` seconds, for logs that have no progress bar (a Ray
     Job's, a pipeline's); and, where ``live`` is given (a terminal or notebook whose
     gymray log is not shown), redrawn in place every ``LIVE_S``, as a progress bar
-    would be. Ray Data's own bars (grouped recipes) are left as the user set them.
-    Grouped recipes report once their records are built (the shuffle comes first), and
+    would be. Grouped recipes report once their records are built (the shuffle comes first), and
     without bytes read."""
 
     LIVE_S = 0.5

@@ -1,8 +1,15 @@
-"""The Ray Data plan of grouped recipes (DPO, RM, GRPO best-of-n): read -> parse into
-keys (or canonical rollouts) -> one sort into fixed ranges of the task hash (a task's
-rows all in one block) -> decide per task + build + write. Workers write parts and
-return their stats; the driver gets stats only. Only these runs import Ray Data:
-the sort is where it earns its place (per-rollout recipes: :mod:`gymray.engine.stream`).
+"""Grouped recipes (DPO, RM, GRPO best-of-n) as plain Ray tasks: one sort of the parsed
+lines into fixed ranges of the task hash, so that a task's rows all meet in one place.
+
+- ``split_ranges``, a task per pack of read units: read -> parse into keys (or canonical
+  rollouts) -> a piece per range.
+- ``group_range``, a task per range: its pieces -> sorted -> decide per task + build +
+  write. It returns its parts' status table: the driver gets stats only.
+
+Not Ray Data: its sort is the same map and reduce tasks, and its executor, planning,
+actors and imports cost the driver and every worker more than the sort itself. DPO on
+1M rollouts (3.5 GB), 2 cores: see benchmarks/README.md. A lost piece is made again from
+its map task (Ray's lineage); a lost task is run again (Ray's retries).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import ray.data
+import ray
 
 from gymray.engine.blocks import (
     GROUP_KEYS,
@@ -26,78 +33,97 @@ from gymray.engine.blocks import (
     summarize_lines,
 )
 from gymray.engine.read import sort_layout
-from gymray.engine.stream import read_unit
+from gymray.engine.stream import WAIT_S, read_unit
 from gymray.engine.write import STATUS_TABLE, in_worker, write_block
+from gymray.errors import raise_if_stopped
+
+GROUP_ORDER = [(k, "ascending") for k in GROUP_KEYS]
 
 
 def statuses(tasks: list[list[int]], plan: dict, shuffle: str, settings: Any) -> Iterator[pa.Table]:
     """Run ``tasks`` (packs of read units) of ``plan`` (see
     :func:`gymray.engine.stream.read_and_write`) grouped by task, shuffling ``shuffle``
     (``keys``: keys, lines read back by offset; ``rollouts``: whole rollouts), and give
-    the parts' status tables."""
-    spec = plan["spec"]
-    ds = ray.data.from_items([{"units": t} for t in tasks], override_num_blocks=len(tasks))
-    _tune(ds)
+    each range's status table as soon as its parts are written. Tasks still running when
+    the caller stops (a failure, a signal) are cancelled."""
     keyed = shuffle == "keys"
+    # fewer, larger packs where read units are many (see sort_layout)
+    n_ranges, maps = sort_layout(plan["inputs"], settings, len(tasks), keyed)
+    shared = ray.put(plan)  # once, not once a task
+    split = split_ranges.options(num_returns=n_ranges)
+    pieces = [
+        split.remote([u for t in packs for u in t], shared, n_ranges, keyed)
+        for packs in _consecutive(tasks, maps)
+    ]
+    if n_ranges == 1:
+        pieces = [[p] for p in pieces]
+    group = group_range.remote
+    running = [group(shared, keyed, *(p[r] for p in pieces)) for r in range(n_ranges)]
+    try:
+        while running:
+            ready, running = ray.wait(running, num_returns=1, timeout=WAIT_S)
+            raise_if_stopped()  # (see gymray.errors.STOPS)
+            for ref in ready:
+                yield ray.get(ref)
+    finally:
+        for ref in chain(running, (p[0] for p in pieces)):
+            ray.cancel(ref)  # (a finished task: nothing)
+
+
+def _consecutive(items: list, n: int) -> list[list]:
+    """``items`` cut into ``n`` runs of consecutive items, as equal in count as can be."""
+    cuts = np.linspace(0, len(items), n + 1).round().astype(int)
+    return [items[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+def split_ranges(units: list[int], plan: dict, n_ranges: int, keyed: bool) -> Any:
+    """Read and parse ``units``, a block of lines (``ray.block_bytes``) at a time, and
+    return the parsed rows of each of the ``n_ranges`` task-hash ranges, a table each
+    (the task's returns, one a range)."""
+    in_worker()
+    spec = plan["spec"]
     parse = summarize_lines if keyed else parse_rollouts
-
-    def read_and_parse(batch: dict) -> Iterator[pa.Table]:
-        in_worker()
-        # ``ray.block_bytes`` of lines at a time
-        for u in chain.from_iterable(batch["units"]):
-            for lines in read_unit(plan, int(u)):
-                yield parse(lines, spec)
-
-    ds = ds.map_batches(read_and_parse, batch_size=1, batch_format="numpy")
-    # fewer, larger blocks where read units are many (see sort_layout)
-    n_ranges, blocks = sort_layout(plan["inputs"], settings, len(tasks), keyed)
-    if blocks < len(tasks):
-        ds = ds.repartition(blocks)
-    # One sort, into fixed ranges of the task hash: a task's rows all land in one
-    # block, and the blocks follow one another in task order. Ray Data's sort is
-    # made of tasks (a lost one is run again), where a keyed repartition needs
-    # actors that every run starts anew; fixed ranges need no sampling pass,
-    # and cut the same blocks on every run.
-    ds = ds.sort(GROUP_KEYS, boundaries=task_ranges(n_ranges))
-    ds = ds.map_batches(
-        _decide_build_write if keyed else _group_write, batch_size=None,
-        batch_format="pyarrow",
-        fn_kwargs={"spec": spec, "inputs": plan["inputs"], "write_args": plan["write_args"]},
-    )  # fmt: skip
-    return ds.iter_batches(batch_size=None, batch_format="pyarrow")
+    bounds = np.array(task_ranges(n_ranges), dtype=np.int64)
+    held: list[list[pa.Table]] = [[] for _ in range(n_ranges)]
+    for lines in chain.from_iterable(read_unit(plan, u) for u in units):
+        rows = parse(lines, spec)
+        del lines
+        which = np.searchsorted(bounds, rows.column("task_hash").to_numpy(), side="right")
+        order = np.argsort(which, kind="stable")
+        ends = np.cumsum(np.bincount(which, minlength=n_ranges))
+        for r, (start, end) in enumerate(zip(chain([0], ends), ends, strict=False)):
+            if end > start:  # a compact table: a slice would carry the whole block along
+                held[r].append(rows.take(order[start:end]))
+    out = []
+    for r in range(n_ranges):
+        out.append(pa.concat_tables(held[r]).combine_chunks() if held[r] else None)
+        held[r] = []  # (one range's copy at a time)
+    return out if n_ranges > 1 else out[0]
 
 
-def _tune(ds: ray.data.Dataset) -> None:
-    """Tune this dataset's own context (never the user's global DataContext).
-
-    Ray Data reserves CPUs per operator: on a small cluster that leaves one parse
-    task running at a time. Measured on 2 cores: SFT 1.4 GB 3.6 s -> 2.9 s."""
-    ctx = ds.context
-    if hasattr(ctx, "op_resource_reservation_enabled"):  # names differ across Ray releases
-        ctx.op_resource_reservation_enabled = False
+@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+def group_range(plan: dict, keyed: bool, *pieces: pa.Table | None) -> pa.Table:
+    """A range's pieces, sorted by task: decided, built and written (by keys), or
+    grouped and written (whole rollouts). Returns the parts' status table."""
+    in_worker()
+    tables = [p for p in pieces if p is not None]
+    if not tables:  # an empty range
+        return STATUS_TABLE.empty_table()
+    batch = pa.concat_tables(tables).sort_by(GROUP_ORDER)
+    del tables, pieces
+    spec, write_args = plan["spec"], plan["write_args"]
+    if keyed:
+        decided = decide_block(batch, spec).sort_by(SORT_ORDER)
+        del batch
+        return write_block(build_block(decided, spec, plan["inputs"]), **write_args)
+    return write_block(grouped_stretches(batch, spec), **write_args)
 
 
 def task_ranges(n: int) -> list[int]:
     """The ``n - 1`` boundaries that cut the int64 task hashes into ``n`` equal ranges.
-    Hashes are uniform, so the ranges hold about as many tasks each. One range is cut
-    at the largest hash (Ray Data samples boundaries, on every sort key, when given
-    none: a task could then straddle two blocks)."""
-    return [-(1 << 63) + (i << 64) // n for i in range(1, n)] or [(1 << 63) - 1]
-
-
-def _decide_build_write(batch: pa.Table, spec: Spec, inputs, write_args: dict) -> pa.Table:
-    in_worker()
-    if not batch.num_rows:  # an empty range (Ray Data gives it without columns)
-        return STATUS_TABLE.empty_table()
-    decided = decide_block(batch, spec).sort_by(SORT_ORDER)
-    return write_block(build_block(decided, spec, inputs), **write_args)
-
-
-def _group_write(batch: pa.Table, spec: Spec, inputs, write_args: dict) -> pa.Table:
-    in_worker()
-    if not batch.num_rows:
-        return STATUS_TABLE.empty_table()
-    return write_block(grouped_stretches(batch, spec), **write_args)
+    Hashes are uniform, so the ranges hold about as many tasks each."""
+    return [-(1 << 63) + (i << 64) // n for i in range(1, n)]
 
 
 def grouped_stretches(batch: pa.Table, spec: Spec, rows: int = 2000) -> Iterator[pa.Table]:

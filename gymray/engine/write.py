@@ -53,8 +53,8 @@ PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionar
 
 
 def in_worker() -> None:
-    """What every gymray function run by a Ray worker does first (the read and write
-    tasks, the Ray Data functions, the Parquet and copy tasks): Arrow's buffers from
+    """What every gymray function run by a Ray worker does first (the read, sort and
+    write tasks, the Parquet and copy tasks): Arrow's buffers from
     the C library's allocator, which hands back what a block freed to the next block's
     Python objects. pyarrow's default (mimalloc) keeps it for Arrow alone; a map worker's
     peak private memory was 20-30 MiB higher with it (SFT, bench_sft).

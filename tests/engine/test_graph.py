@@ -132,7 +132,7 @@ def test_task_ranges_cut_the_hashes_into_equal_ranges():
         edges = [-(1 << 63), *bounds, 1 << 63]
         widths = {b - a for a, b in zip(edges[:-1], edges[1:], strict=True)}
         assert len(bounds) == n - 1 and max(widths) - min(widths) <= 1
-    assert task_ranges(1) == [(1 << 63) - 1]  # a cut Ray Data will not replace by samples
+    assert task_ranges(1) == []
 
 
 @pytest.mark.parametrize("algo", ["dpo", "grpo"])
@@ -246,10 +246,9 @@ FAULTY = textwrap.dedent(
     fault, killed = sys.argv[4], []
 
     def strike(done):
-        # once per run, as soon as a worker runs a task of the shuffle (Ray Data's sort:
-        # ray::map, ray::reduce)
+        # once per run, as soon as a worker runs a task of the shuffle
         while not done.is_set():
-            for pid in processes_titled(b"ray::map", b"ray::reduce"):
+            for pid in processes_titled(b"ray::split_ranges", b"ray::group_range"):
                 if fault == "worker":
                     os.kill(pid, signal.SIGKILL)
                 else:

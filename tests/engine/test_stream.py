@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import orjson
+import pytest
 from support import REPO
 
 from gymray.engine import stream
@@ -26,8 +27,10 @@ import gymray
 
 ray.init(address="local", num_cpus=2, include_dashboard=False,
          object_store_memory=128 * 1024**2, log_to_driver=False)
-ds = gymray.prepare("sft", input=sys.argv[1], output=sys.argv[2],
-                    **{"sft.reward_threshold": 0, "split.val_fraction": 0})
+algo = sys.argv[3]
+extra = {"sft.reward_threshold": 0} if algo == "sft" else {}
+ds = gymray.prepare(algo, input=sys.argv[1], output=sys.argv[2],
+                    **{"split.val_fraction": 0, **extra})
 
 @ray.remote(num_cpus=1)
 def imported():
@@ -40,11 +43,13 @@ print(json.dumps({"records": ds.counts["records"]["train"], "workers": workers,
 """
 
 
-def test_per_rollout_runs_import_no_ray_data(tmp_path):
+@pytest.mark.parametrize("algo", ["sft", "dpo"])
+def test_runs_import_no_ray_data(tmp_path, algo):
     """Ray Data's executor, actors and imports cost a CLI run on 2.9 GB of SFT 1.8 of its
-    19.8 CPU-s; per-rollout runs do not need it."""
+    19.8 CPU-s; neither per-rollout runs nor grouped runs (their one sort is plain Ray
+    tasks) need it."""
     run = subprocess.run(
-        [sys.executable, "-c", DRIVER, SAMPLE, str(tmp_path / "o")],
+        [sys.executable, "-c", DRIVER, SAMPLE, str(tmp_path / "o"), algo],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
