@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +25,9 @@ log = logging.getLogger("gymray")
 
 # Whether this process joined a running cluster (rather than starting a Ray of its own)
 _joined = False
+# The ids of the driver's IO threads (Ray 2.56 names them worker.io), as it joined: other
+# threads may bear the name, and end first (see disconnect)
+_io_threads: frozenset[str] = frozenset()
 
 
 def auth_token() -> str | None:
@@ -55,7 +58,7 @@ def ensure_ray(ray_settings: Any = None) -> None:
     ``RAY_ADDRESS`` (``auto``: the cluster ``ray start`` runs on this machine); else
     start a small local one. A cluster that does not answer fails within
     ``ray.connect_timeout_s``, with one line naming its address."""
-    global _joined
+    global _joined, _io_threads
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -90,6 +93,8 @@ def ensure_ray(ray_settings: Any = None) -> None:
     log.info("using the Ray cluster at %s", address)
     _init_within(address, timeout)
     _joined = True
+    threads = _thread_names()
+    _io_threads = frozenset(threads["worker.io"]) if threads else frozenset()
 
 
 def disconnect(wait: bool = False) -> bool:
@@ -102,13 +107,16 @@ def disconnect(wait: bool = False) -> bool:
     events, stop its threads. Then its gRPC client waits out a 250 ms poll before its
     last thread ends (Ray 2.56; 0.25-0.27 s of every CLI run on 2 cores). The threads
     Ray names show which part runs: once the task-events thread and the driver's IO
-    thread are gone, the rest is the wait. Elsewhere (a Ray this process started, whose
-    processes ``ray.shutdown()`` stops; threads named otherwise) it waits for all of it.
+    thread (the one it had when it joined) are gone, the rest is the wait. Elsewhere (a
+    Ray this process started, whose processes ``ray.shutdown()`` stops; threads named
+    otherwise) it waits for all of it.
     """
     if not ray.is_initialized():
         return False
     before = _thread_names()
-    if wait or not (_joined and before and before["task_event_buff"] and before["worker.io"]):
+    io = _io_threads
+    if wait or not (_joined and io and before and before["task_event_buff"]
+                    and io <= before["worker.io"]):  # fmt: skip
         _shutdown()
         return False
     thread = threading.Thread(target=_shutdown, daemon=True, name="gymray-ray-shutdown")
@@ -116,11 +124,7 @@ def disconnect(wait: bool = False) -> bool:
     try:
         while thread.is_alive():
             now = _thread_names()
-            if (
-                now is not None
-                and not now["task_event_buff"]
-                and now["worker.io"] < before["worker.io"]
-            ):
+            if now is not None and not now["task_event_buff"] and not io & now["worker.io"]:
                 return True
             thread.join(0.002)
     except BaseException:  # a signal: Ray's teardown ends before the interpreter's exit
@@ -136,10 +140,10 @@ def _shutdown() -> None:
         log.debug("ray.shutdown() failed", exc_info=True)
 
 
-def _thread_names() -> Counter | None:
-    """How many of this process's threads bear each name; None where they cannot all be
-    read (no ``/proc``, or a read failing otherwise than for a thread that just ended)."""
-    names: Counter = Counter()
+def _thread_names() -> defaultdict[str, set[str]] | None:
+    """The ids of this process's threads by name; None where they cannot all be read
+    (no ``/proc``, or a read failing otherwise than for a thread that just ended)."""
+    names: defaultdict[str, set[str]] = defaultdict(set)
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
@@ -147,7 +151,7 @@ def _thread_names() -> Counter | None:
     for tid in tasks:
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
-                names[f.read().strip()] += 1
+                names[f.read().strip()].add(tid)
         except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
             continue
         except OSError:

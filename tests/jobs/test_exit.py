@@ -70,6 +70,41 @@ def test_a_signal_while_leaving_lets_rays_shutdown_end_first(client_env):
     assert run.stdout.split() == ["interrupted", "done"], run.stdout + run.stderr[-3000:]
 
 
+OTHER_IO = """
+import collections, os, ray
+from gymray import cluster
+cluster.ensure_ray()
+drivers = set()  # the driver's IO threads, as it joined
+for t in os.listdir("/proc/self/task"):
+    try:
+        if open(f"/proc/self/task/{t}/comm").read().strip() == "worker.io":
+            drivers.add(t)
+    except FileNotFoundError:  # ended meanwhile
+        pass
+ray.get(ray.remote(lambda: 1).remote())
+calls = []
+def names():  # another worker.io thread ends first; the driver's is still seen running
+    calls.append(1)
+    seen = collections.defaultdict(set, {"worker.io": set(drivers)})
+    if len(calls) == 1:
+        seen["task_event_buff"].add("1")
+        seen["worker.io"].add("other")
+    return seen
+cluster._thread_names = names
+print("quick" if cluster.disconnect() else "waited", bool(drivers), flush=True)
+"""
+
+
+def test_only_the_drivers_own_io_thread_ending_ends_the_wait(client_env):
+    """Another thread named ``worker.io`` (Ray's, or anyone's) that ends first is not
+    the driver's IO thread ending: while the one the driver had when it joined is seen,
+    ``cluster.disconnect`` waits (here: for all of ``ray.shutdown()``)."""
+    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
+    run = subprocess.run([sys.executable, "-c", OTHER_IO], env=env, capture_output=True,
+                         text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert run.stdout.split() == ["waited", "True"], run.stdout + run.stderr[-3000:]
+
+
 UNREADABLE = """
 import errno, os, threading, ray
 from gymray import cluster
