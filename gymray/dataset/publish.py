@@ -79,7 +79,7 @@ def publish(
     val = "val.jsonl" if counts.records["val"] else None
     stat_block = {
         "notes": dict(sorted(run.notes.items())),
-        "seconds": {"ray_data": round(result.seconds, 3), "assemble": round(assembled, 3)},
+        "seconds": {"read_and_write": round(result.seconds, 3), "assemble": round(assembled, 3)},
         "parts": len(parts),
         # records the workers wrote before the driver's duplicate decisions (a repeat
         # a worker saw coming was not written): how much the decisions had left to drop
