@@ -174,12 +174,15 @@ def test_a_cluster_that_does_not_answer_fails_fast_with_exit_5(tmp_path):
     assert p.returncode == 2 and "job API" in p.stderr and "ray job submit" in p.stderr
 
 
-def test_sigterm_during_a_prepare_stops_it_cleanly_with_exit_3(tmp_path):
+@pytest.mark.parametrize("algo", ["sft", "dpo"])
+def test_sigterm_during_a_prepare_stops_it_cleanly_with_exit_3(tmp_path, algo):
+    """Per-rollout tasks and a grouped run's sort tasks alike: the run stops, what it
+    wrote is removed, exit 3."""
     big = tmp_path / "big.jsonl"
     big.write_bytes(Path(SAMPLE).read_bytes() * 400)
     out = tmp_path / "o"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gymray.run", "sft", f"input={big}", f"output={out}",
+        [sys.executable, "-m", "gymray.run", algo, f"input={big}", f"output={out}",
          "--prepare-only"],
         stderr=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
