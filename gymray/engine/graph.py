@@ -143,8 +143,8 @@ class Progress:
     elapsed. Logged every ``every`` seconds, for logs that have no progress bar (a Ray
     Job's, a pipeline's); and, where ``live`` is given (a terminal or notebook whose
     gymray log is not shown), redrawn in place every ``LIVE_S``, as a progress bar
-    would be. Grouped recipes report once their records are built (the shuffle comes first), and
-    without bytes read."""
+    would be. Grouped recipes report once their records are built (the shuffle comes
+    first), and without bytes read."""
 
     LIVE_S = 0.5
 
