@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -119,6 +120,36 @@ def wait_status(client, sid: str, want: set[str], timeout: float = TIMEOUT_S) ->
             return status
         time.sleep(0.5)
     raise AssertionError(f"job {sid} not in {want} after {timeout}s (last {status})")
+
+
+def run_prepare_job(client, argv: list[str], name: str) -> tuple[str, str]:
+    """Submit ``argv`` as a Ray Job, as users do; its submission id and logs once it
+    succeeded."""
+    sid = client.submit_job(entrypoint=shlex.join(argv), entrypoint_num_cpus=0.5,
+                            submission_id=f"{name}-{secrets.token_hex(4)}")  # fmt: skip
+    status = wait_status(client, sid, {"SUCCEEDED", "FAILED", "STOPPED"}, timeout=150)
+    logs = client.get_job_logs(sid)
+    assert status == "SUCCEEDED", logs[-3000:]
+    return sid, logs
+
+
+def job_tasks(client, head: Head, sid: str) -> list:
+    """Every task of job ``sid`` in Ray's state API, once none is still running
+    (workers send their tasks' events once a second)."""
+    # imported here: conftest imports this module for every session, and only two
+    # tests ask the state API
+    from ray.util.state.api import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    job_id = client.get_job_info(sid).job_id
+    state = StateApiClient(head.address, headers={"Authorization": f"Bearer {head.token}"})
+    options = ListApiOptions(limit=10000, detail=True, filters=[("job_id", "=", job_id)])
+    deadline = time.monotonic() + 30
+    while True:
+        tasks = state.list(StateResource.TASKS, options=options, raise_on_missing_output=False)
+        if {t.state for t in tasks} <= {"FINISHED", "FAILED"} or time.monotonic() > deadline:
+            return tasks
+        time.sleep(0.5)
 
 
 DRIVER = """

@@ -1,8 +1,9 @@
 """Grouped recipes (DPO, RM, GRPO best-of-n) as plain Ray tasks: one sort of the parsed
 lines into fixed ranges of the task hash, so that a task's rows all meet in one place.
 
-- ``split_ranges``, a task per pack of read units: read -> parse into keys (or canonical
-  rollouts) -> a piece per range.
+- ``parse_blocks``, a task per pack of read units: read -> parse into keys (or canonical
+  rollouts), a block at a time.
+- ``split_ranges``, a task per group of packs: their parsed blocks -> a piece per range.
 - ``group_range``, a task per range: its pieces -> sorted -> decide per task + build +
   write. It returns its parts' status table: the driver gets stats only.
 
@@ -45,50 +46,94 @@ def statuses(tasks: list[list[int]], plan: dict, shuffle: str, settings: Any) ->
     :func:`gymray.engine.stream.read_and_write`) grouped by task, shuffling ``shuffle``
     (``keys``: keys, lines read back by offset; ``rollouts``: whole rollouts), and give
     each range's status table as soon as its parts are written. Tasks still running when
-    the caller stops (a failure, a signal) are cancelled."""
+    the caller stops (a failure, a signal) are cancelled.
+
+    Three stages, as many tasks each as the work allows: ``parse_blocks`` a task per pack
+    (the CPU-heavy part: as many as the read tasks of a per-rollout run); ``split_ranges``
+    a task per group of packs, so that each piece it cuts is large enough for the object
+    store, not the driver (see sort_layout); ``group_range`` a task per range."""
     keyed = shuffle == "keys"
-    # fewer, larger packs where read units are many (see sort_layout)
-    n_ranges, maps = sort_layout(plan["inputs"], settings, len(tasks), keyed)
+    n_ranges, n_splits = sort_layout(plan["inputs"], settings, len(tasks), keyed)
     shared = ray.put(plan)  # once, not once a task
-    split = split_ranges.options(num_returns=n_ranges)
-    pieces = [
-        split.remote([u for t in packs for u in t], shared, n_ranges, keyed)
-        for packs in _consecutive(tasks, maps)
-    ]
-    if n_ranges == 1:
-        pieces = [[p] for p in pieces]
-    group = group_range.remote
-    running = [group(shared, keyed, *(p[r] for p in pieces)) for r in range(n_ranges)]
+    parsing = [parse_blocks.remote(t, shared, keyed) for t in tasks]
+    split = split_ranges.options(num_returns=n_ranges).remote
+    pieces: list[Any] = []
+    grouping: list[ray.ObjectRef] = []
     try:
+        for blocks in _parsed(parsing, _consecutive(range(len(tasks)), n_splits)):
+            out = split(n_ranges, *blocks)
+            pieces.append(out if n_ranges > 1 else [out])
+        grouping = [group_range.remote(shared, keyed, *(p[r] for p in pieces))
+                    for r in range(n_ranges)]  # fmt: skip
+        running = list(grouping)
         while running:
             ready, running = ray.wait(running, num_returns=1, timeout=WAIT_S)
             raise_if_stopped()  # (see gymray.errors.STOPS)
             for ref in ready:
                 yield ray.get(ref)
     finally:
-        for ref in chain(running, (p[0] for p in pieces)):
-            ray.cancel(ref)  # (a finished task: nothing)
+        started = [p[0] for p in pieces] + grouping
+        _, unfinished = ray.wait(started, num_returns=len(started), timeout=0)
+        for ref in unfinished:
+            ray.cancel(ref)
 
 
-def _consecutive(items: list, n: int) -> list[list]:
+def _parsed(parsing: list, groups: list[list[int]]) -> Iterator[list[ray.ObjectRef]]:
+    """The parsed blocks of each group of ``parsing`` (``parse_blocks`` tasks, by index),
+    as soon as all of the group's tasks have given theirs."""
+    blocks: list[list] = [[] for _ in parsing]
+    running = dict(zip(parsing, range(len(parsing)), strict=True))
+    waiting = list(groups)
+    try:
+        while waiting:
+            if running:
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
+                raise_if_stopped()  # (see gymray.errors.STOPS)
+                for gen in ready:
+                    try:
+                        blocks[running[gen]].append(next(gen))
+                    except StopIteration:
+                        del running[gen]
+            parsing_now = set(running.values())
+            for group in [g for g in waiting if not parsing_now.intersection(g)]:
+                waiting.remove(group)
+                yield [b for i in group for b in blocks[i]]
+                for i in group:
+                    blocks[i] = []  # (the split task holds them now)
+    finally:
+        # Only those still giving blocks: a generator task cancelled after its last block
+        # but before Ray has recorded its end aborts the driver (Ray 2.56.1, "Tried to
+        # complete task that was not pending").
+        for gen in running:
+            ray.cancel(gen)
+
+
+def _consecutive(items: Any, n: int) -> list[list]:
     """``items`` cut into ``n`` runs of consecutive items, as equal in count as can be."""
+    items = list(items)
     cuts = np.linspace(0, len(items), n + 1).round().astype(int)
     return [items[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
 
 
 @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
-def split_ranges(units: list[int], plan: dict, n_ranges: int, keyed: bool) -> Any:
-    """Read and parse ``units``, a block of lines (``ray.block_bytes``) at a time, and
-    return the parsed rows of each of the ``n_ranges`` task-hash ranges, a table each
-    (the task's returns, one a range)."""
+def parse_blocks(units: list[int], plan: dict, keyed: bool) -> Iterator[pa.Table]:
+    """Read and parse ``units``, a block of lines (``ray.block_bytes``) at a time, into
+    keys (``keyed``) or canonical rollouts; yield each block's rows (a worker holds one
+    block at a time)."""
     in_worker()
-    spec = plan["spec"]
     parse = summarize_lines if keyed else parse_rollouts
+    for lines in chain.from_iterable(read_unit(plan, u) for u in units):
+        yield parse(lines, plan["spec"])
+
+
+@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+def split_ranges(n_ranges: int, *blocks: pa.Table) -> Any:
+    """Cut parsed ``blocks`` into the ``n_ranges`` task-hash ranges: the rows of each
+    range, a compact table each (None for none), one return a range."""
+    in_worker()
     bounds = np.array(task_ranges(n_ranges), dtype=np.int64)
     held: list[list[pa.Table]] = [[] for _ in range(n_ranges)]
-    for lines in chain.from_iterable(read_unit(plan, u) for u in units):
-        rows = parse(lines, spec)
-        del lines
+    for rows in blocks:
         which = np.searchsorted(bounds, rows.column("task_hash").to_numpy(), side="right")
         order = np.argsort(which, kind="stable")
         ends = np.cumsum(np.bincount(which, minlength=n_ranges))

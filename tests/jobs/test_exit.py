@@ -5,15 +5,13 @@ that Ray records of the run (its tasks' states, the driver's exit)."""
 from __future__ import annotations
 
 import json
-import secrets
 import shlex
 import subprocess
 import sys
-import time
 
 from ray.util.state.api import StateApiClient
 from ray.util.state.common import ListApiOptions, StateResource
-from ray_head import TIMEOUT_S, wait_status
+from ray_head import TIMEOUT_S, job_tasks, run_prepare_job
 
 from gymray.samples.gym_shapes import gym_tree
 
@@ -179,33 +177,18 @@ def test_a_prepare_run_as_a_job_exits_with_rays_records_of_it_complete(
     gym_tree(tmp_path / "gym")
     argv = [sys.executable, "-m", "gymray.run", "sft", "--prepare-only", "--json",
             f"input={tmp_path / 'gym'}", f"output={tmp_path / 'ds'}"]  # fmt: skip
-    sid = client.submit_job(entrypoint=shlex.join(argv), entrypoint_num_cpus=0.5,
-                            submission_id=f"exit-{secrets.token_hex(4)}")  # fmt: skip
-    status = wait_status(client, sid, {"SUCCEEDED", "FAILED", "STOPPED"}, timeout=150)
-    logs = client.get_job_logs(sid)
-    assert status == "SUCCEEDED", logs[-3000:]
+    sid, logs = run_prepare_job(client, argv, "exit")
     summary, _ = json.JSONDecoder().raw_decode(logs[logs.index("{\n") :])
     assert summary["ok"] and summary["dataset"]["counts"]["records"]["train"] > 0
 
-    info = client.get_job_info(sid)
-    state = StateApiClient(client_env.address,
-                           headers={"Authorization": f"Bearer {client_env.token}"})  # fmt: skip
-
-    def listed(resource: StateResource, **filters) -> list:
-        options = ListApiOptions(
-            limit=10000, detail=True, filters=[(k, "=", v) for k, v in filters.items()]
-        )
-        return state.list(resource, options=options, raise_on_missing_output=False)
-
-    deadline = time.monotonic() + 30
-    while True:  # workers send their tasks' events once a second
-        tasks = listed(StateResource.TASKS, job_id=info.job_id)
-        states = {t.state for t in tasks}
-        if states <= {"FINISHED", "FAILED"} or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    tasks = job_tasks(client, client_env, sid)
     names = {t.name for t in tasks}
     assert {"read_and_write", "_copy_at"} <= names, names
+    states = {t.state for t in tasks}
     assert states == {"FINISHED"}, [(t.name, t.state) for t in tasks if t.state != "FINISHED"]
-    drivers = listed(StateResource.WORKERS, pid=info.driver_info.pid)
+    state = StateApiClient(client_env.address,
+                           headers={"Authorization": f"Bearer {client_env.token}"})  # fmt: skip
+    pid = client.get_job_info(sid).driver_info.pid
+    options = ListApiOptions(limit=10, detail=True, filters=[("pid", "=", pid)])
+    drivers = state.list(StateResource.WORKERS, options=options, raise_on_missing_output=False)
     assert [(w.exit_type, w.is_alive) for w in drivers] == [("INTENDED_USER_EXIT", False)]
