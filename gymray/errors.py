@@ -61,6 +61,11 @@ class UnreadableInput(StorageError):
     The engine makes it a reject of that file and goes on with the others."""
 
 
+class InputChanged(StorageError):
+    """An input's line is not what gymray read a moment ago (rewritten, truncated or
+    appended to during prepare): the run stops, naming the file and line."""
+
+
 class EmptyDatasetError(GymrayError):
     """A prepare wrote no training records, or a launch was asked for such a dataset."""
 
@@ -182,11 +187,17 @@ def causes(e: BaseException):
         e = getattr(e, "cause", None) or e.__cause__ or e.__context__
 
 
+def _ray_task_error(e: BaseException) -> bool:
+    return any(c.__name__ == "RayTaskError" for c in type(e).__mro__)
+
+
 def classify(e: BaseException) -> Failure:
     """The user-facing meaning of any exception, whoever raised it (gymray, Ray, pyarrow, OS)."""
     chain = list(causes(e))
     for x in chain:
-        if isinstance(x, GymrayError):
+        # (a worker's error as Ray re-raises it is also a RayTaskError, whose text is
+        # Ray's traceback: the worker's own exception, its cause, comes next)
+        if isinstance(x, GymrayError) and not _ray_task_error(x):
             return Failure(str(x), x.exit_code, type(x).__name__, True)
     for x in chain:
         if isinstance(x, KeyboardInterrupt):

@@ -21,7 +21,7 @@ import pyarrow as pa
 import ray
 
 from gymray.engine.write import in_worker
-from gymray.errors import ConfigError, StorageError, UnreadableInput
+from gymray.errors import ConfigError, InputChanged, StorageError, UnreadableInput
 from gymray.storage import InputFile, filesystem, is_remote, open_input
 from gymray.storage.failures import writing
 
@@ -294,7 +294,7 @@ class LineReader:
             f = self.open[file_id] = fs.open_input_file(path)
         raw = f.read_at(length, offset)
         if len(raw) != length or zlib.crc32(raw) != crc:
-            raise RuntimeError(
+            raise InputChanged(
                 f"{self.inputs[file_id].uri} line {line} changed while gymray was reading it: "
                 "inputs must not be rewritten during prepare"
             )

@@ -422,6 +422,7 @@ def test_a_line_rewritten_between_the_two_reads_is_an_error_naming_it(tmp_path):
     import zlib
 
     from gymray.engine.read import LineReader
+    from gymray.errors import InputChanged
     from gymray.storage import expand_inputs
 
     p = tmp_path / "r_rollouts.jsonl"
@@ -430,8 +431,36 @@ def test_a_line_rewritten_between_the_two_reads_is_an_error_naming_it(tmp_path):
     with LineReader([f], None) as reader:
         assert reader.read(0, 2, 9, 9, zlib.crc32(b'{"b": 2}\n')) == b'{"b": 2}\n'
         p.write_bytes(b'{"a": 1}\n{"b": 3}\n')
-        with pytest.raises(RuntimeError, match=r"r_rollouts.jsonl line 2 changed"):
+        with pytest.raises(InputChanged, match=r"r_rollouts.jsonl line 2 changed"):
             reader.read(0, 2, 9, 9, zlib.crc32(b'{"b": 2}\n'))
+
+
+def test_a_line_rewritten_during_a_run_reaches_the_user_as_one_line_naming_it(tmp_path):
+    """Raised in a worker, as a grouped run's build reads lines back: the user sees one
+    line naming the file and line, and exit 2 (an input to fix), not Ray's wrapper of an
+    unexpected error (exit 9)."""
+    import zlib
+
+    import ray
+
+    from gymray.engine.read import LineReader
+    from gymray.errors import EXIT_USAGE, classify
+    from gymray.storage import expand_inputs
+
+    p = tmp_path / "r_rollouts.jsonl"
+    p.write_bytes(b'{"a": 1}\n{"b": 3}\n')  # rewritten since its crc was taken
+    (f,) = expand_inputs([str(p)])
+
+    @ray.remote
+    def read_back():
+        with LineReader([f], None) as reader:
+            return reader.read(0, 2, 9, 9, zlib.crc32(b'{"b": 2}\n'))
+
+    with pytest.raises(ray.exceptions.RayTaskError) as e:
+        ray.get(read_back.remote())
+    failure = classify(e.value)
+    assert failure.exit_code == EXIT_USAGE, failure
+    assert failure.message.startswith(f"{p} line 2 changed while gymray was reading it")
 
 
 def test_dpo_on_the_real_repeat_fixtures_says_why_no_pair(tmp_path):
