@@ -293,6 +293,7 @@ SHUFFLE_WORDS = ("Aggregator", "shuffle", "Shuffle", "sort", "Sort", "_sample_bl
 SHUFFLE_TASKS = {"map", "reduce", "merge", "map_partition"}  # Ray Data exchange tasks
 MAP_PREFIXES = (
     "read_and_write",
+    "parse_blocks",
     "split_ranges",
     "group_range",
     "MapBatches",
