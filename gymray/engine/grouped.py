@@ -73,7 +73,8 @@ def statuses(tasks: list[list[int]], plan: dict, shuffle: str, settings: Any) ->
                 yield ray.get(ref)
     finally:
         started = [p[0] for p in pieces] + grouping
-        _, unfinished = ray.wait(started, num_returns=len(started), timeout=0)
+        _, unfinished = ray.wait(started, num_returns=len(started), timeout=0,
+                                 fetch_local=False)  # fmt: skip
         for ref in unfinished:
             ray.cancel(ref)
 
@@ -87,7 +88,9 @@ def _parsed(parsing: list, groups: list[list[int]]) -> Iterator[list[ray.ObjectR
     try:
         while waiting:
             if running:
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
+                # (fetch_local: the blocks are for the split tasks, not for this node)
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S,
+                                    fetch_local=False)  # fmt: skip
                 raise_if_stopped()  # (see gymray.errors.STOPS)
                 for gen in ready:
                     try:

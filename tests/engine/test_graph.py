@@ -231,6 +231,42 @@ def test_grouping_across_nodes_and_blocks_matches_single_node(repeats, tmp_path)
     assert single_d.counts["records"]["train"] + single_d.counts["records"]["val"] == 24
 
 
+PARSED_STAY = textwrap.dedent(
+    """
+    import json, ray
+    import pyarrow as pa
+    from ray.cluster_utils import Cluster
+    from gymray.engine import grouped
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1, resources={"w1": 1})
+    ray.init(address=cluster.address)
+
+    @ray.remote(resources={"w1": 1})
+    def parse():  # a parse task on the other node, yielding blocks
+        for i in range(3):
+            yield pa.table({"x": list(range(500_000))})
+
+    (blocks,) = grouped._parsed([parse.remote()], [[0]])
+    head = ray.get_runtime_context().get_node_id()
+    where = ray.experimental.get_object_locations(blocks)
+    print(json.dumps({"blocks": len(blocks),
+                      "on_head": sum(head in w["node_ids"] for w in where.values())}))
+    ray.shutdown()
+    cluster.shutdown()
+    """
+)
+
+
+def test_parsed_blocks_stay_on_the_node_that_parsed_them():
+    """The driver waits for the parse tasks' blocks to hand them to the split tasks: it
+    must not pull every parsed block to its own node (``ray.wait``'s ``fetch_local``
+    does, block by block, for a generator)."""
+    p = subprocess.run([sys.executable, "-c", PARSED_STAY], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert orjson.loads(p.stdout.strip().splitlines()[-1]) == {"blocks": 3, "on_head": 0}
+
+
 FAULTY = textwrap.dedent(
     """
     import os, signal, sys, threading, ray
