@@ -15,6 +15,14 @@ from ray_head import TIMEOUT_S, job_tasks, run_prepare_job
 
 from gymray.samples.gym_shapes import gym_tree
 
+
+def joined_run(client_env, script: str) -> subprocess.CompletedProcess:
+    """``script`` run by a fresh Python that joins the session's head."""
+    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)  # fmt: skip
+
+
 LEAVE = """
 import os, sys, ray
 from gymray import cluster
@@ -31,9 +39,7 @@ def test_leaving_a_joined_cluster_returns_once_rays_driver_has_let_go(client_env
     it is leaving and sent its tasks' events: Ray's gRPC client waits out a 250 ms poll
     before its last thread ends. Ray 2.56's thread names show when only that is left, and
     ``cluster.disconnect`` returns then (a CLI run then exits at once)."""
-    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
-    run = subprocess.run([sys.executable, "-c", LEAVE], env=env, capture_output=True,
-                         text=True, timeout=TIMEOUT_S)  # fmt: skip
+    run = joined_run(client_env, LEAVE)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["quick", "False"], run.stdout + run.stderr[-3000:]
 
@@ -62,9 +68,7 @@ def test_a_signal_while_leaving_lets_rays_shutdown_end_first(client_env):
     """Ctrl-C (or SIGTERM made an exception) while ``cluster.disconnect`` waits: the
     exception goes on once Ray's shutdown has ended, never with it still tearing the
     driver down while the interpreter exits."""
-    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
-    run = subprocess.run([sys.executable, "-c", INTERRUPTED], env=env, capture_output=True,
-                         text=True, timeout=TIMEOUT_S)  # fmt: skip
+    run = joined_run(client_env, INTERRUPTED)
     assert run.stdout.split() == ["interrupted", "done"], run.stdout + run.stderr[-3000:]
 
 
@@ -97,9 +101,7 @@ def test_only_the_drivers_own_io_thread_ending_ends_the_wait(client_env):
     """Another thread named ``worker.io`` (Ray's, or anyone's) that ends first is not
     the driver's IO thread ending: while the one the driver had when it joined is seen,
     ``cluster.disconnect`` waits (here: for all of ``ray.shutdown()``)."""
-    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
-    run = subprocess.run([sys.executable, "-c", OTHER_IO], env=env, capture_output=True,
-                         text=True, timeout=TIMEOUT_S)  # fmt: skip
+    run = joined_run(client_env, OTHER_IO)
     assert run.stdout.split() == ["waited", "True"], run.stdout + run.stderr[-3000:]
 
 
@@ -126,9 +128,7 @@ os._exit(0)
 def test_threads_that_cannot_be_read_are_not_taken_for_gone(client_env):
     """Only threads seen to have ended let ``cluster.disconnect`` return early: where
     ``/proc`` cannot be read meanwhile, it waits for all of ``ray.shutdown()``."""
-    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
-    run = subprocess.run([sys.executable, "-c", UNREADABLE], env=env, capture_output=True,
-                         text=True, timeout=TIMEOUT_S)  # fmt: skip
+    run = joined_run(client_env, UNREADABLE)
     assert run.stdout.split() == ["waited", "done"], run.stdout + run.stderr[-3000:]
 
 
@@ -160,9 +160,7 @@ print("quick" if cluster.disconnect() else "waited", ray._private.worker._global
 def test_a_ray_started_after_leaving_a_cluster_is_stopped_in_full(client_env):
     """A Ray the process started is stopped by ``ray.shutdown()`` itself (its raylet and
     GCS), so it never takes the quick way out, even after the process joined a cluster."""
-    env = {**client_env.env, "RAY_ADDRESS": client_env.gcs}
-    run = subprocess.run([sys.executable, "-c", LEAVE_THEN_START], env=env,
-                         capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+    run = joined_run(client_env, LEAVE_THEN_START)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["waited", "None"], run.stdout + run.stderr[-3000:]
 
