@@ -16,6 +16,7 @@ its map task (Ray's lineage); a lost task is run again (Ray's retries).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from itertools import chain
 from typing import Any
 
@@ -34,7 +35,7 @@ from gymray.engine.blocks import (
     summarize_lines,
 )
 from gymray.engine.read import sort_layout
-from gymray.engine.stream import WAIT_S, read_unit
+from gymray.engine.stream import WAIT_S, given, read_unit
 from gymray.engine.write import STATUS_TABLE, in_worker, write_block
 from gymray.errors import raise_if_stopped
 
@@ -83,32 +84,20 @@ def _parsed(parsing: list, groups: list[list[int]]) -> Iterator[list[ray.ObjectR
     """The parsed blocks of each group of ``parsing`` (``parse_blocks`` tasks, by index),
     as soon as all of the group's tasks have given theirs."""
     blocks: list[list] = [[] for _ in parsing]
-    running = dict(zip(parsing, range(len(parsing)), strict=True))
+    parsed: set[int] = set()
     waiting = list(groups)
-    try:
-        while waiting:
-            if running:
-                # (fetch_local: the blocks are for the split tasks, not for this node)
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S,
-                                    fetch_local=False)  # fmt: skip
-                raise_if_stopped()  # (see gymray.errors.STOPS)
-                for gen in ready:
-                    try:
-                        blocks[running[gen]].append(next(gen))
-                    except StopIteration:
-                        del running[gen]
-            parsing_now = set(running.values())
-            for group in [g for g in waiting if not parsing_now.intersection(g)]:
+    # (fetch_local: the blocks are for the split tasks, not for this node)
+    with closing(given(parsing, fetch_local=False)) as items:
+        for i, ref in items:
+            if ref is not None:
+                blocks[i].append(ref)
+                continue
+            parsed.add(i)
+            for group in [g for g in waiting if parsed.issuperset(g)]:
                 waiting.remove(group)
-                yield [b for i in group for b in blocks[i]]
-                for i in group:
-                    blocks[i] = []  # (the split task holds them now)
-    finally:
-        # Only those still giving blocks: a generator task cancelled after its last block
-        # but before Ray has recorded its end aborts the driver (Ray 2.56.1, "Tried to
-        # complete task that was not pending").
-        for gen in running:
-            ray.cancel(gen)
+                yield [b for j in group for b in blocks[j]]
+                for j in group:
+                    blocks[j] = []  # (the split task holds them now)
 
 
 def _consecutive(items: Any, n: int) -> list[list]:

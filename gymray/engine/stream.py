@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import numpy as np
@@ -37,18 +38,33 @@ def statuses(tasks: list[list[int]], plan: dict) -> Iterator[pa.Table]:
     give each part's status table as soon as it is written, whichever task wrote it.
     Tasks still running when the caller stops (a failure, a signal) are cancelled."""
     shared = ray.put(plan)  # once, not once a task
-    running = [read_and_write.remote(t, shared) for t in tasks]
+    with closing(given([read_and_write.remote(t, shared) for t in tasks])) as items:
+        for _, ref in items:
+            if ref is not None:
+                yield ray.get(ref)
+
+
+def given(gens: list, fetch_local: bool = True) -> Iterator[tuple[int, Any]]:
+    """The items of Ray generator tasks ``gens`` as they come, whichever gives one:
+    ``(index, ref)``, then ``(index, None)`` once that generator has given its last.
+    Looks at STOPS every ``WAIT_S``. When closed, it cancels the generators still
+    giving items, and only those: a generator task cancelled after its last item but
+    before Ray has recorded its end aborts the driver (Ray 2.56.1, "Tried to complete
+    task that was not pending"). ``fetch_local``: as ``ray.wait``'s (False: items meant
+    for other tasks are not copied to this node)."""
+    running = dict(zip(gens, range(len(gens)), strict=True))
     try:
         while running:
-            ready, _ = ray.wait(running, num_returns=1, timeout=WAIT_S)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S,
+                                fetch_local=fetch_local)  # fmt: skip
             raise_if_stopped()  # (see gymray.errors.STOPS)
             for gen in ready:
                 try:
                     ref = next(gen)
                 except StopIteration:
-                    running.remove(gen)
+                    yield running.pop(gen), None
                     continue
-                yield ray.get(ref)
+                yield running[gen], ref
     finally:
         for gen in running:
             ray.cancel(gen)
