@@ -82,7 +82,7 @@ def ensure_ray(ray_settings: Any = None) -> None:
             kwargs["num_cpus"] = rs.num_cpus
         if rs and rs.object_store_memory:
             kwargs["object_store_memory"] = rs.object_store_memory
-        with _keep_sigterm():
+        with _keep_sigterm(starts_ray=True):
             ray.init(**kwargs)
         _joined = False
         return
@@ -91,7 +91,8 @@ def ensure_ray(ray_settings: Any = None) -> None:
     if auth_token() and "RAY_AUTH_MODE" not in os.environ:
         os.environ["RAY_AUTH_MODE"] = "token"  # Ray's client sends the token only then
     log.info("using the Ray cluster at %s", address)
-    _init_within(address, timeout)
+    with _keep_sigterm(starts_ray=False):
+        _init_within(address, timeout)
     _joined = True
     threads = _thread_names()
     _io_threads = frozenset(threads["worker.io"]) if threads else frozenset()
@@ -160,18 +161,50 @@ def _thread_names() -> defaultdict[str, set[str]] | None:
 
 
 @contextmanager
-def _keep_sigterm() -> Iterator[None]:
-    """ray.init() installs a SIGTERM handler that exits at once; the caller's (the CLI
-    stops the run, cleans up, and exits 3) comes back after it."""
+def _keep_sigterm(starts_ray: bool) -> Iterator[None]:
+    """The caller's SIGTERM handler (the CLI's stops the run, cleans up, and exits 3), kept
+    through ray.init(), which takes it twice:
+    - a local ray.init() installs one that exits at once (``sys.exit(15)``): a SIGTERM
+      then ended the half-started Ray mid-way (the CLI said "unexpected SystemExit: 15",
+      exit 9, and Ray's agents stayed a minute; inside its driver's connect, the process
+      crashed as it exited). Such a SIGTERM now waits for the end of ray.init(), 2-3 s at
+      most, and goes to the caller's handler then, with a Ray that stops cleanly;
+    - Ray's core worker installs a C++ handler that prints a stack ("*** SIGTERM received
+      at ...") before calling the caller's, and arms a 3 s alarm that aborts the process
+      (exit -6) if it has not ended by then: a clean stop can take longer.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     saved = signal.getsignal(signal.SIGTERM)
+    utils = ray._private.utils
+    # Ray's own call to install its handler, made a no-op while a local ray.init() runs
+    install = getattr(utils, "set_sigterm_handler", None) if starts_ray else None
+    deferred: list[int] = []
+    if install is not None and callable(saved):
+        utils.set_sigterm_handler = lambda handler: None
+        signal.signal(signal.SIGTERM, lambda signum, frame: deferred.append(signum))
     try:
         yield
+    except BaseException:  # (a Stop, say) the alarm must not abort the caller's cleanup
+        signal.alarm(0)
+        raise
     finally:
-        if saved is not None:
+        if install is not None:
+            utils.set_sigterm_handler = install
+        if saved is not None:  # also replaces the core worker's C++ handler
             signal.signal(signal.SIGTERM, saved)
+    if deferred and callable(saved):
+        signal.alarm(0)
+        saved(signal.SIGTERM, None)
+
+
+class _NotMainThread(logging.Filter):
+    """Drops Ray's warning that a ray.init() outside the main thread sets no SIGTERM
+    handler: gymray joins in a thread on purpose, and keeps its own handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
 
 
 def _running_here() -> str | None:
@@ -212,6 +245,9 @@ def _init_within(address: str, timeout: float) -> None:
         except BaseException as e:  # reported in the caller's thread
             failure.append(e)
 
+    ray_log = logging.getLogger("ray._private.worker")
+    if not any(isinstance(f, _NotMainThread) for f in ray_log.filters):
+        ray_log.addFilter(_NotMainThread())
     thread = threading.Thread(target=connect, daemon=True, name="gymray-ray-init")
     thread.start()
     deadline = time.monotonic() + timeout

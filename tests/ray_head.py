@@ -37,7 +37,7 @@ class Head:
     gcs: str
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
+def proc_table() -> dict[int, tuple[int, str]]:
     """pid -> (ppid, cmdline) from /proc (psutil is not a gymray dependency)."""
     table = {}
     for entry in os.listdir("/proc"):
@@ -54,19 +54,26 @@ def _proc_table() -> dict[int, tuple[int, str]]:
     return table
 
 
-def _head_processes(temp_dir: str, gcs: str) -> set[int]:
-    """The processes of the head this session started, and their descendants."""
-    table = _proc_table()
-    pids = {
-        pid
-        for pid, (_, cmd) in table.items()
-        if temp_dir in cmd or f"--address={gcs}" in cmd or f"--gcs-address={gcs}" in cmd
-    }
+def descendants(pids: set[int], table: dict[int, tuple[int, str]]) -> set[int]:
+    """``pids`` and every process below them in ``table``."""
+    pids = set(pids)
     grew = True
     while grew:
         more = {pid for pid, (ppid, _) in table.items() if ppid in pids} - pids
         pids |= more
         grew = bool(more)
+    return pids
+
+
+def _head_processes(temp_dir: str, gcs: str) -> set[int]:
+    """The processes of the head this session started, and their descendants."""
+    table = proc_table()
+    started = {
+        pid
+        for pid, (_, cmd) in table.items()
+        if temp_dir in cmd or f"--address={gcs}" in cmd or f"--gcs-address={gcs}" in cmd
+    }
+    pids = descendants(started, table)
     pids.discard(os.getpid())
     return pids
 
@@ -79,7 +86,7 @@ def _kill(pids: set[int], grace_s: float = 3.0) -> None:
             pass
     deadline = time.monotonic() + grace_s
     while pids and time.monotonic() < deadline:
-        pids = {p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)}
+        pids = {p for p in pids if os.path.exists(f"/proc/{p}") and not zombie(p)}
         time.sleep(0.2)
     for pid in pids:
         try:
@@ -88,7 +95,7 @@ def _kill(pids: set[int], grace_s: float = 3.0) -> None:
             pass
 
 
-def _zombie(pid: int) -> bool:
+def zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"

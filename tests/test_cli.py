@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ray_head import descendants, proc_table, zombie
 from support import REPO
 
 import gymray
@@ -197,6 +198,63 @@ def test_sigterm_during_a_prepare_stops_it_cleanly_with_exit_3(tmp_path, algo):
     assert proc.returncode == 3 and "stopped by SIGTERM" in err, err
     assert time.monotonic() - started < 20
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "gymray-tmp" in p.name]
+
+
+def _raylet(cmd: str) -> bool:
+    return cmd.split(" ", 1)[0].endswith("/raylet")
+
+
+def _ray_worker(cmd: str) -> bool:
+    return cmd.startswith("ray::IDLE")
+
+
+def _of_raylets(pid: int, raylets: set[int]) -> bool:
+    """Whether ``pid`` is an agent one of ``raylets`` started (Ray's agents outlive a
+    killed raylet, waiting for its GCS)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+    except OSError:
+        return False
+    return int(env.get(b"RAY_RAYLET_PID", b"0")) in raylets
+
+
+@pytest.mark.parametrize("started", [_raylet, _ray_worker], ids=["processes", "driver"])
+def test_sigterm_while_the_run_starts_its_ray_stops_it_with_exit_3_and_leaves_no_ray(
+    tmp_path, started
+):
+    """A SIGTERM while ``ray.init()`` starts the run's own Ray: once its raylet runs (Ray
+    starts its processes), and once a worker does (Ray connects the driver). ray.init()
+    puts in a handler that exits at once: the first said "unexpected SystemExit: 15", exit
+    9, and left Ray's agents for a minute; the second was aborted by Ray's C++ handler's
+    alarm (-6) 3 s later."""
+    out = tmp_path / "o"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gymray.run", "sft", f"output={out}", "--prepare-only"],
+        stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**env, "RAY_USAGE_STATS_ENABLED": "0"},
+    )  # fmt: skip
+    seen: dict[int, str] = {}
+    deadline = time.monotonic() + 120
+    while not any(started(cmd) for cmd in seen.values()):
+        assert time.monotonic() < deadline and proc.poll() is None, "Ray never started"
+        table = proc_table()
+        seen |= {pid: table[pid][1] for pid in descendants({proc.pid}, table) - {proc.pid}}
+        time.sleep(0.005)
+    proc.terminate()
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 3 and "stopped by SIGTERM" in err, err
+    assert not out.exists()
+    raylets = {pid for pid, cmd in seen.items() if _raylet(cmd)}
+    left = set(seen)
+    deadline = time.monotonic() + 15
+    while left and time.monotonic() < deadline:
+        left = {p for p in seen if not zombie(p)} | {
+            p for p in proc_table() if _of_raylets(p, raylets)
+        }
+        time.sleep(0.2)
+    assert not left, {p: seen.get(p) or proc_table().get(p) for p in left}
 
 
 class DropsExceptions:

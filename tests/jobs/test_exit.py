@@ -190,3 +190,27 @@ def test_a_prepare_run_as_a_job_exits_with_rays_records_of_it_complete(
     options = ListApiOptions(limit=10, detail=True, filters=[("pid", "=", pid)])
     drivers = state.list(StateResource.WORKERS, options=options, raise_on_missing_output=False)
     assert [(w.exit_type, w.is_alive) for w in drivers] == [("INTENDED_USER_EXIT", False)]
+
+
+SIGTERM_AFTER_JOINING = """
+import os, signal, time
+from gymray import cluster
+got = []
+signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+cluster.ensure_ray()
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(4)  # a clean stop may take this long
+print("handled", got, flush=True)
+"""
+
+
+def test_a_sigterm_after_joining_goes_to_the_callers_handler_alone(client_env):
+    """Joining a cluster makes Ray's core worker, whose C++ SIGTERM handler prints a stack
+    before it calls the caller's, and arms an alarm that aborts the process 3 s later:
+    a run stopped by ``ray job stop`` died with exit -6 if its cleanup took longer. Nor
+    does Ray's warning that a ray.init() outside the main thread sets no handler reach
+    the user: gymray joins in a thread on purpose."""
+    run = joined_run(client_env, SIGTERM_AFTER_JOINING)
+    assert run.returncode == 0 and run.stdout.split() == ["handled", "[15]"], run.stderr
+    assert "SIGTERM received" not in run.stderr, run.stderr
+    assert "SIGTERM handler is not set" not in run.stderr, run.stderr
