@@ -51,17 +51,18 @@ def statuses(tasks: list[list[int]], plan: dict, shuffle: str, settings: Any) ->
 
     Three stages, as many tasks each as the work allows: ``parse_blocks`` a task per pack
     (the CPU-heavy part: as many as the read tasks of a per-rollout run); ``split_ranges``
-    a task per group of packs, so that each piece it cuts is large enough for the object
-    store, not the driver (see sort_layout); ``group_range`` a task per range."""
+    a task per group of parsed blocks, large enough that each piece it cuts goes to the
+    object store, not through the driver, and small enough to hold (see sort_layout);
+    ``group_range`` a task per range."""
     keyed = shuffle == "keys"
-    n_ranges, n_splits = sort_layout(plan["inputs"], settings, len(tasks), keyed)
+    n_ranges, per_split = sort_layout(plan["inputs"], settings, len(tasks), keyed)
     shared = ray.put(plan)  # once, not once a task
     parsing = [parse_blocks.remote(t, shared, keyed) for t in tasks]
     split = split_ranges.options(num_returns=n_ranges).remote
     pieces: list[Any] = []
     grouping: list[ray.ObjectRef] = []
     try:
-        for blocks in _parsed(parsing, _consecutive(range(len(tasks)), n_splits)):
+        for blocks in _parsed(parsing, per_split):
             out = split(n_ranges, *blocks)
             pieces.append(out if n_ranges > 1 else [out])
         grouping = [group_range.remote(shared, keyed, *(p[r] for p in pieces))
@@ -80,31 +81,22 @@ def statuses(tasks: list[list[int]], plan: dict, shuffle: str, settings: Any) ->
             ray.cancel(ref)
 
 
-def _parsed(parsing: list, groups: list[list[int]]) -> Iterator[list[ray.ObjectRef]]:
-    """The parsed blocks of each group of ``parsing`` (``parse_blocks`` tasks, by index),
-    as soon as all of the group's tasks have given theirs."""
-    blocks: list[list] = [[] for _ in parsing]
-    parsed: set[int] = set()
-    waiting = list(groups)
+def _parsed(parsing: list, per_split: int) -> Iterator[list[ray.ObjectRef]]:
+    """The blocks ``parsing`` (``parse_blocks`` tasks) give, ``per_split`` at a time in the
+    order they come (the last group may be smaller). ``group_range`` sorts its rows by
+    task, file and line, so which blocks meet in a split task changes no output."""
+    group: list[ray.ObjectRef] = []
     # (fetch_local: the blocks are for the split tasks, not for this node)
     with closing(given(parsing, fetch_local=False)) as items:
-        for i, ref in items:
-            if ref is not None:
-                blocks[i].append(ref)
+        for _, ref in items:
+            if ref is None:  # a task's end
                 continue
-            parsed.add(i)
-            for group in [g for g in waiting if parsed.issuperset(g)]:
-                waiting.remove(group)
-                yield [b for j in group for b in blocks[j]]
-                for j in group:
-                    blocks[j] = []  # (the split task holds them now)
-
-
-def _consecutive(items: Any, n: int) -> list[list]:
-    """``items`` cut into ``n`` runs of consecutive items, as equal in count as can be."""
-    items = list(items)
-    cuts = np.linspace(0, len(items), n + 1).round().astype(int)
-    return [items[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+            group.append(ref)
+            if len(group) == per_split:
+                yield group
+                group = []  # (the split task holds them now)
+    if group:
+        yield group
 
 
 @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")

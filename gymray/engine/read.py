@@ -409,12 +409,13 @@ def _line_bytes(inputs: list[InputFile]) -> int:
 
 
 # Grouping by keys (engine/graph.py) sorts ~200 bytes of keys a line into task-hash
-# ranges. A range is what one decide + build task holds; a piece of the sort (one sorted
-# block's rows of one range) is an object its owner, the driver, holds: under Ray's
+# ranges. A range is what one decide + build task holds; a piece of the sort (one split
+# task's rows of one range) is an object its owner, the driver, holds: under Ray's
 # 100 KiB for objects returned inline, every piece's bytes pass through the driver.
 KEYED_RANGE_LINES = 20_000  # lines a range (~4 MB of keys)
 PIECE_LINES = 1_000  # lines a sort piece at least (~200 KB of keys: in the object store)
 PIECE_BYTES = 512 << 10  # of lines, a piece of whole rollouts at least (~200 KB in LZ4)
+SPLIT_BLOCKS = 8  # parsed blocks of whole rollouts a split task holds (unless pieces need more)
 PROBE_FILES = 8
 PROBE_BYTES = 1 << 20
 
@@ -435,25 +436,33 @@ def mean_line_bytes(inputs: list[InputFile], storage: Any = None) -> float:
 
 
 def sort_layout(inputs: list[InputFile], settings, tasks: int, keyed: bool) -> tuple[int, int]:
-    """``(ranges, blocks)`` of a grouping sort: its task-hash ranges, and the blocks the
-    parsed rows are coalesced into before it (at most the read ``tasks``) so that each piece of
-    the sort is large enough to be stored in the object store.
+    """``(ranges, blocks)`` of a grouping sort: its task-hash ranges, and how many parsed
+    blocks (of ``ray.block_bytes`` of lines) one split task cuts into them.
 
     By keys: ranges of ~``KEYED_RANGE_LINES`` lines, estimated from the input alone
-    (``ray.partitions`` overrides it), and pieces of ``PIECE_LINES`` keys or more.
-    Ranges counted by input bytes would make a range of 18 KB rollouts hold 5x fewer
-    lines than one of 3.7 KB rollouts, and cut one read unit's keys into pieces small
-    enough to travel through the driver. Whole rollouts: ranges of
-    :func:`partitions_for`, and pieces of ``PIECE_BYTES`` of lines or more (many small
-    files are many units)."""
+    (``ray.partitions`` overrides it). Ranges counted by input bytes would make a range
+    of 18 KB rollouts hold 5x fewer lines than one of 3.7 KB rollouts. Whole rollouts:
+    ranges of :func:`partitions_for`.
+
+    A split task takes enough blocks that each of its pieces (its rows of one range)
+    holds ``PIECE_LINES`` keys or ``PIECE_BYTES`` of lines: a smaller piece would travel
+    through the driver. Beyond that, the blocks of one of the ``tasks`` parse tasks, so
+    that the splits are no more than those; of whole rollouts, at most ``SPLIT_BLOCKS``
+    blocks (64 MiB of lines by default), which the task holds at once: one ``.gz`` is one
+    parse task, and a split task that took all of a 560 MB one's rollouts held 1.4 GiB
+    (2.5 GiB with its object store pages)."""
+    total = _line_bytes(inputs)
+    blocks = sum(max(1, math.ceil(line_bytes(f) / settings.ray.block_bytes)) for f in inputs)
+    block = max(1.0, total / max(1, blocks))  # a parsed block's lines, in bytes
     if keyed:
-        lines = sum(f.size for f in inputs) / mean_line_bytes(inputs, settings.storage)
+        lines = total / mean_line_bytes(inputs, settings.storage)
         ranges = _ranges(settings, lines, KEYED_RANGE_LINES)
-        most = lines // (ranges * PIECE_LINES)
+        need, most = ranges * PIECE_LINES * (total / max(1.0, lines)), blocks
     else:
         ranges = partitions_for(inputs, settings)
-        most = _line_bytes(inputs) // (ranges * PIECE_BYTES)
-    return ranges, max(1, min(tasks, int(most)))
+        need, most = ranges * PIECE_BYTES, SPLIT_BLOCKS
+    per_task = math.ceil(blocks / max(1, tasks))
+    return ranges, max(1, math.ceil(need / block), min(per_task, most))
 
 
 def sample_lines(inputs: list[InputFile], storage: Any = None) -> Iterator[bytes]:

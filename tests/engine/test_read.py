@@ -255,50 +255,64 @@ def test_a_gz_input_counts_its_lines_not_its_bytes_on_disk_in_grouping_ranges(tm
 def test_keyed_grouping_sizes_ranges_by_lines_and_keeps_sort_pieces_large(tmp_path):
     """Grouping by keys cuts ranges of ~KEYED_RANGE_LINES lines, however long the lines
     (by bytes, a corpus of 18 KB rollouts got 5x more ranges than one of 3.7 KB rollouts
-    of the same size, each of fewer lines), and coalesces the keys into so few blocks
-    that a piece of the sort holds PIECE_LINES keys or more: smaller pieces are returned
-    inline to the driver, and a 2,000-range run of DPO 250k cost the driver 15.5 CPU-s
-    and 705 MiB, against 1.3 CPU-s and 288 MiB with 14 ranges."""
+    of the same size, each of fewer lines), and gives each split task so many parsed
+    blocks that a piece of the sort holds PIECE_LINES keys or more: smaller pieces are
+    returned inline to the driver, and a 2,000-range run of DPO 250k cost the driver
+    15.5 CPU-s and 705 MiB, against 1.3 CPU-s and 288 MiB with 14 ranges."""
     from gymray.config import Settings
     from gymray.engine.read import KEYED_RANGE_LINES, PIECE_LINES, sort_layout
 
     settings = Settings(algo="dpo")
+    block = settings.ray.block_bytes
     short = tmp_path / "short.jsonl"
     short.write_bytes(b"x" * 99 + b"\n")
     long = tmp_path / "long.jsonl"
     long.write_bytes(b"x" * 9999 + b"\n")
-    # the files stand for 1 GB of such lines: the probe reads their first MiB
+    # the files stand for 1 GB of such lines (128 blocks): the probe reads their first MiB
     size = 1 << 30
     ranges = {}
     for path, line_bytes in ((short, 100), (long, 10_000)):
         files = [InputFile(str(path), str(path), size, 0)]
         lines = size / line_bytes
-        r, blocks = sort_layout(files, settings, size >> 28, keyed=True)
+        r, per_split = sort_layout(files, settings, size >> 28, keyed=True)
         assert r == -(-lines // KEYED_RANGE_LINES)
-        assert blocks <= 4 and lines / (r * blocks) >= PIECE_LINES
+        assert per_split == 32  # a parse task's blocks: as many splits as parse tasks
+        r, per_split = sort_layout(files, settings, 4096, keyed=True)  # more tasks than blocks
+        assert per_split * block / line_bytes / r >= PIECE_LINES  # keys a piece
+        assert (per_split - 1) * block / line_bytes / r < PIECE_LINES  # and no more blocks
         ranges[line_bytes] = r
     # 10.7M and 107k lines; by bytes both would get 16 ranges (64 MiB each)
     assert ranges == {100: 537, 10_000: 6}
     files = [InputFile(str(short), str(short), size, 0)]
-    assert sort_layout(files, settings, 4096, keyed=True) == (537, 19)  # 1,066 keys a piece
-    assert sort_layout(files, Settings(algo="dpo", ray={"partitions": 3}), 7, keyed=True) == (3, 7)
+    assert sort_layout(files, settings, 4096, keyed=True) == (537, 7)  # 1,093 keys a piece
+    # 7 tasks: a split task takes 19 blocks, 7 splits
+    assert sort_layout(files, Settings(algo="dpo", ray={"partitions": 3}), 7, keyed=True) == (3, 19)
     # a file gone since it was listed is left out of the estimate (its reader says so)
     gone = InputFile(str(tmp_path / "gone.jsonl"), str(tmp_path / "gone.jsonl"), size, 0)
     # (2 GiB of 100-byte lines: 1,074 ranges, capped at 1,024)
     assert sort_layout([gone, *files], settings, 8, keyed=True)[0] == 1024
 
 
-def test_whole_rollout_grouping_coalesces_many_small_files_before_the_sort():
-    """1,000 .gz files of 1 MiB (6 GiB of lines): 94 ranges of ~64 MiB; one piece per
-    file and range would be ~11 KB of rollouts, so the files' rows go to the sort as
-    127 blocks, each piece then ~512 KiB of lines or more."""
+def test_whole_rollout_grouping_gives_split_tasks_large_pieces_and_bounded_work():
+    """1,000 .gz files of 1 MiB (6 GiB of lines, a block each): 94 ranges of ~64 MiB; one
+    piece per file and range would be ~67 KB of lines, so a split task takes 8 files'
+    blocks, and each piece holds PIECE_BYTES of lines or more. One large .gz is one parse
+    task, and a split task that took all its blocks held all its rollouts (320-391 MiB
+    for 470 MB): a split task now takes SPLIT_BLOCKS blocks at most."""
     from gymray.config import Settings
-    from gymray.engine.read import GZIP_RATIO, PIECE_BYTES, partitions_for, sort_layout
+    from gymray.engine import read
+    from gymray.engine.read import partitions_for, sort_layout
 
     settings = Settings(algo="dpo")
     files = [InputFile(f"f{i}.jsonl.gz", f"f{i}.jsonl.gz", 1 << 20, 0) for i in range(1000)]
-    ranges, blocks = sort_layout(files, settings, len(files), keyed=False)
-    assert ranges == partitions_for(files, settings) == 94 and blocks == 127
-    assert 1000 * (1 << 20) * GZIP_RATIO / (ranges * blocks) >= PIECE_BYTES
-    big = [InputFile("a.jsonl", "a.jsonl", 1 << 30, 0)]
-    assert sort_layout(big, settings, 4, keyed=False) == (16, 4)  # large units: as they are
+    ranges, per_split = sort_layout(files, settings, len(files), keyed=False)
+    assert ranges == partitions_for(files, settings) == 94 and per_split == 8
+    assert per_split * (1 << 20) * read.GZIP_RATIO / ranges >= read.PIECE_BYTES
+    one = [InputFile("a.jsonl.gz", "a.jsonl.gz", 470_000_000, 0)]  # 2.8 GB of lines
+    ranges, per_split = sort_layout(one, settings, 1, keyed=False)
+    assert (ranges, per_split) == (43, read.SPLIT_BLOCKS)  # 64 MiB of lines
+    # with smaller blocks, what a piece needs (22 MiB); with many ranges, too (500 MiB)
+    small = Settings(algo="dpo", ray={"block_bytes": 1 << 20})
+    assert sort_layout(one, small, 1, keyed=False) == (43, 22)
+    many = Settings(algo="dpo", ray={"partitions": 1000})
+    assert sort_layout(one, many, 1, keyed=False) == (1000, 63)

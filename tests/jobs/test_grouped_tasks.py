@@ -4,6 +4,7 @@ as a per-rollout run reads in, whatever the sort needs."""
 
 from __future__ import annotations
 
+import gzip
 import sys
 from collections import Counter
 
@@ -36,3 +37,22 @@ def test_a_grouped_run_parses_in_as_many_tasks_as_a_per_rollout_run_reads(
     assert counts["dpo"]["parse_blocks"] == reads, counts["dpo"]
     assert 0 < counts["dpo"]["split_ranges"] < reads, counts["dpo"]
     assert counts["dpo"]["group_range"] >= 1, counts["dpo"]
+
+
+def test_one_large_gz_is_cut_into_several_split_tasks(client, client_env, tmp_path):
+    """A .gz is read whole, by one parse task. Its parsed blocks go to split tasks
+    SPLIT_BLOCKS at a time, as they come: one split task that took them all held all the
+    file's rollouts (a 560 MB .gz: 2.5 GiB in one worker). 3.3 MB of lines in 64 KiB
+    blocks is ~50 blocks: 7 split tasks, each with a piece of 512 KiB or more."""
+    from gymray.engine.read import SPLIT_BLOCKS
+
+    big = tmp_path / "rollouts.jsonl.gz"
+    with gzip.open(big, "wb", compresslevel=1) as f:
+        f.write(SAMPLE.read_bytes() * 100)
+    argv = [sys.executable, "-m", "gymray.run", "dpo", "--prepare-only", f"input={big}",
+            f"output={tmp_path / 'out'}", "ray.block_bytes=65536", "ray.partitions=1"]  # fmt: skip
+    sid, _ = run_prepare_job(client, argv, "tasks-one-gz")
+    counts = Counter(t.name for t in job_tasks(client, client_env, sid))
+    assert counts["parse_blocks"] == 1, counts
+    blocks = -(-len(SAMPLE.read_bytes()) * 100 // 65536)
+    assert counts["split_ranges"] >= blocks // SPLIT_BLOCKS >= 6, counts
