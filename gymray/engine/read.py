@@ -455,9 +455,9 @@ def sort_layout(inputs: list[InputFile], settings, tasks: int, keyed: bool) -> t
     blocks = sum(max(1, math.ceil(line_bytes(f) / settings.ray.block_bytes)) for f in inputs)
     block = max(1.0, total / max(1, blocks))  # a parsed block's lines, in bytes
     if keyed:
-        lines = total / mean_line_bytes(inputs, settings.storage)
-        ranges = _ranges(settings, lines, KEYED_RANGE_LINES)
-        need, most = ranges * PIECE_LINES * (total / max(1.0, lines)), blocks
+        line = mean_line_bytes(inputs, settings.storage)
+        ranges = _ranges(settings, total / line, KEYED_RANGE_LINES)
+        need, most = ranges * PIECE_LINES * line, blocks  # (need: bytes of lines a split)
     else:
         ranges = partitions_for(inputs, settings)
         need, most = ranges * PIECE_BYTES, SPLIT_BLOCKS
