@@ -82,7 +82,7 @@ def ensure_ray(ray_settings: Any = None) -> None:
             kwargs["num_cpus"] = rs.num_cpus
         if rs and rs.object_store_memory:
             kwargs["object_store_memory"] = rs.object_store_memory
-        with _keep_sigterm(starts_ray=True):
+        with _keep_signals(starts_ray=True):
             ray.init(**kwargs)
         _joined = False
         return
@@ -91,7 +91,7 @@ def ensure_ray(ray_settings: Any = None) -> None:
     if auth_token() and "RAY_AUTH_MODE" not in os.environ:
         os.environ["RAY_AUTH_MODE"] = "token"  # Ray's client sends the token only then
     log.info("using the Ray cluster at %s", address)
-    with _keep_sigterm(starts_ray=False):
+    with _keep_signals(starts_ray=False):
         _init_within(address, timeout)
     _joined = True
     threads = _thread_names()
@@ -161,14 +161,15 @@ def _thread_names() -> defaultdict[str, set[str]] | None:
 
 
 @contextmanager
-def _keep_sigterm(starts_ray: bool) -> Iterator[None]:
+def _keep_signals(starts_ray: bool) -> Iterator[None]:
     """The caller's SIGTERM handler (the CLI's stops the run, cleans up, and exits 3), kept
     through ray.init(), which takes it twice:
     - a local ray.init() installs one that exits at once (``sys.exit(15)``): a SIGTERM
       then ended the half-started Ray mid-way (the CLI said "unexpected SystemExit: 15",
       exit 9, and Ray's agents stayed a minute; inside its driver's connect, the process
-      crashed as it exited). Such a SIGTERM now waits for the end of ray.init(), 2-3 s at
-      most, and goes to the caller's handler then, with a Ray that stops cleanly;
+      crashed as it exited, as it does for a Ctrl-C there). Such a SIGTERM or SIGINT now
+      waits for the end of ray.init(), 2-3 s at most, and goes to the caller's handler
+      then, with a Ray that stops cleanly (Ray's processes ignore SIGINT);
     - Ray's core worker installs a C++ handler that prints a stack ("*** SIGTERM received
       at ...") before calling the caller's, and arms a 3 s alarm that aborts the process
       (exit -6) if it has not ended by then: a clean stop can take longer.
@@ -176,14 +177,15 @@ def _keep_sigterm(starts_ray: bool) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    saved = signal.getsignal(signal.SIGTERM)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     utils = ray._private.utils
     # Ray's own call to install its handler, made a no-op while a local ray.init() runs
     install = getattr(utils, "set_sigterm_handler", None) if starts_ray else None
     deferred: list[int] = []
-    if install is not None and callable(saved):
+    if install is not None and callable(saved[signal.SIGTERM]):
         utils.set_sigterm_handler = lambda handler: None
-        signal.signal(signal.SIGTERM, lambda signum, frame: deferred.append(signum))
+        for s in (s for s, handler in saved.items() if callable(handler)):
+            signal.signal(s, lambda signum, frame: deferred.append(signum))
     try:
         yield
     except BaseException:  # (a Stop, say) the alarm must not abort the caller's cleanup
@@ -192,11 +194,12 @@ def _keep_sigterm(starts_ray: bool) -> Iterator[None]:
     finally:
         if install is not None:
             utils.set_sigterm_handler = install
-        if saved is not None:  # also replaces the core worker's C++ handler
-            signal.signal(signal.SIGTERM, saved)
-    if deferred and callable(saved):
+        for s, handler in saved.items():
+            if handler is not None:  # SIGTERM's also replaces the core worker's C++ handler
+                signal.signal(s, handler)
+    if deferred:
         signal.alarm(0)
-        saved(signal.SIGTERM, None)
+        saved[deferred[0]](deferred[0], None)
 
 
 class _NotMainThread(logging.Filter):

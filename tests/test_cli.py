@@ -219,15 +219,19 @@ def _of_raylets(pid: int, raylets: set[int]) -> bool:
     return int(env.get(b"RAY_RAYLET_PID", b"0")) in raylets
 
 
-@pytest.mark.parametrize("started", [_raylet, _ray_worker], ids=["processes", "driver"])
-def test_sigterm_while_the_run_starts_its_ray_stops_it_with_exit_3_and_leaves_no_ray(
-    tmp_path, started
+@pytest.mark.parametrize(
+    "sig, started",
+    [(signal.SIGTERM, _raylet), (signal.SIGTERM, _ray_worker), (signal.SIGINT, _ray_worker)],
+    ids=["sigterm-processes", "sigterm-driver", "sigint-driver"],
+)
+def test_a_signal_while_the_run_starts_its_ray_stops_it_with_exit_3_and_leaves_no_ray(
+    tmp_path, sig, started
 ):
     """A SIGTERM while ``ray.init()`` starts the run's own Ray: once its raylet runs (Ray
     starts its processes), and once a worker does (Ray connects the driver). ray.init()
     puts in a handler that exits at once: the first said "unexpected SystemExit: 15", exit
     9, and left Ray's agents for a minute; the second was aborted by Ray's C++ handler's
-    alarm (-6) 3 s later."""
+    alarm (-6) 3 s later. A SIGINT there (Ctrl-C) crashed the process as it exited (-11)."""
     out = tmp_path / "o"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     proc = subprocess.Popen(
@@ -242,9 +246,9 @@ def test_sigterm_while_the_run_starts_its_ray_stops_it_with_exit_3_and_leaves_no
         table = proc_table()
         seen |= {pid: table[pid][1] for pid in descendants({proc.pid}, table) - {proc.pid}}
         time.sleep(0.005)
-    proc.terminate()
+    proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 3 and "stopped by SIGTERM" in err, err
+    assert proc.returncode == 3 and f"stopped by {sig.name}" in err, err
     assert not out.exists()
     raylets = {pid for pid, cmd in seen.items() if _raylet(cmd)}
     left = set(seen)
