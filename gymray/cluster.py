@@ -197,9 +197,9 @@ def _keep_signals(starts_ray: bool) -> Iterator[None]:
         for s, handler in saved.items():
             if handler is not None:  # SIGTERM's also replaces the core worker's C++ handler
                 signal.signal(s, handler)
-    if deferred:
-        signal.alarm(0)
-        saved[deferred[0]](deferred[0], None)
+        if deferred:  # (its Stop wins over a failure of ray.init(): a stop was asked for)
+            signal.alarm(0)
+            saved[deferred[0]](deferred[0], None)
 
 
 class _NotMainThread(logging.Filter):

@@ -261,6 +261,26 @@ def test_a_signal_while_the_run_starts_its_ray_stops_it_with_exit_3_and_leaves_n
     assert not left, {p: seen.get(p) or proc_table().get(p) for p in left}
 
 
+def test_a_sigterm_held_while_ray_starts_still_stops_the_run_if_starting_fails():
+    """The SIGTERM held through a local ray.init() reaches the CLI's handler once it
+    returns, also when it failed: a stop was asked for, and exit 3 says so. Ray's own
+    handler installer is back afterwards."""
+    import ray
+
+    from gymray.cluster import _keep_signals
+
+    install = ray._private.utils.set_sigterm_handler
+    held = []
+    with pytest.raises(Interrupted, match="stopped by SIGTERM"):
+        with _signals_raise(), _keep_signals(starts_ray=True):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # a handler would run here
+            held.append(list(STOPS))
+            raise RuntimeError("ray.init() failed")
+    assert held == [[]]  # not given while "ray.init()" ran
+    assert ray._private.utils.set_sigterm_handler is install
+
+
 class DropsExceptions:
     """Exceptions raised in ``__del__`` are printed and dropped, as in a Cython callback
     (a CI run's SIGTERM landed in Ray's 'cls_name' one, and the prepare published)."""
