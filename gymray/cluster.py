@@ -162,8 +162,8 @@ def _thread_names() -> defaultdict[str, set[str]] | None:
 
 @contextmanager
 def _keep_signals(starts_ray: bool) -> Iterator[None]:
-    """The caller's SIGTERM handler (the CLI's stops the run, cleans up, and exits 3), kept
-    through ray.init(), which takes it twice:
+    """The caller's SIGTERM and SIGINT handlers (the CLI's stop the run, clean up, and exit
+    3), kept through ray.init(), which takes SIGTERM's twice:
     - a local ray.init() installs one that exits at once (``sys.exit(15)``): a SIGTERM
       then ended the half-started Ray mid-way (the CLI said "unexpected SystemExit: 15",
       exit 9, and Ray's agents stayed a minute; inside its driver's connect, the process
