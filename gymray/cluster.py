@@ -182,6 +182,7 @@ def _keep_signals(starts_ray: bool) -> Iterator[None]:
     # Ray's own call to install its handler, made a no-op while a local ray.init() runs
     install = getattr(utils, "set_sigterm_handler", None) if starts_ray else None
     deferred: list[int] = []
+    alarm = (*signal.getitimer(signal.ITIMER_REAL), time.monotonic())  # the caller's, if any
     if install is not None and callable(saved[signal.SIGTERM]):
         utils.set_sigterm_handler = lambda handler: None
         for s in (s for s, handler in saved.items() if callable(handler)):
@@ -189,7 +190,7 @@ def _keep_signals(starts_ray: bool) -> Iterator[None]:
     try:
         yield
     except BaseException:  # (a Stop, say) the alarm must not abort the caller's cleanup
-        signal.alarm(0)
+        _restore_alarm(*alarm)
         raise
     finally:
         if install is not None:
@@ -198,8 +199,16 @@ def _keep_signals(starts_ray: bool) -> Iterator[None]:
             if handler is not None:  # SIGTERM's also replaces the core worker's C++ handler
                 signal.signal(s, handler)
         if deferred:  # (its Stop wins over a failure of ray.init(): a stop was asked for)
-            signal.alarm(0)
+            _restore_alarm(*alarm)
             saved[deferred[0]](deferred[0], None)
+
+
+def _restore_alarm(left: float, interval: float, since: float) -> None:
+    """The caller's alarm back, with the time it had ``left`` at ``since`` (or none): in
+    place of the one Ray's C++ SIGTERM handler arms, which replaced it."""
+    if left:
+        left = max(left - (time.monotonic() - since), 0.0)  # 0: it went off meanwhile
+    signal.setitimer(signal.ITIMER_REAL, left, interval if left else 0.0)
 
 
 class _NotMainThread(logging.Filter):

@@ -281,6 +281,26 @@ def test_a_sigterm_held_while_ray_starts_still_stops_the_run_if_starting_fails()
     assert ray._private.utils.set_sigterm_handler is install
 
 
+def test_the_callers_alarm_outlives_the_one_rays_sigterm_handler_arms():
+    """Ray's C++ SIGTERM handler arms a 3 s alarm that aborts the process, replacing any
+    the caller had: gymray puts the caller's back (a library user's watchdog), not none
+    (it cancelled the watchdog) and not Ray's."""
+    from gymray.cluster import _keep_signals
+
+    signal.setitimer(signal.ITIMER_REAL, 30.0)  # the caller's watchdog
+    old = signal.signal(signal.SIGALRM, lambda *a: None)
+    try:
+        with pytest.raises(Interrupted, match="stopped by SIGTERM"):
+            with _signals_raise(), _keep_signals(starts_ray=True):
+                signal.alarm(3)  # as Ray's C++ handler does, on a SIGTERM in ray.init()
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+        assert 25 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 class DropsExceptions:
     """Exceptions raised in ``__del__`` are printed and dropped, as in a Cython callback
     (a CI run's SIGTERM landed in Ray's 'cls_name' one, and the prepare published)."""
