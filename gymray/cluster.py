@@ -168,11 +168,13 @@ def _keep_signals(starts_ray: bool) -> Iterator[None]:
       then ended the half-started Ray mid-way (the CLI said "unexpected SystemExit: 15",
       exit 9, and Ray's agents stayed a minute; inside its driver's connect, the process
       crashed as it exited, as it does for a Ctrl-C there). Such a SIGTERM or SIGINT now
-      waits for the end of ray.init(), 2-3 s at most, and goes to the caller's handler
-      then, with a Ray that stops cleanly (Ray's processes ignore SIGINT);
+      waits for the end of ray.init() (a few seconds; as long as it takes on a stalled
+      machine) and goes to the caller's handler then (``frame`` None), with a Ray that
+      stops cleanly (Ray's processes ignore SIGINT);
     - Ray's core worker installs a C++ handler that prints a stack ("*** SIGTERM received
       at ...") before calling the caller's, and arms a 3 s alarm that aborts the process
-      (exit -6) if it has not ended by then: a clean stop can take longer.
+      (exit -6) if it has not ended by then: a clean stop can take longer. A SIGTERM in
+      the driver's connect, once that handler is in, still prints its stack.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -204,11 +206,12 @@ def _keep_signals(starts_ray: bool) -> Iterator[None]:
 
 
 def _restore_alarm(left: float, interval: float, since: float) -> None:
-    """The caller's alarm back, with the time it had ``left`` at ``since`` (or none): in
-    place of the one Ray's C++ SIGTERM handler arms, which replaced it."""
+    """The caller's timer back, with the time it had ``left`` at ``since`` and its
+    ``interval`` (or none): in place of the alarm Ray's C++ SIGTERM handler arms, which
+    replaced it. One due meanwhile goes off at once."""
     if left:
-        left = max(left - (time.monotonic() - since), 0.0)  # 0: it went off meanwhile
-    signal.setitimer(signal.ITIMER_REAL, left, interval if left else 0.0)
+        left = max(left - (time.monotonic() - since), 1e-3)
+    signal.setitimer(signal.ITIMER_REAL, left, interval)
 
 
 class _NotMainThread(logging.Filter):
