@@ -436,8 +436,8 @@ def mean_line_bytes(inputs: list[InputFile], storage: Any = None) -> float:
 
 
 def sort_layout(inputs: list[InputFile], settings, tasks: int, keyed: bool) -> tuple[int, int]:
-    """``(ranges, blocks)`` of a grouping sort: its task-hash ranges, and how many parsed
-    blocks (of ``ray.block_bytes`` of lines) one split task cuts into them.
+    """``(ranges, per_split)`` of a grouping sort: its task-hash ranges, and how many
+    parsed blocks (of ``ray.block_bytes`` of lines) one split task cuts into them.
 
     By keys: ranges of ~``KEYED_RANGE_LINES`` lines, estimated from the input alone
     (``ray.partitions`` overrides it). Ranges counted by input bytes would make a range
@@ -450,19 +450,21 @@ def sort_layout(inputs: list[InputFile], settings, tasks: int, keyed: bool) -> t
     that the splits are no more than those; of whole rollouts, at most ``SPLIT_BLOCKS``
     blocks (64 MiB of lines by default), which the task holds at once: one ``.gz`` is one
     parse task, and a split task that took all of a 560 MB one's rollouts held 1.4 GiB
-    (2.5 GiB with its object store pages)."""
+    (2.5 GiB with its object store pages). The pieces come first: past 128 ranges (8 GiB
+    of whole rollouts' lines, or ``ray.partitions``) a split task holds ranges x 512 KiB
+    (a 10 GB ``.gz``: 960 ranges, 480 MiB of lines)."""
     total = _line_bytes(inputs)
     blocks = sum(max(1, math.ceil(line_bytes(f) / settings.ray.block_bytes)) for f in inputs)
     block = max(1.0, total / max(1, blocks))  # a parsed block's lines, in bytes
+    per_task = math.ceil(blocks / max(1, tasks))
     if keyed:
         line = mean_line_bytes(inputs, settings.storage)
         ranges = _ranges(settings, total / line, KEYED_RANGE_LINES)
-        need, most = ranges * PIECE_LINES * line, blocks  # (need: bytes of lines a split)
+        need, most = ranges * PIECE_LINES * line, per_task  # (need: bytes of lines a split)
     else:
         ranges = partitions_for(inputs, settings)
-        need, most = ranges * PIECE_BYTES, SPLIT_BLOCKS
-    per_task = math.ceil(blocks / max(1, tasks))
-    return ranges, max(1, math.ceil(need / block), min(per_task, most))
+        need, most = ranges * PIECE_BYTES, min(per_task, SPLIT_BLOCKS)
+    return ranges, max(1, math.ceil(need / block), most)
 
 
 def sample_lines(inputs: list[InputFile], storage: Any = None) -> Iterator[bytes]:
