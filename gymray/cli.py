@@ -48,6 +48,7 @@ from gymray.errors import (
     Interrupted,
     Stop,
     classify,
+    finished,
     raise_if_stopped,
 )
 from gymray.inspect import render_dataset
@@ -312,8 +313,10 @@ def algo_verb(algo: str, argv: Sequence[str]) -> int:
     if not args.prepare_only:
         api.check_launch(settings, dry_run=args.dry_run)  # before the prepare
     result = api.prepare(settings=settings)
-    _print_prepare(result)
     empty = not result.counts["records"]["train"] and not settings.allow_empty
+    if args.prepare_only or empty:
+        finished()  # the dataset is published: what is left is to say so
+    _print_prepare(result)
     if args.prepare_only or empty:
         code = EXIT_OK
         if empty:

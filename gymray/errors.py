@@ -8,7 +8,10 @@ line and exits with its code.
 from __future__ import annotations
 
 import errno
+import os
 import re
+import signal
+import threading
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the training job FAILED
@@ -124,6 +127,35 @@ STOPS: list[str] = []
 def raise_if_stopped() -> None:
     if STOPS:
         raise Stop(STOPS[0])
+
+
+def finished() -> None:
+    """The verb's outcome is final (its dataset published): a SIGTERM or Ctrl-C from now
+    on, while it prints and lets Ray go (~1 s for a local Ray), changes nothing. Such a
+    signal gave exit 3, "nothing half-written was published", or killed the process
+    (-15), over a complete dataset. A stop asked for before, and dropped, still stops the
+    run."""
+    raise_if_stopped()
+    note_late_signals()
+
+
+def note_late_signals() -> None:
+    """SIGTERM and Ctrl-C noted in ``LATE``, not raised, from now on (a second one ends
+    the process at once): the process's outcome is decided (see :func:`finished`)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def late(signum, frame):
+        if LATE:  # asked twice: end now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        LATE.append(signum)
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, late)
+
+
+LATE: list[int] = []  # signals noted once the outcome was decided (see finished)
 
 
 class Failure:

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from gymray import cli, cluster
+from gymray import cli, cluster, errors
 
 
 def main() -> int:
@@ -35,6 +35,7 @@ def main() -> int:
         except BaseException:
             cluster.disconnect(wait=True)  # all of it: the interpreter's exit follows
             raise
+        errors.note_late_signals()  # the exit code is decided (see errors.finished)
         quick = cluster.disconnect()
         gc.freeze()
     if quick:  # what is left of ray.shutdown() is a wait (see cluster.disconnect)

@@ -307,6 +307,31 @@ def test_the_callers_alarm_outlives_the_one_rays_sigterm_handler_arms(first, int
         signal.signal(signal.SIGALRM, old)
 
 
+def test_a_sigterm_once_the_dataset_is_published_leaves_the_exit_code_alone(tmp_path):
+    """Once a prepare has published its dataset it prints its summary and lets its local
+    Ray go (~1 s). A SIGTERM then gave exit 3 ("nothing half-written was published") or
+    killed the process (-15), over a complete dataset. A second one still ends it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    for signals, code in (([signal.SIGTERM], 0), ([signal.SIGTERM, signal.SIGTERM], -15)):
+        out = tmp_path / f"o{len(signals)}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gymray.run", "sft", f"output={out}", "--prepare-only"],
+            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+        )  # fmt: skip
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("gymray: wrote"):  # published; the summary follows
+                for sig in signals:
+                    proc.send_signal(sig)
+                    time.sleep(0.05)
+                break
+        rest = proc.communicate(timeout=60)[1]
+        assert proc.returncode == code, "".join(lines) + rest
+        assert "error" not in rest and (out / "manifest.json").exists()
+
+
 class DropsExceptions:
     """Exceptions raised in ``__del__`` are printed and dropped, as in a Cython callback
     (a CI run's SIGTERM landed in Ray's 'cls_name' one, and the prepare published)."""
