@@ -189,19 +189,19 @@ def _keep_signals(starts_ray: bool) -> Iterator[None]:
         utils.set_sigterm_handler = lambda handler: None
         for s in (s for s, handler in saved.items() if callable(handler)):
             signal.signal(s, lambda signum, frame: deferred.append(signum))
+    returned = False
     try:
         yield
-    except BaseException:  # (a Stop, say) the alarm must not abort the caller's cleanup
-        _restore_alarm(*alarm)
-        raise
+        returned = True
     finally:
         if install is not None:
             utils.set_sigterm_handler = install
         for s, handler in saved.items():
             if handler is not None:  # SIGTERM's also replaces the core worker's C++ handler
                 signal.signal(s, handler)
-        if deferred:  # (its Stop wins over a failure of ray.init(): a stop was asked for)
+        if deferred or not returned:  # (a Stop, say): Ray's alarm must not abort cleanup
             _restore_alarm(*alarm)
+        if deferred:  # (its Stop wins over a failure of ray.init(): a stop was asked for)
             saved[deferred[0]](deferred[0], None)
 
 
