@@ -314,10 +314,11 @@ def algo_verb(algo: str, argv: Sequence[str]) -> int:
         api.check_launch(settings, dry_run=args.dry_run)  # before the prepare
     result = api.prepare(settings=settings)
     empty = not result.counts["records"]["train"] and not settings.allow_empty
-    if args.prepare_only or empty:
+    last = args.prepare_only or empty  # no launch follows
+    if last:
         finished()  # the dataset is published: what is left is to say so
     _print_prepare(result)
-    if args.prepare_only or empty:
+    if last:
         code = EXIT_OK
         if empty:
             _say("error: no training records were written (report.md says why); "
