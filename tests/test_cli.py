@@ -33,15 +33,26 @@ def python(
 ) -> subprocess.CompletedProcess:
     """This Python run from the repository, without RAY_ADDRESS: a run that needs Ray
     starts a small one of its own."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     return subprocess.run(
         [sys.executable, *args],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**base, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})},
+        env=_local(env),
         timeout=timeout,
     )
+
+
+def started_cli(*args: str) -> subprocess.Popen:
+    """``python -m gymray.run *args`` started as :func:`python` runs it, its stderr piped:
+    for tests that signal it mid-run."""
+    return subprocess.Popen([sys.executable, "-m", "gymray.run", *args],
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=_local())  # fmt: skip
+
+
+def _local(env: dict | None = None) -> dict:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    return {**base, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
 
 
 def test_version_and_help_list_every_setting_with_its_default():
@@ -182,12 +193,7 @@ def test_sigterm_during_a_prepare_stops_it_cleanly_with_exit_3(tmp_path, algo):
     big = tmp_path / "big.jsonl"
     big.write_bytes(Path(SAMPLE).read_bytes() * 400)
     out = tmp_path / "o"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gymray.run", algo, f"input={big}", f"output={out}",
-         "--prepare-only"],
-        stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-    )  # fmt: skip
+    proc = started_cli(algo, f"input={big}", f"output={out}", "--prepare-only")
     deadline = time.monotonic() + 120
     while not [p for p in tmp_path.iterdir() if "gymray-tmp" in p.name]:  # the run is on
         assert time.monotonic() < deadline and proc.poll() is None
@@ -233,12 +239,7 @@ def test_a_signal_while_the_run_starts_its_ray_stops_it_with_exit_3_and_leaves_n
     9, and left Ray's agents for a minute; the second was aborted by Ray's C++ handler's
     alarm (-6) 3 s later. A SIGINT there (Ctrl-C) crashed the process as it exited (-11)."""
     out = tmp_path / "o"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gymray.run", "sft", f"output={out}", "--prepare-only"],
-        stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env={**env, "RAY_USAGE_STATS_ENABLED": "0"},
-    )  # fmt: skip
+    proc = started_cli("sft", f"output={out}", "--prepare-only")
     seen: dict[int, str] = {}
     deadline = time.monotonic() + 120
     while not any(started(cmd) for cmd in seen.values()):
@@ -311,14 +312,9 @@ def test_a_sigterm_once_the_dataset_is_published_leaves_the_exit_code_alone(tmp_
     """Once a prepare has published its dataset it prints its summary and lets its local
     Ray go (~1 s). A SIGTERM then gave exit 3 ("nothing half-written was published") or
     killed the process (-15), over a complete dataset. A second one still ends it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
     for signals, code in (([signal.SIGTERM], 0), ([signal.SIGTERM, signal.SIGTERM], -15)):
         out = tmp_path / f"o{len(signals)}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gymray.run", "sft", f"output={out}", "--prepare-only"],
-            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
-        )  # fmt: skip
+        proc = started_cli("sft", f"output={out}", "--prepare-only")
         lines = []
         for line in proc.stderr:
             lines.append(line)
