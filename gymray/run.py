@@ -6,7 +6,19 @@ import logging
 import os
 import sys
 
-from gymray import cli, cluster, errors
+# OpenBLAS, loaded with numpy (pyarrow imports it), starts a thread per core that spins
+# as it starts: 0.1 of the driver's 0.8 CPU-s on 2 cores, more with more cores, for a
+# pool this process never uses. OpenBLAS reads the setting once, as it loads; the
+# environment is put back after, so that what this process starts (a local Ray, the
+# NeMo RL job) gets the caller's.
+_BLAS = "OPENBLAS_NUM_THREADS"
+_BLAS_SET_HERE = _BLAS not in os.environ
+if _BLAS_SET_HERE:
+    os.environ[_BLAS] = "1"
+from gymray import cli, cluster, errors  # noqa: E402 (after the setting above)
+
+if _BLAS_SET_HERE:
+    del os.environ[_BLAS]
 
 
 def main() -> int:

@@ -433,3 +433,26 @@ def test_a_failing_ray_shutdown_leaves_the_commands_exit_code(tmp_path):
     boom = "def boom(*a, **k):\n    raise RuntimeError('the GCS is gone')\nray.shutdown = boom"
     proc = entry(tmp_path, boom, "print(code)")
     assert proc.stdout.strip() == "0" and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_cli_starts_no_blas_threads_and_leaves_the_environment_as_it_was():
+    """Loading numpy (pyarrow imports it) starts OpenBLAS's thread pool, one thread per
+    core, each spinning when it starts: 0.1 CPU-s of the driver's 0.8 on 2 cores, for
+    threads gymray never uses. The CLI starts none, and its children (a local Ray, the
+    NeMo RL job) inherit the caller's environment."""
+    code = "import os, gymray.run, numpy\n"
+    code += "print(len(os.listdir('/proc/self/task')), os.environ.get('OPENBLAS_NUM_THREADS'))"
+    threads = {}
+    for setting in ("unset", "1", "2"):
+        env = {k: v for k, v in _local().items() if k != "OPENBLAS_NUM_THREADS"}
+        if setting != "unset":
+            env["OPENBLAS_NUM_THREADS"] = setting
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=REPO, env=env, timeout=120)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        count, kept = run.stdout.split()
+        assert kept == ("None" if setting == "unset" else setting)
+        threads[setting] = int(count)
+    assert threads["unset"] == threads["1"], threads
+    if os.cpu_count() > 1:  # the caller's own setting is kept: its pool is started
+        assert threads["2"] == threads["1"] + 1, threads
