@@ -19,10 +19,8 @@ import difflib
 import json
 import logging
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -43,13 +41,11 @@ from gymray.errors import (
     EXIT_STOPPED,
     EXIT_TIMEOUT,
     EXIT_USAGE,
-    STOPS,
     GymrayError,
     Interrupted,
-    Stop,
     classify,
     finished,
-    raise_if_stopped,
+    signals_raise,
 )
 from gymray.inspect import render_dataset
 from gymray.jobs.handle import STATUS_EXIT, JobHandle, attach
@@ -159,7 +155,7 @@ def guarded(fn: Callable[[], int], command: str, algo: str | None, json_output: 
     _stderr_log()
     logfile = _file_log()
     try:
-        with json_stdout(json_output), _signals_raise():
+        with json_stdout(json_output), signals_raise():
             return fn()
     except BaseException as e:  # every failure, whatever raised it
         error = classify(e)
@@ -174,34 +170,6 @@ def guarded(fn: Callable[[], int], command: str, algo: str | None, json_output: 
                 "log": str(logfile) if logfile else None,
             })  # fmt: skip
         return error.exit_code
-
-
-@contextmanager
-def _signals_raise():
-    """SIGTERM (what `ray job stop` and Slurm send) and SIGINT stop the run at once,
-    cleaning up on the way out, with exit code 3."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        STOPS.append(signal.Signals(signum).name)  # in case the Stop below is dropped
-        raise Stop(STOPS[-1])
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-        raise_if_stopped()
-    except Stop as e:
-        raise Interrupted(e.signal_name) from None
-    except BaseException:
-        if STOPS:  # the Stop came back as another error: Ray's Cython ``wait`` makes it a
-            raise Interrupted(STOPS[0]) from None  # SystemError ("returned a result ...")
-        raise
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        STOPS.clear()
 
 
 # --------------------------------------------------------------------------- json
@@ -396,7 +364,7 @@ def follow(
             print(handle.submission_id, flush=True)
         return done(EXIT_OK)
     try:
-        with _signals_raise():  # also when called as a library, not through main()
+        with signals_raise():  # also when called as a library, not through main()
             status = handle.wait(follow_logs=True, stream=logs)
     except Interrupted as sig:
         _say(f"{sig.signal_name}: stopping job {handle.submission_id}")
@@ -496,7 +464,7 @@ def job_verb(verb: str, argv: Sequence[str]) -> int:
 def _follow_existing(handle: JobHandle, json_output: bool, verb: str) -> int:
     # Following an existing job (not one we submitted): Ctrl-C only detaches.
     try:
-        with _signals_raise():  # as when following a job we submitted
+        with signals_raise():  # as when following a job we submitted
             status = handle.wait(follow_logs=True, stream=sys.stderr if json_output else sys.stdout)
     except (KeyboardInterrupt, Interrupted):
         _say(f"detached; job {handle.submission_id} keeps running")

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import threading
+from contextlib import contextmanager
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the training job FAILED
@@ -127,6 +128,34 @@ STOPS: list[str] = []
 def raise_if_stopped() -> None:
     if STOPS:
         raise Stop(STOPS[0])
+
+
+@contextmanager
+def signals_raise():
+    """SIGTERM (what `ray job stop` and Slurm send) and SIGINT stop the run at once,
+    cleaning up on the way out, with exit code 3."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        STOPS.append(signal.Signals(signum).name)  # in case the Stop below is dropped
+        raise Stop(STOPS[-1])
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+        raise_if_stopped()
+    except Stop as e:
+        raise Interrupted(e.signal_name) from None
+    except BaseException:
+        if STOPS:  # the Stop came back as another error: Ray's Cython ``wait`` makes it a
+            raise Interrupted(STOPS[0]) from None  # SystemError ("returned a result ...")
+        raise
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        STOPS.clear()
 
 
 def finished() -> None:

@@ -16,9 +16,9 @@ from ray_head import descendants, proc_table, zombie
 from support import REPO
 
 import gymray
-from gymray.cli import _signals_raise, emit, guarded, json_stdout
+from gymray.cli import emit, guarded, json_stdout
 from gymray.config import help_rows, load_settings
-from gymray.errors import STOPS, Interrupted, raise_if_stopped
+from gymray.errors import STOPS, Interrupted, raise_if_stopped, signals_raise
 from gymray.samples.generate import HERE
 
 SAMPLE = str(HERE / "rollouts.jsonl")
@@ -273,7 +273,7 @@ def test_a_sigterm_held_while_ray_starts_still_stops_the_run_if_starting_fails()
     install = ray._private.utils.set_sigterm_handler
     held = []
     with pytest.raises(Interrupted, match="stopped by SIGTERM"):
-        with _signals_raise(), _keep_signals(starts_ray=True):
+        with signals_raise(), _keep_signals(starts_ray=True):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.2)  # a handler would run here
             held.append(list(STOPS))
@@ -295,7 +295,7 @@ def test_the_callers_alarm_outlives_the_one_rays_sigterm_handler_arms(first, int
     old = signal.signal(signal.SIGALRM, lambda *a: None)
     try:
         with pytest.raises(Interrupted, match="stopped by SIGTERM"):
-            with _signals_raise(), _keep_signals(starts_ray=True):
+            with signals_raise(), _keep_signals(starts_ray=True):
                 time.sleep(0.2)
                 signal.alarm(3)  # as Ray's C++ handler does, on a SIGTERM in ray.init()
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -341,7 +341,7 @@ class DropsExceptions:
 def test_a_stop_dropped_where_exceptions_cannot_propagate_still_stops_the_run(checkpoint):
     went_on = []
     with pytest.raises(Interrupted, match="stopped by SIGTERM"):
-        with _signals_raise():
+        with signals_raise():
             DropsExceptions()  # made and finalized at once
             went_on.append("after the drop")
             if checkpoint:  # as the engine does between parts and before publishing
@@ -377,7 +377,7 @@ def test_a_stop_signal_is_not_swallowed_by_a_librarys_except_exception():
     before = signal.getsignal(signal.SIGTERM)
     started = time.monotonic()
     with pytest.raises(Interrupted, match="stopped by SIGTERM"):
-        with _signals_raise():
+        with signals_raise():
             library_call()
     assert time.monotonic() - started < 4
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
