@@ -541,6 +541,22 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+# RayHead.floor's two Pythons: the least a driver does (FLOOR_DRIVER), and one bare
+# worker per CPU held until a file appears (FLOOR_WORKERS num_cpus path)
+FLOOR_DRIVER = """import ray, pyarrow
+ray.init(log_to_driver=False)
+ray.get(ray.remote(lambda: 0).remote())
+"""
+FLOOR_WORKERS = """import os, sys, time, ray
+ray.init(log_to_driver=False)
+@ray.remote(num_cpus=1)
+def hold(go):
+    while not os.path.exists(go):
+        time.sleep(0.1)
+ray.get([hold.remote(sys.argv[2]) for _ in range(int(sys.argv[1]))])
+"""
+
+
 class RayHead:
     """A Ray head of the benchmark's own (``ray start --head``), in a temp dir of
     its own so its processes are told apart from any other Ray on the machine,
@@ -639,6 +655,50 @@ class RayHead:
             "rss_sum_gib": s["peak_rss_sum_gib"],
             "pss_sum_gib": s["peak_pss_sum_gib"],
             "processes": s["processes_seen"],
+        }
+
+    def floor(self, runs: int = 3) -> dict:
+        """What Ray itself costs, whatever the tool on it: the least a driver pays (a
+        Python that imports Ray and pyarrow, connects to this head, runs one task and
+        exits: best of ``runs``), and the PSS of the head with one bare worker per CPU
+        (a task that only sleeps). A run's driver share and peak PSS are read against
+        these: gymray's part is what is above them."""
+        env = {**self.env(), "RAY_ADDRESS": self.address, "OPENBLAS_NUM_THREADS": "1"}
+        cpu = []
+        for _ in range(runs):
+            child = subprocess.Popen([sys.executable, "-c", FLOOR_DRIVER], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            _, code, usage = os.wait4(child.pid, 0)
+            if code:
+                raise RuntimeError(f"the floor driver failed ({code}): {FLOOR_DRIVER}")
+            cpu.append(round(usage.ru_utime + usage.ru_stime, 3))
+        go = Path(tempfile.mkdtemp(prefix="gbr-floor-")) / "go"
+        holder = subprocess.Popen([sys.executable, "-c", FLOOR_WORKERS, str(self.num_cpus), str(go)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            deadline = time.time() + 120
+            while True:  # every bare worker started and imported (their title says so)
+                workers = {p for p in self.tree() if _cmdline(p).startswith("ray::hold")}
+                if len(workers) >= self.num_cpus or time.time() > deadline:
+                    break
+                time.sleep(0.5)
+            time.sleep(1.0)
+            mem = {p: pss_and_private(p) for p in self.tree()}
+            mem = {p: m for p, m in mem.items() if m}
+        finally:
+            go.touch()
+            holder.wait(60)
+            shutil.rmtree(go.parent, ignore_errors=True)
+        each = [mem[p] for p in workers if p in mem]
+        return {
+            "driver_cpu_seconds": min(cpu),
+            "driver_cpu_seconds_all": cpu,
+            "bare_workers": len(each),
+            "pss_sum_gib": round(sum(m[0] for m in mem.values()) / GIB, 3),
+            "worker_pss_mib": round(sum(m[0] for m in each) / len(each) / MIB, 1) if each else None,
+            "worker_private_mib": round(sum(m[1] for m in each) / len(each) / MIB, 1)
+            if each
+            else None,
         }
 
     def stop(self, keep_logs: Path | None = None) -> dict:
@@ -1108,6 +1168,8 @@ def run_suite(
             info = head.start()
             info["idle"] = head.idle_cpu(5.0)
             say(f"  head at {info['address']}, idle {info['idle']}")
+            info["floor"] = head.floor()
+            say(f"  Ray's floor: {info['floor']}")
             for c in cases:
                 r = raw[c["name"]]
                 sets = parse_sets(c["sets"])
@@ -1297,8 +1359,22 @@ def summary(benchmark: str, t0: float, raw: dict, head: dict, corpus: Path, made
         "corpus": corpus_info(corpus, made, make_args),
         "head": head,
         "targets": targets,
-        "cases": {c["name"]: summarize_case(raw[c["name"]]) for c in cases},
+        "cases": with_floor(
+            {c["name"]: summarize_case(raw[c["name"]]) for c in cases}, head.get("floor")
+        ),  # fmt: skip
     }
+
+
+def with_floor(cases: dict, floor: dict | None) -> dict:
+    """Each gymray run's ratios, plus the share of its CPU that Ray's bare driver would
+    be (``RayHead.floor``): the driver share no tool on Ray goes below."""
+    for c in cases.values() if floor else ():
+        for k, rt in c["ratios"].items():
+            if isinstance(rt, dict):
+                kind, when = k.split("_")
+                g = c[kind][when]
+                rt["ray_floor_driver_share"] = ratio(floor["driver_cpu_seconds"], g["cpu_seconds"])
+    return cases
 
 
 def table(summary: dict) -> str:
@@ -1343,4 +1419,11 @@ def table(summary: dict) -> str:
         each = c["ratios"].get("cli_over_warm_prepare")
         if each:
             rows.append(f"{name} | each CLI run / the faster warm prepare: {each}")
+    floor = summary["head"].get("floor")
+    if floor:
+        rows.append(
+            f"Ray's floor | a bare driver {floor['driver_cpu_seconds']} CPU-s; the head with "
+            f"{floor['bare_workers']} bare workers {floor['pss_sum_gib']} GiB PSS "
+            f"({floor['worker_pss_mib']} MiB PSS, {floor['worker_private_mib']} private each)"
+        )
     return "\n".join(rows)
