@@ -144,6 +144,7 @@ def signals_raise():
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        raise_if_stopped()  # noted before (gymray.run, while the CLI imported): stop now
         yield
         raise_if_stopped()
     except Stop as e:
@@ -171,20 +172,27 @@ def finished() -> None:
 def note_late_signals() -> None:
     """SIGTERM and Ctrl-C noted in ``LATE``, not raised, from now on (a second one ends
     the process at once): the process's outcome is decided (see :func:`finished`)."""
+    note_signals(LATE)
+
+
+def note_signals(into: list[str]) -> None:
+    """SIGTERM and Ctrl-C noted in ``into`` (by name), not raised, from now on; a second
+    one ends the process at once. ``STOPS``: a stop for the verb to come (see
+    :func:`signals_raise`); ``LATE``: one past the outcome."""
     if threading.current_thread() is not threading.main_thread():
         return
 
-    def late(signum, frame):
-        if LATE:  # asked twice: end now
+    def note(signum, frame):
+        if into:  # asked twice: end now
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
-        LATE.append(signum)
+        into.append(signal.Signals(signum).name)
 
     for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, late)
+        signal.signal(s, note)
 
 
-LATE: list[int] = []  # signals noted once the outcome was decided (see finished)
+LATE: list[str] = []  # signals noted once the outcome was decided (see finished)
 
 
 class Failure:

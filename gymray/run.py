@@ -6,19 +6,9 @@ import logging
 import os
 import sys
 
-# OpenBLAS, loaded with numpy (pyarrow imports it), starts a thread per core that spins
-# as it starts: 0.1 of the driver's 0.8 CPU-s on 2 cores, more with more cores, for a
-# pool this process never uses. OpenBLAS reads the setting once, as it loads; the
-# environment is put back after, so that what this process starts (a local Ray, the
-# NeMo RL job) gets the caller's.
-_BLAS = "OPENBLAS_NUM_THREADS"
-_BLAS_SET_HERE = _BLAS not in os.environ
-if _BLAS_SET_HERE:
-    os.environ[_BLAS] = "1"
-from gymray import cli, cluster, errors  # noqa: E402 (after the setting above)
+from gymray import errors  # (light: no Ray, no pyarrow)
 
-if _BLAS_SET_HERE:
-    del os.environ[_BLAS]
+_BLAS = "OPENBLAS_NUM_THREADS"
 
 
 def main() -> int:
@@ -38,6 +28,10 @@ def main() -> int:
     What the imports made is frozen before the command, too: full collections during
     the run (Ray's driver runs one whenever its object store asks) skip it. DPO 1M, 2
     cores: 0.142 s in two of them, 0.016 s in one, frozen."""
+    # A SIGTERM or Ctrl-C before the verb's own handler (the imports take ~0.5 s) is
+    # noted, and the verb stops as it starts (exit 3); it was -15, or a traceback.
+    errors.note_signals(errors.STOPS)
+    cli, cluster = _imported()
     gc.freeze()
     # --json: stdout stays the JSON's until Ray's driver threads, which print the raylet's
     # warnings to sys.stdout, are stopped (see cli.json_stdout)
@@ -61,6 +55,25 @@ def main() -> int:
         finally:
             os._exit(code)
     return code
+
+
+def _imported():
+    """gymray's CLI and its cluster module, imported here, not at the top, so that a
+    signal during the imports is noted (see :func:`main`) and so that OpenBLAS starts
+    no threads: loaded with numpy (pyarrow imports it), it starts one per core, each
+    spinning as it starts, 0.1 of the driver's 0.8 CPU-s on 2 cores, more with more
+    cores, for a pool this process never uses. OpenBLAS reads the setting once, as it
+    loads; the environment is put back after, so that what this process starts (a
+    local Ray, the NeMo RL job) gets the caller's."""
+    set_here = _BLAS not in os.environ
+    if set_here:
+        os.environ[_BLAS] = "1"
+    try:
+        from gymray import cli, cluster  # (here, not at the top: see the docstring)
+    finally:
+        if set_here:
+            del os.environ[_BLAS]
+    return cli, cluster
 
 
 if __name__ == "__main__":

@@ -421,10 +421,10 @@ def test_the_imports_are_frozen_before_the_command_runs(tmp_path):
     """Collections during the run skip what the imports made (Ray, pyarrow, gymray): a
     DPO 1M CLI run on 2 cores spent 0.142 s in two full collections (Ray's driver
     collects when its object store asks), 0.016 s in one once frozen."""
-    spy = ("real = entry.cli.main\n"
+    spy = ("import gymray.cli\nreal = gymray.cli.main\n"
            "def spy(*a, **k):\n    print('frozen' if gc.get_freeze_count() > 1000 else 'not')\n"
            "    return real(*a, **k)\n"
-           "entry.cli.main = spy")  # fmt: skip
+           "gymray.cli.main = spy")  # fmt: skip
     proc = entry(tmp_path, spy, "print(code)")
     assert proc.stdout.split() == ["frozen", "0"], proc.stdout + proc.stderr[-2000:]
 
@@ -440,7 +440,8 @@ def test_the_cli_starts_no_blas_threads_and_leaves_the_environment_as_it_was():
     core, each spinning when it starts: 0.1 CPU-s of the driver's 0.8 on 2 cores, for
     threads gymray never uses. The CLI starts none, and its children (a local Ray, the
     NeMo RL job) inherit the caller's environment."""
-    code = "import os, gymray.run, numpy\n"
+    code = "import os, sys, gymray.run\nsys.argv = ['gymray', '--version']\n"
+    code += "code = gymray.run.main()\nimport numpy\n"
     code += "print(len(os.listdir('/proc/self/task')), os.environ.get('OPENBLAS_NUM_THREADS'))"
     threads = {}
     for setting in ("unset", "1", "2"):
@@ -450,9 +451,36 @@ def test_the_cli_starts_no_blas_threads_and_leaves_the_environment_as_it_was():
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              cwd=REPO, env=env, timeout=120)  # fmt: skip
         assert run.returncode == 0, run.stderr[-2000:]
-        count, kept = run.stdout.split()
+        count, kept = run.stdout.splitlines()[-1].split()
         assert kept == ("None" if setting == "unset" else setting)
         threads[setting] = int(count)
     assert threads["unset"] == threads["1"], threads
     if os.cpu_count() > 1:  # the caller's own setting is kept: its pool is started
         assert threads["2"] == threads["1"] + 1, threads
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_cli_imports_stops_it_with_exit_3_before_anything_starts(tmp_path, sig):
+    """The CLI's imports (Ray, pyarrow, gymray) take ~0.5 s before its handler exists: a
+    SIGTERM there killed it (-15), a Ctrl-C printed a KeyboardInterrupt traceback. Now
+    either is held until the verb starts, which stops at once: exit 3, no Ray started,
+    nothing written. The signal is sent while omegaconf is imported, from an import hook."""
+    code = "\n".join([
+        "import importlib.abc, os, signal, sys",
+        "class Kill(importlib.abc.MetaPathFinder):",
+        "    def find_spec(self, name, path, target=None):",
+        "        if name == 'omegaconf':",
+        "            sys.meta_path.remove(self)",
+        f"            os.kill(os.getpid(), signal.{sig})",
+        "sys.meta_path.insert(0, Kill())",
+        f"sys.argv = ['gymray', 'sft', 'input={SAMPLE}', 'output={tmp_path / 'o'}', "
+        "'--prepare-only', 'ray.num_cpus=1']",
+        "from gymray.run import main",
+        "print('omegaconf' in sys.modules, flush=True)",
+        "sys.exit(main())",
+    ])  # fmt: skip
+    run = python("-c", code, timeout=120)
+    assert run.stdout.split() == ["False"]  # the hook fired in main(), not at import
+    assert run.returncode == 3, (run.returncode, run.stderr[-2000:])
+    assert f"stopped by {sig}" in run.stderr and "Traceback" not in run.stderr
+    assert "Ray" not in run.stderr and not (tmp_path / "o").exists()
