@@ -1366,14 +1366,15 @@ def summary(benchmark: str, t0: float, raw: dict, head: dict, corpus: Path, made
 
 
 def with_floor(cases: dict, floor: dict | None) -> dict:
-    """Each gymray run's ratios, plus the share of its CPU that Ray's bare driver would
-    be (``RayHead.floor``): the driver share no tool on Ray goes below."""
+    """Each CLI run's ratios, plus the share of its CPU that Ray's bare driver would be
+    (``RayHead.floor``): the driver share no fresh process on Ray goes below. (Not for
+    ``gymray.prepare`` in a connected driver, which paid its imports before the call.)"""
     for c in cases.values() if floor else ():
-        for k, rt in c["ratios"].items():
-            if isinstance(rt, dict):
-                kind, when = k.split("_")
-                g = c[kind][when]
-                rt["ray_floor_driver_share"] = ratio(floor["driver_cpu_seconds"], g["cpu_seconds"])
+        for when in ("cold", "warm"):
+            if (c.get("cli") or {}).get(when):
+                c["ratios"][f"cli_{when}"]["ray_floor_driver_share"] = ratio(
+                    floor["driver_cpu_seconds"], c["cli"][when]["cpu_seconds"]
+                )
     return cases
 
 
