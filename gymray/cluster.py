@@ -163,7 +163,7 @@ def _thread_names() -> defaultdict[str, set[str]] | None:
 @contextmanager
 def _keep_signals(starts_ray: bool) -> Iterator[None]:
     """The caller's SIGTERM and SIGINT handlers (the CLI's stop the run, clean up, and exit
-    3), kept through ray.init(), which takes SIGTERM's twice:
+    3), kept through ray.init() and after it, from two handlers of Ray's:
     - a local ray.init() installs one that exits at once (``sys.exit(15)``): a SIGTERM
       then ended the half-started Ray mid-way (the CLI said "unexpected SystemExit: 15",
       exit 9, and Ray's agents stayed a minute; inside its driver's connect, the process
@@ -171,47 +171,53 @@ def _keep_signals(starts_ray: bool) -> Iterator[None]:
       waits for the end of ray.init() (a few seconds; as long as it takes on a stalled
       machine) and goes to the caller's handler then (``frame`` None), with a Ray that
       stops cleanly (Ray's processes ignore SIGINT);
-    - Ray's core worker installs a C++ handler that prints a stack ("*** SIGTERM received
-      at ...") before calling the caller's, and arms a 3 s alarm that aborts the process
-      (exit -6) if it has not ended by then: a clean stop can take longer. A SIGTERM in
-      the driver's connect, once that handler is in, still prints its stack.
+    - the driver's core worker installs a C++ failure handler, SIGTERM's among others,
+      that printed a stack ("*** SIGTERM received at ...") before calling the caller's,
+      armed a 3 s alarm that aborted the process (-6) if it had not ended by then, and,
+      as the driver shut down, set SIGTERM back to the default action: a SIGTERM while
+      a local Ray stopped (~1 s after a prepare's last line) killed a run whose dataset
+      was published (-15). Ray reads whether to install it from ``ray_constants`` as
+      the driver connects: gymray's drivers go without (Ray's other processes read
+      their own environment, and keep theirs).
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    constants = ray._private.ray_constants
+    failure_handler_off = constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
+    constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    try:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        with _held_signals(starts_ray):
+            yield
+    finally:
+        constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = failure_handler_off
+
+
+@contextmanager
+def _held_signals(starts_ray: bool) -> Iterator[None]:
+    """SIGTERM and SIGINT held while a local ray.init() runs, and Ray's own SIGTERM
+    handler not installed (see :func:`_keep_signals`); the caller's handlers back after
+    any ray.init(), a held signal given to them then."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     utils = ray._private.utils
     # Ray's own call to install its handler, made a no-op while a local ray.init() runs
     install = getattr(utils, "set_sigterm_handler", None) if starts_ray else None
+    held = install is not None and callable(saved[signal.SIGTERM])
     deferred: list[int] = []
-    alarm = (*signal.getitimer(signal.ITIMER_REAL), time.monotonic())  # the caller's, if any
-    if install is not None and callable(saved[signal.SIGTERM]):
+    if held:
         utils.set_sigterm_handler = lambda handler: None
         for s in (s for s, handler in saved.items() if callable(handler)):
             signal.signal(s, lambda signum, frame: deferred.append(signum))
-    returned = False
     try:
         yield
-        returned = True
     finally:
-        if install is not None:
+        if held:
             utils.set_sigterm_handler = install
         for s, handler in saved.items():
-            if handler is not None:  # SIGTERM's also replaces the core worker's C++ handler
+            if handler is not None:
                 signal.signal(s, handler)
-        if deferred or not returned:  # (a Stop, say): Ray's alarm must not abort cleanup
-            _restore_alarm(*alarm)
         if deferred:  # (its Stop wins over a failure of ray.init(): a stop was asked for)
             saved[deferred[0]](deferred[0], None)
-
-
-def _restore_alarm(left: float, interval: float, since: float) -> None:
-    """The caller's timer back, with the time it had ``left`` at ``since`` and its
-    ``interval`` (or none): in place of the alarm Ray's C++ SIGTERM handler arms, which
-    replaced it. One due meanwhile goes off at once."""
-    if left:
-        left = max(left - (time.monotonic() - since), 1e-3)
-    signal.setitimer(signal.ITIMER_REAL, left, interval)
 
 
 class _NotMainThread(logging.Filter):
