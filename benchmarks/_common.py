@@ -661,7 +661,7 @@ class RayHead:
         """What Ray itself costs, whatever the tool on it: the least a driver pays (a
         Python that imports Ray and pyarrow, connects to this head, runs one task and
         exits: best of ``runs``), and the PSS of the head with one bare worker per CPU
-        (a task that only sleeps). A run's driver share and peak PSS are read against
+        (a task that only sleeps), and the CPU those workers took to start. A run's driver share and peak PSS are read against
         these: gymray's part is what is above them."""
         env = {**self.env(), "RAY_ADDRESS": self.address, "OPENBLAS_NUM_THREADS": "1"}
         cpu = []
@@ -685,6 +685,7 @@ class RayHead:
             time.sleep(1.0)
             mem = {p: pss_and_private(p) for p in self.tree()}
             mem = {p: m for p, m in mem.items() if m}
+            started = [st[1] for st in map(_stat, workers) if st]  # start-up: they only wait
         finally:
             go.touch()
             holder.wait(60)
@@ -699,6 +700,7 @@ class RayHead:
             "worker_private_mib": round(sum(m[1] for m in each) / len(each) / MIB, 1)
             if each
             else None,
+            "workers_start_cpu_seconds": round(sum(started), 2),
         }
 
     def stop(self, keep_logs: Path | None = None) -> dict:
@@ -1425,6 +1427,7 @@ def table(summary: dict) -> str:
         rows.append(
             f"Ray's floor | a bare driver {floor['driver_cpu_seconds']} CPU-s; the head with "
             f"{floor['bare_workers']} bare workers {floor['pss_sum_gib']} GiB PSS "
-            f"({floor['worker_pss_mib']} MiB PSS, {floor['worker_private_mib']} private each)"
+            f"({floor['worker_pss_mib']} MiB PSS, {floor['worker_private_mib']} private each), "
+            f"which took {floor['workers_start_cpu_seconds']} CPU-s to start"
         )
     return "\n".join(rows)
