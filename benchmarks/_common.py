@@ -660,21 +660,17 @@ class RayHead:
     def floor(self, runs: int = 3) -> dict:
         """What Ray itself costs, whatever the tool on it: the least a driver pays (a
         Python that imports Ray and pyarrow, connects to this head, runs one task and
-        exits: best of ``runs``), and the PSS of the head with one bare worker per CPU
-        (a task that only sleeps), and the CPU those workers took to start. A run's driver share and peak PSS are read against
-        these: gymray's part is what is above them."""
+        exits: best of ``runs``), the PSS of the head with one bare worker per CPU (a
+        task that only sleeps), and the CPU those workers took to start. A run's driver
+        share and peak PSS are read against these: gymray's part is what is above them."""
         env = {**self.env(), "RAY_ADDRESS": self.address, "OPENBLAS_NUM_THREADS": "1"}
-        cpu = []
-        for _ in range(runs):
-            child = subprocess.Popen([sys.executable, "-c", FLOOR_DRIVER], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-            _, code, usage = os.wait4(child.pid, 0)
-            if code:
-                raise RuntimeError(f"the floor driver failed ({code}): {FLOOR_DRIVER}")
-            cpu.append(round(usage.ru_utime + usage.ru_stime, 3))
+        drivers = (run_child([sys.executable, "-c", FLOOR_DRIVER], role="driver", env=env)
+                   for _ in range(runs))  # fmt: skip
+        cpu = [d["process_cpu_seconds"] for d in drivers]
         go = Path(tempfile.mkdtemp(prefix="gbr-floor-")) / "go"
-        holder = subprocess.Popen([sys.executable, "-c", FLOOR_WORKERS, str(self.num_cpus), str(go)],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        hold = [sys.executable, "-c", FLOOR_WORKERS, str(self.num_cpus), str(go)]
+        holder = subprocess.Popen(hold, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             deadline = time.time() + 120
             while True:  # every bare worker started and imported (their title says so)
@@ -691,15 +687,17 @@ class RayHead:
             holder.wait(60)
             shutil.rmtree(go.parent, ignore_errors=True)
         each = [mem[p] for p in workers if p in mem]
+
+        def mean_mib(i: int) -> float | None:  # (0: PSS, 1: private) of a bare worker
+            return round(sum(m[i] for m in each) / len(each) / MIB, 1) if each else None
+
         return {
             "driver_cpu_seconds": min(cpu),
             "driver_cpu_seconds_all": cpu,
             "bare_workers": len(each),
             "pss_sum_gib": round(sum(m[0] for m in mem.values()) / GIB, 3),
-            "worker_pss_mib": round(sum(m[0] for m in each) / len(each) / MIB, 1) if each else None,
-            "worker_private_mib": round(sum(m[1] for m in each) / len(each) / MIB, 1)
-            if each
-            else None,
+            "worker_pss_mib": mean_mib(0),
+            "worker_private_mib": mean_mib(1),
             "workers_start_cpu_seconds": round(sum(started), 2),
         }
 
