@@ -51,8 +51,11 @@ def started_cli(*args: str) -> subprocess.Popen:
 
 
 def _local(env: dict | None = None) -> dict:
+    """This process's environment without RAY_ADDRESS, with ``env`` over it (a None value
+    removes that variable)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    return {**base, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    merged = {**base, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def test_version_and_help_list_every_setting_with_its_default():
@@ -460,11 +463,8 @@ def test_the_cli_starts_no_blas_threads_and_leaves_the_environment_as_it_was():
     code += "print(len(os.listdir('/proc/self/task')), os.environ.get('OPENBLAS_NUM_THREADS'))"
     threads = {}
     for setting in ("unset", "1", "2"):
-        env = {k: v for k, v in _local().items() if k != "OPENBLAS_NUM_THREADS"}
-        if setting != "unset":
-            env["OPENBLAS_NUM_THREADS"] = setting
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             cwd=REPO, env=env, timeout=120)  # fmt: skip
+        blas = None if setting == "unset" else setting
+        run = python("-c", code, env={"OPENBLAS_NUM_THREADS": blas}, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
         count, kept = run.stdout.splitlines()[-1].split()
         assert kept == ("None" if setting == "unset" else setting)
