@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import ray
 from pyarrow.fs import FileSelector
 
+from gymray.engine.arrays import from_numpy
 from gymray.engine.graph import pack
 from gymray.engine.write import PARQUET_OPTIONS, PARTS, SPLITS, PartStats, Target, in_worker
 from gymray.storage.failures import writing
@@ -354,7 +355,7 @@ def _parquet_part(fs, target: Target, key: str, is_val, dropped, moved, staged: 
                 at += batch.num_rows
                 if mask.any():
                     writer = writer or pq.ParquetWriter(out, batch.schema, **PARQUET_OPTIONS)
-                    writer.write_batch(batch.filter(pa.array(mask)))
+                    writer.write_batch(batch.filter(from_numpy(mask, pa.bool_())))
             writer.close()
         written.append((s, rel))
     for t in SPLITS:  # the sources: staged ones done with, rewritten ones replaced
@@ -396,7 +397,8 @@ def write_empty_parquet(target: Target, split: str, schema: pa.Schema) -> str:
     rel = f"parquet/{split}/empty.parquet"
     fs = target.fs()
     with writing(target.output, rel), fs.open_output_stream(target.join(rel)) as f:
-        pq.write_table(schema.empty_table(), f, **PARQUET_OPTIONS)
+        # (no rows: from_batches, where empty_table would import pandas, see engine.arrays)
+        pq.write_table(pa.Table.from_batches([], schema=schema), f, **PARQUET_OPTIONS)
     return rel
 
 

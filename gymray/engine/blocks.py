@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gymray import formats
-from gymray.engine.outcomes import OutcomeBuilder, arrow_column, outcome_schema
+from gymray.engine.arrays import column, from_numpy
+from gymray.engine.outcomes import OutcomeBuilder, outcome_schema
 from gymray.engine.read import LineReader
 from gymray.recipes.base import Key, Member, Recipe
 from gymray.rollouts import (
@@ -255,14 +256,14 @@ def _parsed_table(batch: pa.Table, spec: Spec, schema: pa.Schema, fields) -> pa.
             rows.append(fields(r, file_id, line, raw))
 
     # column by column: a loop over each row's columns cost DPO 6% of its CPU
-    def column(f: pa.Field) -> pa.Array | pa.ChunkedArray:
+    def field_column(f: pa.Field) -> pa.Array | pa.ChunkedArray:
         if f.name in LINE_FIELDS:
             return batch.column(f.name).cast(f.type)
         if f.name == "length":
             return pc.binary_length(batch.column("raw")).cast(f.type)
-        return arrow_column([row.get(f.name) for row in rows], f.type)
+        return column([row.get(f.name) for row in rows], f.type)
 
-    return pa.table([column(f) for f in schema], schema=schema)
+    return pa.table([field_column(f) for f in schema], schema=schema)
 
 
 LINE_FIELDS = ("file_id", "line", "offset")  # a block's columns that parsed rows keep
@@ -407,10 +408,7 @@ def decide_block(batch: pa.Table, spec: Spec) -> pa.Table:
     statuses = statuses.append_column("plan", pa.nulls(statuses.num_rows, pa.large_binary()))
     n = len(plans["plan"])
     planned = pa.table(
-        [
-            pa.array(plans[f.name], f.type) if f.name in plans else pa.nulls(n, f.type)
-            for f in schema
-        ],
+        [column(plans[f.name], f.type) if f.name in plans else pa.nulls(n, f.type) for f in schema],
         schema=schema,
     )
     return pa.concat_tables([statuses, planned])
@@ -433,7 +431,7 @@ def build_block(
             chunk = plan_rows[first : first + plans_per_read]
             last = first + plans_per_read >= len(plan_rows)
             end_row = batch.num_rows if last else int(chunk[-1]) + 1
-            rows = planned.take(pa.array(chunk, pa.int64())).to_pylist()
+            rows = planned.take(from_numpy(chunk)).to_pylist()
             todo = [(row, *orjson.loads(row["plan"])) for row in rows]
             wanted = sorted(
                 {tuple(ref[:5]) for _, refs, _ in todo for ref in refs},
@@ -469,7 +467,7 @@ def _merge(statuses: pa.Table, has_plan, start: int, end: int, records: pa.Table
     """Rows ``[start, end)`` of a sorted block: its status rows, and the records
     built for its plan rows, in sort order."""
     keep = np.flatnonzero(~has_plan[start:end]) + start
-    part = statuses.take(pa.array(keep, pa.int64()))
+    part = statuses.take(from_numpy(keep))
     if records is not None:
         part = pa.concat_tables([part, records])
     return part.sort_by(SORT_ORDER)

@@ -79,23 +79,24 @@ def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> 
         }  # fmt: skip
         tasks = unit_tasks(readable, units, settings.ray.split_bytes, cluster_cpus())
         if recipe.grouped:
-            batches = grouped.statuses(tasks, plan, shuffle, settings)
+            statuses = grouped.statuses(tasks, plan, shuffle, settings)
         else:
-            batches = stream.statuses(tasks, plan)
+            statuses = stream.statuses(tasks, plan)
         parts = []
         progress = Progress(settings.ray.progress_s, inputs, live_stream())
         try:
-            for batch in batches:
+            for status in statuses:
                 raise_if_stopped()  # (see gymray.errors.STOPS)
-                keys, stats = batch.column("key").to_pylist(), batch.column("stats").to_pylist()
-                for key, raw in zip(keys, stats, strict=True):
-                    if key == FAILED:
-                        raise pickle.loads(raw)  # a worker's GymrayError, as it raised it
-                    parts.append(pickle.loads(raw))
-                    progress.add(parts[-1])
+                if status is None:  # (nothing written)
+                    continue
+                key, raw = status
+                if key == FAILED:
+                    raise pickle.loads(raw)  # a worker's GymrayError, as it raised it
+                parts.append(pickle.loads(raw))
+                progress.add(parts[-1])
         finally:
             progress.close()
-            batches.close()  # cancels the tasks still running (a failed part, a stop)
+            statuses.close()  # cancels the tasks still running (a failed part, a stop)
     finally:
         if copies is not None:
             copies.remove()

@@ -5,7 +5,7 @@ lines into fixed ranges of the task hash, so that a task's rows all meet in one 
   rollouts), a block at a time.
 - ``split_ranges``, a task per group of packs: their parsed blocks -> a piece per range.
 - ``group_range``, a task per range: its pieces -> sorted -> decide per task + build +
-  write. It returns its parts' status table: the driver gets stats only.
+  write. It returns its part's status: the driver gets stats only.
 
 Not Ray Data: its sort is the same map and reduce tasks, and its executor, planning,
 actors and imports cost the driver and every worker more than the sort itself. DPO on
@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from gymray.engine.arrays import from_numpy
 from gymray.engine.blocks import (
     GROUP_KEYS,
     SORT_ORDER,
@@ -36,17 +37,19 @@ from gymray.engine.blocks import (
 )
 from gymray.engine.read import sort_layout
 from gymray.engine.stream import WAIT_S, given, read_unit
-from gymray.engine.write import STATUS_TABLE, in_worker, write_block
+from gymray.engine.write import Status, in_worker, write_block
 from gymray.errors import raise_if_stopped
 
 GROUP_ORDER = [(k, "ascending") for k in GROUP_KEYS]
 
 
-def statuses(tasks: list[list[int]], plan: dict, shuffle: str, settings: Any) -> Iterator[pa.Table]:
+def statuses(
+    tasks: list[list[int]], plan: dict, shuffle: str, settings: Any
+) -> Iterator[Status | None]:
     """Run ``tasks`` (packs of read units) of ``plan`` (see
     :func:`gymray.engine.stream.read_and_write`) grouped by task, shuffling ``shuffle``
     (``keys``: keys, lines read back by offset; ``rollouts``: whole rollouts), and give
-    each range's status table as soon as its parts are written. Tasks still running when
+    each range's status as soon as its part is written. Tasks still running when
     the caller stops (a failure, a signal) are cancelled.
 
     Three stages, as many tasks each as the work allows: ``parse_blocks`` a task per pack
@@ -123,7 +126,7 @@ def split_ranges(n_ranges: int, *blocks: pa.Table) -> Any:
         ends = np.cumsum(np.bincount(which, minlength=n_ranges))
         for r, (start, end) in enumerate(zip(chain([0], ends), ends, strict=False)):
             if end > start:  # a compact table: a slice would carry the whole block along
-                held[r].append(rows.take(order[start:end]))
+                held[r].append(rows.take(from_numpy(order[start:end])))
     out = []
     for r in range(n_ranges):
         out.append(pa.concat_tables(held[r]).combine_chunks() if held[r] else None)
@@ -132,13 +135,13 @@ def split_ranges(n_ranges: int, *blocks: pa.Table) -> Any:
 
 
 @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
-def group_range(plan: dict, keyed: bool, *pieces: pa.Table | None) -> pa.Table:
+def group_range(plan: dict, keyed: bool, *pieces: pa.Table | None) -> Status | None:
     """A range's pieces, sorted by task: decided, built and written (by keys), or
-    grouped and written (whole rollouts). Returns the parts' status table."""
+    grouped and written (whole rollouts). Returns the part's status."""
     in_worker()
     tables = [p for p in pieces if p is not None]
     if not tables:  # an empty range
-        return STATUS_TABLE.empty_table()
+        return None
     batch = pa.concat_tables(tables).sort_by(GROUP_ORDER)
     del tables, pieces
     spec, write_args = plan["spec"], plan["write_args"]

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from gymray.engine.arrays import column, from_numpy
 from gymray.engine.write import in_worker
 from gymray.errors import ConfigError, InputChanged, StorageError, UnreadableInput
 from gymray.storage import InputFile, filesystem, is_remote, open_input
@@ -114,9 +115,7 @@ def read_lines(
                 pa.large_binary(), len(ends) - 1,
                 [None, pa.py_buffer(offsets), pa.py_buffer(chunk)],
             )  # fmt: skip
-            yield _lines_table(
-                file_id, line_no, starts, [pa.array([head], pa.large_binary()), rest]
-            )
+            yield _lines_table(file_id, line_no, starts, [column([head], pa.large_binary()), rest])
             del chunk, head, rest  # this block's bytes are not held while the next is read
             line_no += len(ends)
     last = b"".join(carry)
@@ -124,7 +123,7 @@ def read_lines(
         yield _break_table(file_id, line_no + 1, carry_at, last, error)
     elif last:  # a last line without its newline is still a line
         yield _lines_table(
-            file_id, line_no, np.array([carry_at], np.int64), [pa.array([last], pa.large_binary())]
+            file_id, line_no, np.array([carry_at], np.int64), [column([last], pa.large_binary())]
         )
 
 
@@ -132,9 +131,9 @@ def _lines_table(file_id: int, first: int, starts: np.ndarray, raw: list[pa.Arra
     n = sum(len(a) for a in raw)
     return pa.table(
         [
-            pa.array(np.full(n, file_id, dtype=np.int32)),
-            pa.array(np.arange(first + 1, first + n + 1, dtype=np.int64)),
-            pa.array(starts),
+            from_numpy(np.full(n, file_id), pa.int32()),
+            from_numpy(np.arange(first + 1, first + n + 1)),
+            from_numpy(starts),
             pa.chunked_array(raw, pa.large_binary()),
             pa.nulls(n, pa.string()),
         ],
@@ -143,9 +142,9 @@ def _lines_table(file_id: int, first: int, starts: np.ndarray, raw: list[pa.Arra
 
 
 def _break_table(file_id: int, line: int, offset: int, partial: bytes, error: str) -> pa.Table:
+    values = [[file_id], [line], [offset], [partial], [error]]
     return pa.table(
-        [[file_id], [line], [offset], [partial], [error]],
-        schema=LINES_SCHEMA,
+        [column(v, f.type) for v, f in zip(values, LINES_SCHEMA, strict=True)], schema=LINES_SCHEMA
     )
 
 

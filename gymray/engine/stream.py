@@ -25,17 +25,25 @@ from pyarrow.fs import FileSelector
 from gymray.engine.blocks import Spec, process_lines
 from gymray.engine.outcomes import MAX_SEEN
 from gymray.engine.read import read_lines
-from gymray.engine.write import FAILED, HASHES, Target, in_worker, part_key, write_block
+from gymray.engine.write import (
+    FAILED,
+    HASHES,
+    Status,
+    Target,
+    in_worker,
+    part_key,
+    write_block,
+)  # fmt: skip
 from gymray.errors import raise_if_stopped
 from gymray.storage.failures import writing
 
 WAIT_S = 0.5  # how often the driver looks at STOPS while tasks run
 
 
-def statuses(tasks: list[list[int]], plan: dict) -> Iterator[pa.Table]:
+def statuses(tasks: list[list[int]], plan: dict) -> Iterator[Status]:
     """Run ``tasks`` (packs of read units) with ``plan`` (what every task reads: see
     :func:`read_and_write`), spread over the nodes as Ray Data spreads its tasks, and
-    give each part's status table as soon as it is written, whichever task wrote it.
+    give each part's status as soon as it is written, whichever task wrote it.
     Tasks still running when the caller stops (a failure, a signal) are cancelled."""
     shared = ray.put(plan)  # once, not once a task
     with closing(given([read_and_write.remote(t, shared) for t in tasks])) as items:
@@ -71,7 +79,7 @@ def given(gens: list, fetch_local: bool = True) -> Iterator[tuple[int, Any]]:
 
 
 @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
-def read_and_write(units: list[int], plan: dict) -> Iterator[pa.Table]:
+def read_and_write(units: list[int], plan: dict) -> Iterator[Status]:
     """Read, parse and write ``units``, a block of lines (``ray.block_bytes``) at a time,
     and yield each part's status. A failed part is the last: the driver raises it."""
     in_worker()
@@ -87,10 +95,10 @@ def read_and_write(units: list[int], plan: dict) -> Iterator[pa.Table]:
             if earlier is not None:
                 earlier.load(before=first)
             status = write_block(parts.next_part(), **write_args)
-            if not status.num_rows:
+            if status is None:
                 continue
             yield status
-            key = status.column("key")[0].as_py()
+            key = status[0]
             if key == FAILED:
                 return
             if earlier is not None:

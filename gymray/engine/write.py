@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gymray import formats
+from gymray.engine.arrays import from_numpy
 from gymray.errors import GymrayError, StorageError
 from gymray.storage import filesystem, is_remote
 from gymray.storage.failures import writing
@@ -44,8 +45,11 @@ from gymray.storage.failures import writing
 PARTS = "_parts"
 SPLITS = ("train", "val")
 AGGREGATES = ("count", "sum", "min", "max")
-STATUS_TABLE = pa.schema([("key", pa.string()), ("stats", pa.large_binary())])
-FAILED = "!failed"  # the key of a status row that holds a worker's GymrayError
+# A part's status, what its task returns: (its key, its PartStats pickled), or (FAILED, a
+# worker's GymrayError pickled); None where nothing was written. Plain Python: Ray ships
+# an Arrow table through its own reducer, which imports pandas in the worker.
+Status = tuple[str, bytes]
+FAILED = "!failed"  # the key of a status that holds a worker's GymrayError
 # How every Parquet file of a dataset is written. No dictionaries (record text never
 # repeats) nor statistics: a quarter less CPU than pyarrow's defaults, same size.
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionary": False,
@@ -181,29 +185,29 @@ class _TableRows:
 
     def rec_table(self, rows: list[int]) -> pa.Table:
         names = [f.name for f in self.fmt.parquet_schema()]
-        part = self.table.take(pa.array(rows, pa.int64())).select([f"rec.{n}" for n in names])
+        part = self.table.take(from_numpy(rows)).select([f"rec.{n}" for n in names])
         return part.rename_columns(names)
 
     def reject_rows(self, rows: list[int]) -> list[dict]:
         cols = ["file_id", "line", "reason", "field", "detail", "raw_length", "raw"]
-        return self.table.take(pa.array(rows, type=pa.int64())).select(cols).to_pylist()
+        return self.table.take(from_numpy(rows)).select(cols).to_pylist()
 
     def rewards(self) -> np.ndarray:
         return self.table.column("reward").to_numpy(zero_copy_only=False)
 
 
-def write_block(batch: Any, **kwargs: Any) -> pa.Table:
+def write_block(batch: Any, **kwargs: Any) -> Status | None:
     """Write one block of outcome rows (a table, its consecutive stretches, or an
-    OutcomeBuilder's lists) as parts; return the part's stats as one row
+    OutcomeBuilder's lists) as parts; return the part's status, None for no rows
     (``kwargs``: those of :func:`_write_block`).
 
     A GymrayError (a full disk, an output this node cannot see) is returned as a
-    ``FAILED`` row, not raised: Ray would wrap it, drop its cause and log its
+    ``FAILED`` status, not raised: Ray would wrap it, drop its cause and log its
     traceback, where the driver raises it as it is, one line for the user."""
     try:
         return _write_block(batch, **kwargs)
     except GymrayError as e:
-        return pa.table({"key": [FAILED], "stats": [pickle.dumps(e)]}, schema=STATUS_TABLE)
+        return FAILED, pickle.dumps(e)
 
 
 def _write_block(
@@ -214,12 +218,12 @@ def _write_block(
     val_fraction: float,
     dedup: bool,
     task_sorted: bool,
-) -> pa.Table:
+) -> Status | None:
     fmt = formats.get(fmt_name)
     tables = iter([batch]) if isinstance(batch, pa.Table) or hasattr(batch, "cols") else batch
     first = next((t for t in tables if t.num_rows), None)
     if first is None:
-        return STATUS_TABLE.empty_table()
+        return None
     fs = target.fs()
     check_visible(target, fs)
     if isinstance(first, pa.Table):
@@ -240,9 +244,7 @@ def _write_block(
     stats = part.finish()
     if dedup and not task_sorted and target.shares_hashes:
         publish_hashes(fs, target, stats)
-    return pa.table(
-        {"key": [stats.key], "stats": [pickle.dumps(stats, protocol=5)]}, schema=STATUS_TABLE
-    )
+    return stats.key, pickle.dumps(stats, protocol=5)
 
 
 class _PartWriter:

@@ -43,13 +43,11 @@ def kwargs(target: Target) -> dict:
             "dedup": True, "task_sorted": False}  # fmt: skip
 
 
-def test_a_block_becomes_parts_and_one_stats_row(tmp_path):
+def test_a_block_becomes_parts_and_one_status(tmp_path):
     target = Target(str(tmp_path), str(tmp_path))
     target.prepare()
-    status = write_block(block(), **kwargs(target))
-    assert status.num_rows == 1
-    key = status.column("key")[0].as_py()
-    stats = pickle.loads(status.column("stats")[0].as_py())
+    key, raw = write_block(block(), **kwargs(target))
+    stats = pickle.loads(raw)
     assert stats.key == key == part_key({"task_hash": 1, "file_id": 0, "line": 1, "sub": 0}, False)
     assert (stats.lines, stats.used) == (5, 3)
     assert stats.filtered == {"below_reward_threshold": 1}
@@ -86,8 +84,7 @@ def test_a_block_becomes_parts_and_one_stats_row(tmp_path):
 def test_a_recipe_that_keeps_duplicates_writes_parquet_at_once(tmp_path):
     target = Target(str(tmp_path), str(tmp_path))
     target.prepare()
-    status = write_block(block(), **{**kwargs(target), "dedup": False})
-    key = status.column("key")[0].as_py()
+    key, _ = write_block(block(), **{**kwargs(target), "dedup": False})
     table = pq.read_table(tmp_path / target.parquet("train", key))
     assert table.num_rows == 2 and table.schema.equals(formats.get("openai").parquet_schema())
     assert not (tmp_path / target.arrow("train", key)).exists()
@@ -116,11 +113,11 @@ def test_part_names_sort_like_their_rows():
         assert keys == sorted(keys) and len(set(keys)) == len(keys)
 
 
-def test_an_output_the_worker_cannot_see_comes_back_as_a_failed_row(tmp_path):
+def test_an_output_the_worker_cannot_see_comes_back_as_a_failed_status(tmp_path):
     target = Target(str(tmp_path), str(tmp_path / "not-prepared"))  # no probe file there
-    status = write_block(block(), **kwargs(target))
-    assert status.column("key").to_pylist() == [FAILED]
-    error = pickle.loads(status.column("stats")[0].as_py())
+    key, raw = write_block(block(), **kwargs(target))
+    assert key == FAILED
+    error = pickle.loads(raw)
     assert isinstance(error, StorageError) and "is not visible from Ray node" in str(error)
     assert not (tmp_path / "not-prepared").exists()
 
@@ -140,8 +137,8 @@ def test_the_driver_gets_no_python_object_a_line(tmp_path):
         table = out.table()  # what the grouped path writes from: an Arrow block
         target = Target(str(tmp_path / str(dedup)), str(tmp_path / str(dedup)))
         target.prepare()
-        status = write_block(table, **{**kwargs(target), "task_sorted": True, "dedup": dedup})
-        stats = pickle.loads(status.column("stats")[0].as_py())
+        _, raw = write_block(table, **{**kwargs(target), "task_sorted": True, "dedup": dedup})
+        stats = pickle.loads(raw)
         # environments as codes into the part's list of them, a line's and a record's
         assert stats.envs == ["math", "code"]
         assert stats.reward_env.dtype == stats.records["env"].dtype == np.int32

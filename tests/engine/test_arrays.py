@@ -1,0 +1,91 @@
+"""Arrow arrays made from their buffers (gymray.engine.arrays) are the arrays
+``pa.array`` makes of the same values, without importing pandas."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from gymray.engine.arrays import column, from_numpy
+
+CASES = [
+    ([b'{"a": 1}', None, b"", b"\xc3\xa9"], pa.large_binary()),
+    ([b"\xff\x00", b"a"], pa.binary()),
+    (["used", None, "filtered"], pa.string()),
+    (["é", "漢字", None, "a"], pa.string()),  # not ASCII: encoded one by one
+    ([None, "x"], pa.string()),
+    ([1, None, -(2**63), 2**63 - 1], pa.int64()),
+    ([0, 7, -3], pa.int32()),
+    ([1.5, None, 2, float("nan"), float("inf")], pa.float64()),  # NaN stays a value
+    ([None, None], pa.float64()),
+    ([], pa.string()),
+    ([], pa.int64()),
+]
+
+
+@pytest.mark.parametrize("values,type_", CASES)
+def test_a_column_is_the_array_pyarrow_makes(values, type_):
+    made = column(values, type_)
+    made.validate(full=True)
+    expected = pa.array(values, type_)
+    assert made.type == expected.type and made.null_count == expected.null_count
+    assert repr(made.to_pylist()) == repr(expected.to_pylist())  # (NaN != NaN in equals)
+
+
+def test_text_columns_take_bytes_and_str_alike():
+    made = column([b"caf\xc3\xa9", "café", None], pa.string())
+    assert made.to_pylist() == ["café", "café", None]
+
+
+@pytest.mark.parametrize(
+    "values,type_,error",
+    [
+        (["a"], pa.int64(), TypeError),
+        ([True], pa.int64(), TypeError),
+        ([2**31], pa.int32(), OverflowError),  # numpy would wrap it
+        ([1], pa.string(), TypeError),
+        ([{"a": 1}], pa.float64(), TypeError),
+    ],
+)
+def test_values_of_the_wrong_kind_fail_as_pyarrow_fails_them(values, type_, error):
+    with pytest.raises((pa.ArrowException, TypeError, OverflowError)):
+        pa.array(values, type_)
+    with pytest.raises(error):
+        column(values, type_)
+
+
+def test_a_float_in_an_integer_column_is_an_error_not_cut():
+    assert pa.array([1.5], pa.int64()).to_pylist() == [1]  # pyarrow's
+    with pytest.raises(TypeError):
+        column([1.5], pa.int64())
+    assert column([True, 2], pa.float64()).to_pylist() == [1.0, 2.0]  # as pyarrow's
+
+
+def test_numpy_arrays_indices_and_masks():
+    assert from_numpy(np.arange(3)).equals(pa.array([0, 1, 2], pa.int64()))
+    assert from_numpy([4, 1]).equals(pa.array([4, 1], pa.int64()))
+    assert from_numpy(np.full(2, 9), pa.int32()).equals(pa.array([9, 9], pa.int32()))
+    mask = np.array([True, False, True, True, False, False, True, False, True])
+    assert from_numpy(mask, pa.bool_()).equals(pa.array(mask))
+    table = pa.table({"a": list(range(9))})
+    assert table.filter(from_numpy(mask, pa.bool_()))["a"].to_pylist() == [0, 2, 3, 6, 8]
+
+
+def test_none_of_it_imports_pandas():
+    code = (
+        "import sys, numpy as np, pyarrow as pa\n"
+        "from gymray.engine.arrays import column, from_numpy\n"
+        "column([b'a', None], pa.large_binary()); column(['\u00e9', None], pa.string())\n"
+        "column([1, None], pa.int64()); column([1], pa.int32()); column([0.5], pa.float64())\n"
+        "from_numpy(np.arange(3)); from_numpy([True], pa.bool_())\n"
+        "print('pandas' in sys.modules)\n"
+        "pa.array([1])\n"  # the control: pyarrow's own imports it here
+        "print('pandas' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["False", "True"]
