@@ -2,6 +2,7 @@
 """Two gymray commits, CLI runs interleaved on one machine: what a code change is worth.
 
     python benchmarks/bench_ab.py BASE [NEW] [--rounds 3] [--set sft.reward_threshold=0]
+    python benchmarks/bench_ab.py BASE [NEW] --algo dpo --corpus DIR  (bench_dpo.py's corpus)
 
 This machine's speed moves by up to ~45% within minutes (benchmarks/README.md), so
 two ``bench_sft.py`` runs minutes apart cannot tell a 10% change. Here each commit
@@ -13,8 +14,9 @@ seconds apart. The result: per run wall, CPU-seconds of the driver and the head'
 processes (by role), and the ratios NEW / BASE and minimal / NEW round by round.
 
 ``NEW`` defaults to the working tree (uncommitted changes included). The corpus is
-``bench_sft.py``'s (built the same way when missing). Needs nothing outside this
-repository and ``../shared``.
+``bench_sft.py``'s (built the same way when missing), or ``--corpus``: one another
+benchmark built, such as ``bench_dpo.py``'s for DPO (its pairs need that corpus's distinct
+completions). Needs nothing outside this repository and ``../shared``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="CLI runs per commit")
     ap.add_argument("--algo", default="sft")
     ap.add_argument("--tasks", type=int, default=40000, help="make_corpus.py --tasks")
+    ap.add_argument("--corpus", type=Path, default=None,
+                    help="a corpus another benchmark built (its directory, with corpus.json), "
+                    "e.g. bench_dpo.py's, in place of bench_sft.py's")  # fmt: skip
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a gymray setting for every run, e.g. sft.reward_threshold=0")  # fmt: skip
     ap.add_argument("--shards", type=int, default=8)
@@ -68,9 +73,13 @@ def checkout(rev: str | None, into: Path) -> tuple[Path, str]:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    corpus, make_args = C.sft_corpus(a.data_dir, a.tasks, shards=a.shards)
-    C.say(f"corpus {corpus} ...")
-    made = C.build_corpus(corpus, make_args)
+    if a.corpus is None:
+        corpus, make_args = C.sft_corpus(a.data_dir, a.tasks, shards=a.shards)
+        C.say(f"corpus {corpus} ...")
+        made = C.build_corpus(corpus, make_args)
+    else:
+        corpus, made = a.corpus.resolve(), json.loads((a.corpus / "corpus.json").read_text())
+        made, make_args = {**made, "reused": True}, made["args"]
     trees = Path(tempfile.mkdtemp(prefix="gymray-ab-"))
     sides: dict[str, dict] = {}
     heads: list[C.RayHead] = []
