@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gymray import formats
-from gymray.engine.arrays import column, from_numpy
+from gymray.engine.arrays import column, from_numpy, to_numpy
 from gymray.engine.outcomes import OutcomeBuilder, outcome_schema
 from gymray.engine.read import LineReader
 from gymray.recipes.base import Key, Member, Recipe
@@ -421,7 +421,7 @@ def build_block(
     at a time: read back the lines they need (sorted by position), and yield
     each stretch of the block with its records in place, in the block's order,
     so that memory does not grow with the block."""
-    has_plan = pc.is_valid(batch.column("plan")).to_numpy(zero_copy_only=False)
+    has_plan = to_numpy(pc.is_valid(batch.column("plan")))
     plan_rows = np.flatnonzero(has_plan)
     statuses = batch.drop_columns(["plan"])
     planned = batch.select(list(PLAN_FIELDS) + ["plan"])

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from gymray.engine.arrays import from_numpy
+from gymray.engine.arrays import from_numpy, packed, to_numpy, unpacked
 from gymray.engine.blocks import (
     GROUP_KEYS,
     SORT_ORDER,
@@ -103,25 +103,25 @@ def _parsed(parsing: list, per_split: int) -> Iterator[list[ray.ObjectRef]]:
 
 
 @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
-def parse_blocks(units: list[int], plan: dict, keyed: bool) -> Iterator[pa.Table]:
+def parse_blocks(units: list[int], plan: dict, keyed: bool) -> Iterator[pa.Buffer]:
     """Read and parse ``units``, a block of lines (``ray.block_bytes``) at a time, into
-    keys (``keyed``) or canonical rollouts; yield each block's rows (a worker holds one
-    block at a time)."""
+    keys (``keyed``) or canonical rollouts; yield each block's rows, packed (a worker
+    holds one block at a time)."""
     in_worker()
     parse = summarize_lines if keyed else parse_rollouts
     for lines in chain.from_iterable(read_unit(plan, u) for u in units):
-        yield parse(lines, plan["spec"])
+        yield packed(parse(lines, plan["spec"]))
 
 
 @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
-def split_ranges(n_ranges: int, *blocks: pa.Table) -> Any:
-    """Cut parsed ``blocks`` into the ``n_ranges`` task-hash ranges: the rows of each
-    range, a compact table each (None for none), one return a range."""
+def split_ranges(n_ranges: int, *blocks: pa.Buffer) -> Any:
+    """Cut parsed ``blocks`` (packed) into the ``n_ranges`` task-hash ranges: the rows of
+    each range, a compact table each, packed (None for none), one return a range."""
     in_worker()
     bounds = np.array(task_ranges(n_ranges), dtype=np.int64)
     held: list[list[pa.Table]] = [[] for _ in range(n_ranges)]
-    for rows in blocks:
-        which = np.searchsorted(bounds, rows.column("task_hash").to_numpy(), side="right")
+    for rows in map(unpacked, blocks):
+        which = np.searchsorted(bounds, to_numpy(rows.column("task_hash")), side="right")
         order = np.argsort(which, kind="stable")
         ends = np.cumsum(np.bincount(which, minlength=n_ranges))
         for r, (start, end) in enumerate(zip(chain([0], ends), ends, strict=False)):
@@ -129,17 +129,17 @@ def split_ranges(n_ranges: int, *blocks: pa.Table) -> Any:
                 held[r].append(rows.take(from_numpy(order[start:end])))
     out = []
     for r in range(n_ranges):
-        out.append(pa.concat_tables(held[r]).combine_chunks() if held[r] else None)
+        out.append(packed(pa.concat_tables(held[r])) if held[r] else None)
         held[r] = []  # (one range's copy at a time)
     return out if n_ranges > 1 else out[0]
 
 
 @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
-def group_range(plan: dict, keyed: bool, *pieces: pa.Table | None) -> Status | None:
-    """A range's pieces, sorted by task: decided, built and written (by keys), or
+def group_range(plan: dict, keyed: bool, *pieces: pa.Buffer | None) -> Status | None:
+    """A range's pieces (packed), sorted by task: decided, built and written (by keys), or
     grouped and written (whole rollouts). Returns the part's status."""
     in_worker()
-    tables = [p for p in pieces if p is not None]
+    tables = [unpacked(p) for p in pieces if p is not None]
     if not tables:  # an empty range
         return None
     batch = pa.concat_tables(tables).sort_by(GROUP_ORDER)
@@ -163,7 +163,7 @@ def grouped_stretches(batch: pa.Table, spec: Spec, rows: int = 2000) -> Iterator
     ``rows`` rows (cut at the end of a task) at a time: a worker holds one stretch's
     rollouts and records, not its whole range's. DPO 250k from .gz, the most private
     memory of one worker: 677 MiB grouping each range at once, 460 MiB by stretches."""
-    hashes = batch.column("task_hash").to_numpy()
+    hashes = to_numpy(batch.column("task_hash"))
     start = 0
     while start < len(hashes):
         end = min(start + rows, len(hashes))

@@ -37,14 +37,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gymray import formats
-from gymray.engine.arrays import from_numpy
+from gymray.engine.arrays import from_numpy, to_numpy
 from gymray.errors import GymrayError, StorageError
 from gymray.storage import filesystem, is_remote
 from gymray.storage.failures import writing
 
 PARTS = "_parts"
 SPLITS = ("train", "val")
-AGGREGATES = ("count", "sum", "min", "max")
 # A part's status, what its task returns: (its key, its PartStats pickled), or (FAILED, a
 # worker's GymrayError pickled); None where nothing was written. Plain Python: Ray ships
 # an Arrow table through its own reducer, which imports pandas in the worker.
@@ -193,7 +192,7 @@ class _TableRows:
         return self.table.take(from_numpy(rows)).select(cols).to_pylist()
 
     def rewards(self) -> np.ndarray:
-        return self.table.column("reward").to_numpy(zero_copy_only=False)
+        return to_numpy(self.table.column("reward"))
 
 
 def write_block(batch: Any, **kwargs: Any) -> Status | None:
@@ -470,15 +469,19 @@ def _reject_lines(rows: list[dict], files: list[str]) -> bytes:
 
 
 def _task_stats(t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Per task of a task-sorted block: its hash, and (rollouts, reward sum, min, max)."""
+    """Per task of a task-sorted block: its hash, and (rollouts, reward sum, min, max),
+    in hash order. In numpy: Arrow's ``group_by`` imports ``pyarrow.dataset``, and with it
+    pandas (see gymray.engine.arrays). ``np.add.at`` adds each task's rewards one by one
+    in row order, as Arrow's sum did (``reduceat`` sums pairwise): the same floats."""
     rows = t.filter(pc.and_(pc.is_valid(t.column("status")), pc.is_valid(t.column("reward"))))
     if not rows.num_rows:
         return np.zeros(0, np.int64), np.zeros((0, 4))
-    g = (
-        rows.select(["task_hash", "reward"])
-        .group_by("task_hash")
-        .aggregate([("reward", "count"), ("reward", "sum"), ("reward", "min"), ("reward", "max")])
-        .sort_by("task_hash")
-    )
-    stats = [g.column(f"reward_{f}").to_numpy().astype(np.float64) for f in AGGREGATES]
-    return g.column("task_hash").to_numpy(), np.column_stack(stats)
+    rewards = to_numpy(rows.column("reward"))
+    hashes, task = np.unique(to_numpy(rows.column("task_hash")), return_inverse=True)
+    k = len(hashes)
+    sums, lows, highs = np.zeros(k), np.full(k, np.inf), np.full(k, -np.inf)
+    np.add.at(sums, task, rewards)
+    np.minimum.at(lows, task, rewards)
+    np.maximum.at(highs, task, rewards)
+    counts = np.bincount(task, minlength=k).astype(np.float64)
+    return hashes, np.column_stack([counts, sums, lows, highs])

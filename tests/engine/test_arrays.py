@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gymray.engine.arrays import column, from_numpy
+from gymray.engine.arrays import column, from_numpy, packed, to_numpy, unpacked
 
 CASES = [
     ([b'{"a": 1}', None, b"", b"\xc3\xa9"], pa.large_binary()),
@@ -75,13 +75,39 @@ def test_numpy_arrays_indices_and_masks():
     assert table.filter(from_numpy(mask, pa.bool_()))["a"].to_pylist() == [0, 2, 3, 6, 8]
 
 
+def test_to_numpy_reads_what_pyarrow_gives():
+    ints = pa.array(list(range(-5, 20)), pa.int64()).slice(3, 11)  # an offset
+    assert to_numpy(ints).tolist() == ints.to_numpy().tolist() == list(range(-2, 9))
+    bits = pa.array([i % 3 == 0 for i in range(30)]).slice(5, 17)  # not on a byte
+    assert to_numpy(bits).dtype == np.bool_
+    assert to_numpy(bits).tolist() == bits.to_numpy(zero_copy_only=False).tolist()
+    floats = pa.array([1.5, None, -2.0, None], pa.float64()).slice(1)
+    assert repr(to_numpy(floats).tolist()) == repr([float("nan"), -2.0, float("nan")])
+    chunked = pa.chunked_array([pa.array([1, 2], pa.int32()), pa.array([3], pa.int32())])
+    assert to_numpy(chunked).tolist() == [1, 2, 3] and to_numpy(chunked).dtype == np.int32
+    assert to_numpy(pa.array([], pa.int64())).tolist() == []
+    with pytest.raises(ValueError, match="1 nulls in a int64 column"):
+        to_numpy(pa.array([1, None], pa.int64()))
+
+
+def test_a_packed_table_comes_back_whole_and_compact():
+    table = pa.table({"k": pa.array(range(1000), pa.int64()),
+                      "raw": pa.array([b"x" * 100] * 1000, pa.large_binary())})  # fmt: skip
+    piece = table.slice(10, 5)  # a slice: only its rows travel, not the whole buffers
+    buf = packed(piece)
+    assert unpacked(buf).equals(piece) and unpacked(packed(table)).equals(table)
+    assert buf.size < 5 * 100 + 2048
+
+
 def test_none_of_it_imports_pandas():
     code = (
         "import sys, numpy as np, pyarrow as pa\n"
-        "from gymray.engine.arrays import column, from_numpy\n"
+        "from gymray.engine.arrays import column, from_numpy, packed, to_numpy, unpacked\n"
         "column([b'a', None], pa.large_binary()); column(['\u00e9', None], pa.string())\n"
         "column([1, None], pa.int64()); column([1], pa.int32()); column([0.5], pa.float64())\n"
         "from_numpy(np.arange(3)); from_numpy([True], pa.bool_())\n"
+        "t = unpacked(packed(pa.table([column([b'a'], pa.binary())], names=['b'])))\n"
+        "to_numpy(column([1.5, None], pa.float64())); to_numpy(from_numpy([True], pa.bool_()))\n"
         "print('pandas' in sys.modules)\n"
         "pa.array([1])\n"  # the control: pyarrow's own imports it here
         "print('pandas' in sys.modules)\n"

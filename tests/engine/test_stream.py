@@ -45,13 +45,13 @@ print(json.dumps({"records": ds.counts["records"]["train"], "workers": workers,
 
 
 @pytest.mark.parametrize("algo", ["sft", "dpo"])
-def test_runs_import_no_ray_data_and_per_rollout_runs_no_pandas(tmp_path, algo):
+def test_runs_import_neither_ray_data_nor_pandas(tmp_path, algo):
     """Ray Data's executor, actors and imports cost a CLI run on 2.9 GB of SFT 1.8 of its
     19.8 CPU-s; neither per-rollout runs nor grouped runs (their one sort is plain Ray
-    tasks) need it. Nor pandas, which pyarrow imported on gymray's first ``pa.array`` in
-    each worker (43 MiB, 0.13 CPU-s a worker) and on an empty split's Parquet file in the
-    driver: a per-rollout run imports it nowhere (a grouped one still does in the workers
-    its tables pass through: Ray's own reducer for Arrow tables imports it)."""
+    tasks) need it. Nor pandas, which pyarrow imported in each worker (43 MiB, 0.13 CPU-s
+    a worker: on gymray's first ``pa.array``, ``to_numpy`` or ``group_by``, or as Ray
+    shipped an Arrow table a task returned) and in the driver (an empty split's Parquet
+    file): see gymray.engine.arrays."""
     run = subprocess.run(
         [sys.executable, "-c", DRIVER, SAMPLE, str(tmp_path / "o"), algo],
         cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -63,8 +63,7 @@ def test_runs_import_no_ray_data_and_per_rollout_runs_no_pandas(tmp_path, algo):
     ran_reads = [w for w in seen["workers"] if w[0]]
     assert ran_reads, f"no worker that ran a read task was leased again: {seen['workers']}"
     assert not any(w[1] for w in seen["workers"]), seen["workers"]
-    if algo == "sft":
-        assert not any(w[2] for w in ran_reads), seen["workers"]
+    assert not any(w[2] for w in ran_reads), seen["workers"]
 
 
 FAULTY = """

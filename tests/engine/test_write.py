@@ -8,11 +8,12 @@ import pickle
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gymray import formats
 from gymray.engine.outcomes import OutcomeBuilder
-from gymray.engine.write import FAILED, Target, part_key, write_block
+from gymray.engine.write import FAILED, Target, _task_stats, part_key, write_block
 from gymray.errors import StorageError
 
 
@@ -148,3 +149,25 @@ def test_the_driver_gets_no_python_object_a_line(tmp_path):
         arrays = {k: v for k, v in stats.records.items() if k != "notes"}
         assert [k for k, v in arrays.items() if v.dtype == object] == []
         assert ("content_hash" in arrays) is dedup  # (decided on only where duplicates go)
+
+
+def test_task_stats_are_arrows_group_by_in_numpy():
+    """Per task: rollouts, reward sum, min and max, as Arrow's group_by gave them (which
+    imports pandas in the worker): the same floats, tasks in hash order, rows of a task
+    apart from each other included, rows without a status or a reward left out."""
+    rng = np.random.default_rng(0)
+    n = 5000
+    hashes = rng.integers(-(2**63), 2**63 - 1, 300, dtype=np.int64)[rng.integers(0, 300, n)]
+    rewards = [None if i % 11 == 0 else float(v) for i, v in enumerate(rng.normal(size=n))]
+    status = [None if i % 13 == 0 else "used" for i in range(n)]
+    t = pa.table({"task_hash": hashes, "reward": pa.array(rewards, pa.float64()),
+                  "status": pa.array(status, pa.string())})  # fmt: skip
+    got_hashes, got = _task_stats(t)
+    rows = t.filter(pc.and_(pc.is_valid(t["status"]), pc.is_valid(t["reward"])))
+    g = (rows.group_by("task_hash")
+         .aggregate([("reward", f) for f in ("count", "sum", "min", "max")])
+         .sort_by("task_hash"))  # fmt: skip
+    assert got_hashes.tolist() == g["task_hash"].to_pylist()
+    for i, f in enumerate(("count", "sum", "min", "max")):
+        assert got[:, i].tolist() == g[f"reward_{f}"].to_pylist(), f  # equal floats
+    assert _task_stats(t.slice(0, 0))[1].shape == (0, 4)
