@@ -16,12 +16,15 @@ too (``pyarrow.compute`` with a Python int): tables that go from task to task go
 
 from __future__ import annotations
 
+import operator
+from itertools import repeat
+
 import numpy as np
 import pyarrow as pa
 
 _NUMBERS = {pa.int32(): np.int32, pa.int64(): np.int64, pa.float64(): np.float64}
 _OFFSETS = {pa.string(): np.int32, pa.binary(): np.int32, pa.large_binary(): np.int64}
-_INT32 = np.iinfo(np.int32)
+_INT32 = np.iinfo(np.int32)  # an offset's
 _INDEX = pa.int64()
 
 
@@ -67,7 +70,7 @@ def column(values: list, type_: pa.DataType) -> pa.Array:
         return pa.nulls(n, type_)
     valid = None
     if nulls:
-        present = np.array([v is not None for v in values])
+        present = np.fromiter(map(operator.is_not, values, repeat(None)), np.bool_, n)
         valid = pa.py_buffer(np.packbits(present, bitorder="little"))
     if type_ in _OFFSETS:
         if nulls:
@@ -87,8 +90,10 @@ def column(values: list, type_: pa.DataType) -> pa.Array:
     # integer column is an error, not cut to an integer
     if numbers.dtype.kind not in ("iu" if pa.types.is_integer(type_) else "biuf"):
         raise TypeError(f"cannot make an Arrow {type_} array of numpy {numbers.dtype} values")
-    if type_ == pa.int32() and n and (numbers.min() < _INT32.min or numbers.max() > _INT32.max):
-        raise OverflowError(f"a value out of the int32 range: {numbers.min()}..{numbers.max()}")
+    if numbers.dtype.kind in "iu" and type_ != pa.float64() and n:
+        limits = np.iinfo(_NUMBERS[type_])  # (numpy would wrap a value past them)
+        if numbers.min() < limits.min or numbers.max() > limits.max:
+            raise OverflowError(f"{numbers.min()}..{numbers.max()}: out of the {type_} range")
     numbers = numbers.astype(_NUMBERS[type_], copy=False)
     return pa.Array.from_buffers(type_, n, [valid, pa.py_buffer(numbers)], null_count=nulls)
 

@@ -47,6 +47,8 @@ def test_text_columns_take_bytes_and_str_alike():
         (["a"], pa.int64(), TypeError),
         ([True], pa.int64(), TypeError),
         ([2**31], pa.int32(), OverflowError),  # numpy would wrap it
+        ([2**63], pa.int64(), OverflowError),  # numpy makes it a uint64, and would wrap it
+        ([None, 2**64 - 1], pa.int64(), TypeError),  # numpy makes 0 and it float64s
         ([1], pa.string(), TypeError),
         ([{"a": 1}], pa.float64(), TypeError),
     ],
