@@ -40,7 +40,8 @@ def from_numpy(values: np.ndarray | list, type_: pa.DataType = _INDEX) -> pa.Arr
 
 def to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A column of numbers or booleans as a numpy array (a null: NaN in a float column;
-    other columns must have none), without a copy where it can."""
+    other columns must have none); over the array's buffer, no copy, where it is one
+    chunk without nulls."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     n, at = len(values), values.offset
@@ -88,7 +89,9 @@ def column(values: list, type_: pa.DataType) -> pa.Array:
     numbers = np.array(values)
     # as pyarrow: booleans are numbers only for a float column; unlike it, a float in an
     # integer column is an error, not cut to an integer
-    if numbers.dtype.kind not in ("iu" if pa.types.is_integer(type_) else "biuf"):
+    if numbers.ndim != 1 or numbers.dtype.kind not in (
+        "iu" if pa.types.is_integer(type_) else "biuf"
+    ):
         raise TypeError(f"cannot make an Arrow {type_} array of numpy {numbers.dtype} values")
     if numbers.dtype.kind in "iu" and type_ != pa.float64() and n:
         limits = np.iinfo(_NUMBERS[type_])  # (numpy would wrap a value past them)
@@ -101,19 +104,21 @@ def column(values: list, type_: pa.DataType) -> pa.Array:
 def _joined(parts: list) -> tuple[bytes, np.ndarray]:
     """The bytes of ``parts`` (``bytes``, or ``str`` as UTF-8) end to end, and their
     lengths: one join for bytes, or for ASCII text (where each length is the text's)."""
+    lengths = np.fromiter(map(len, parts), np.int64, len(parts))
     try:
         data = b"".join(parts)
+        if len(data) == lengths.sum():  # (numpy's text joins too, 4 bytes a character)
+            return data, lengths
     except TypeError:
-        try:
-            text = "".join(parts)
-        except TypeError:
-            text = None
-        if text is not None and text.isascii():
-            data = text.encode("ascii")
-        else:
-            parts = [p.encode() if isinstance(p, str) else p for p in parts]
-            data = b"".join(parts)
-    return data, np.fromiter(map(len, parts), np.int64, len(parts))
+        pass
+    try:
+        text = "".join(parts)
+    except TypeError:
+        text = None
+    if text is not None and text.isascii():
+        return text.encode("ascii"), lengths
+    parts = [p.encode() if isinstance(p, str) else p for p in parts]
+    return b"".join(parts), np.fromiter(map(len, parts), np.int64, len(parts))
 
 
 def packed(table: pa.Table) -> pa.Buffer:

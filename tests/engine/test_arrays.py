@@ -39,6 +39,8 @@ def test_a_column_is_the_array_pyarrow_makes(values, type_):
 def test_text_columns_take_bytes_and_str_alike():
     made = column([b"caf\xc3\xa9", "café", None], pa.string())
     assert made.to_pylist() == ["café", "café", None]
+    # numpy's text is a str whose buffer is 4 bytes a character: written as UTF-8 all the same
+    assert column([np.str_("ab"), "é"], pa.string()).to_pylist() == ["ab", "é"]
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,7 @@ def test_text_columns_take_bytes_and_str_alike():
         ([None, 2**64 - 1], pa.int64(), TypeError),  # numpy makes 0 and it float64s
         ([1], pa.string(), TypeError),
         ([{"a": 1}], pa.float64(), TypeError),
+        ([[1, 2], [3, 4]], pa.float64(), TypeError),  # numpy would make it 2-D
     ],
 )
 def test_values_of_the_wrong_kind_fail_as_pyarrow_fails_them(values, type_, error):
