@@ -25,15 +25,7 @@ from pyarrow.fs import FileSelector
 from gymray.engine.blocks import Spec, process_lines
 from gymray.engine.outcomes import MAX_SEEN
 from gymray.engine.read import read_lines
-from gymray.engine.write import (
-    FAILED,
-    HASHES,
-    Status,
-    Target,
-    in_worker,
-    part_key,
-    write_block,
-)  # fmt: skip
+from gymray.engine.write import FAILED, HASHES, Status, Target, in_worker, part_key, write_block
 from gymray.errors import raise_if_stopped
 from gymray.storage.failures import writing
 
