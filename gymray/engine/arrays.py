@@ -42,23 +42,26 @@ def to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A column of numbers or booleans as a numpy array (a null: NaN in a float column;
     other columns must have none); over the array's buffer, no copy, where it is one
     chunk without nulls."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+    if isinstance(values, pa.ChunkedArray):  # (combine_chunks copies a lone chunk too)
+        values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
     n, at = len(values), values.offset
     validity, data = values.buffers()[:2]
     if pa.types.is_boolean(values.type):
-        bits = np.frombuffer(data, np.uint8) if n else np.empty(0, np.uint8)
-        out = np.unpackbits(bits, count=at + n, bitorder="little")[at:].astype(np.bool_)
+        out = _bits(data, at, n)
     else:
         dtype = np.dtype(_NUMBERS[values.type])
         out = np.frombuffer(data, dtype, n, at * dtype.itemsize) if n else np.empty(0, dtype)
     if values.null_count:
         if values.type != pa.float64():
             raise ValueError(f"{values.null_count} nulls in a {values.type} column")
-        present = np.unpackbits(np.frombuffer(validity, np.uint8), count=at + n,
-                                bitorder="little")[at:].astype(np.bool_)  # fmt: skip
-        out = np.where(present, out, np.nan)
+        out = np.where(_bits(validity, at, n), out, np.nan)
     return out
+
+
+def _bits(buffer: pa.Buffer | None, at: int, n: int) -> np.ndarray:
+    """``n`` bits of an Arrow bitmap (data or validity) from bit ``at``, as booleans."""
+    packed_bits = np.frombuffer(buffer, np.uint8) if n else np.empty(0, np.uint8)
+    return np.unpackbits(packed_bits, count=at + n, bitorder="little")[at:].astype(np.bool_)
 
 
 def column(values: list, type_: pa.DataType) -> pa.Array:
