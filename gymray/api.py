@@ -137,19 +137,22 @@ def _build(
     another run published meanwhile (then this run's files are dropped)."""
     output = _resolved(settings.output)
     files = [f.uri for f in inputs]  # names in records, rejects and counts: the user's
+    # Tasks get plain values: a Settings object unpickled in a worker imports gymray.config
+    # (OmegaConf, every algorithm's models: 0.1 CPU-s and 75 modules a worker).
+    storage = settings.storage.model_dump()
     context = Context(
         files,
-        sample=lambda: sample_lines(inputs, settings.storage),
-        tasks=read_whole(tasks, settings.storage),
+        sample=lambda: sample_lines(inputs, storage),
+        tasks=read_whole(tasks, storage),
         task_owners=owners,
     )
     recipe = recipes.get(settings.algo)(settings, context)
-    spec = Spec(recipe, files, [file_environment(u) for u in files], settings.storage)
-    staging = Staging(output, settings.storage, overwrite=settings.overwrite, fingerprint=fp)
+    spec = Spec(recipe, files, [file_environment(u) for u in files], storage)
+    staging = Staging(output, storage, overwrite=settings.overwrite, fingerprint=fp)
     if staging.reused is not None:
         return staging.reused, True
     try:
-        target = Target(output, staging.path, settings.storage)
+        target = Target(output, staging.path, storage)
         target.prepare()
         started = time.monotonic()
         result = run_graph(spec, inputs, target, settings)

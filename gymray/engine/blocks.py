@@ -58,7 +58,7 @@ class Spec:
 
     @property
     def seed(self) -> int:
-        return self.recipe.all.split.seed
+        return self.recipe.seed
 
     @property
     def reasoning(self) -> str:

@@ -59,8 +59,7 @@ def run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> R
 
 
 def _run(spec: Spec, inputs: list[InputFile], target: Target, settings: Any) -> RunResult:
-    recipe = spec.recipe
-    storage = settings.storage
+    recipe, storage = spec.recipe, spec.storage
     shuffle, copy = shuffle_mode(settings, inputs) if recipe.grouped else (None, False)
     copies = ScratchCopies(settings.ray.scratch, inputs, storage) if copy else None
     try:

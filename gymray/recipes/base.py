@@ -138,7 +138,9 @@ class Recipe:
     needs_request: ClassVar[bool] = False
 
     def __init__(self, settings: Any, context: Context):
-        self.all = settings  # the whole Settings (chat, split, tasks, ...)
+        # What workers read of the settings, not the whole Settings: unpickling that
+        # imports gymray.config (OmegaConf, every algorithm's models) in each worker.
+        self.seed = settings.split.seed
         self.section = getattr(settings, self.name)
         self.chat = settings.chat
         self.context = context

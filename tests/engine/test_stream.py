@@ -36,7 +36,7 @@ ds = gymray.prepare(algo, input=sys.argv[1], output=sys.argv[2],
 def imported():
     time.sleep(0.5)  # both CPUs busy at once: the tasks take different workers
     return ["gymray.engine.stream" in sys.modules, "ray.data" in sys.modules,
-            "pandas" in sys.modules]
+            "pandas" in sys.modules, "omegaconf" in sys.modules, "gymray.config" in sys.modules]
 
 workers = ray.get([imported.remote() for _ in range(4)])
 print(json.dumps({"records": ds.counts["records"]["train"], "workers": workers,
@@ -64,6 +64,9 @@ def test_runs_import_neither_ray_data_nor_pandas(tmp_path, algo):
     assert ran_reads, f"no worker that ran a read task was leased again: {seen['workers']}"
     assert not any(w[1] for w in seen["workers"]), seen["workers"]
     assert not any(w[2] for w in ran_reads), seen["workers"]
+    # nor the settings' code (OmegaConf, every algorithm's pydantic models: 0.1 CPU-s and
+    # 75 modules a worker): a task gets the settings it reads, not the whole Settings
+    assert not any(w[3] or w[4] for w in ran_reads), seen["workers"]
 
 
 FAULTY = """
