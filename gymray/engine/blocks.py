@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from gymray import formats
-from gymray.engine.arrays import column, from_numpy, to_numpy
+from gymray.engine.arrays import byte_lengths, column, from_numpy, valid
 from gymray.engine.outcomes import OutcomeBuilder, outcome_schema
 from gymray.engine.read import LineReader
 from gymray.recipes.base import Key, Member, Recipe
@@ -128,7 +127,7 @@ def process_lines(batch: pa.Table, spec: Spec, seen: set[int] | None = None) -> 
     # (split coordinate, hash) of each task key: a task's rollouts are usually
     # neighbours, and two keyed BLAKE2 hashes a record were 4% of this function
     tasks: dict[str, tuple[float, int]] = {}
-    out.input_bytes = (pc.sum(pc.binary_length(batch.column("raw"))).as_py() or 0) + batch.num_rows
+    out.input_bytes = int(byte_lengths(batch.column("raw")).sum()) + batch.num_rows
     for file_id, line, raw, error, openers in zip(
         batch.column("file_id").to_pylist(),
         batch.column("line").to_pylist(),
@@ -260,7 +259,7 @@ def _parsed_table(batch: pa.Table, spec: Spec, schema: pa.Schema, fields) -> pa.
         if f.name in LINE_FIELDS:
             return batch.column(f.name).cast(f.type)
         if f.name == "length":
-            return pc.binary_length(batch.column("raw")).cast(f.type)
+            return from_numpy(byte_lengths(batch.column("raw")), f.type)
         return column([row.get(f.name) for row in rows], f.type)
 
     return pa.table([field_column(f) for f in schema], schema=schema)
@@ -421,7 +420,7 @@ def build_block(
     at a time: read back the lines they need (sorted by position), and yield
     each stretch of the block with its records in place, in the block's order,
     so that memory does not grow with the block."""
-    has_plan = to_numpy(pc.is_valid(batch.column("plan")))
+    has_plan = valid(batch.column("plan"))
     plan_rows = np.flatnonzero(has_plan)
     statuses = batch.drop_columns(["plan"])
     planned = batch.select(list(PLAN_FIELDS) + ["plan"])

@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gymray import formats
-from gymray.engine.arrays import from_numpy, to_numpy
+from gymray.engine.arrays import from_numpy, to_numpy, valid
 from gymray.errors import GymrayError, StorageError
 from gymray.storage import filesystem, is_remote
 from gymray.storage.failures import writing
@@ -473,7 +472,7 @@ def _task_stats(t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     in hash order. In numpy: Arrow's ``group_by`` imports ``pyarrow.dataset``, and with it
     pandas (see gymray.engine.arrays). ``np.add.at`` adds each task's rewards one by one
     in row order, as Arrow's sum did (``reduceat`` sums pairwise): the same floats."""
-    rows = t.filter(pc.and_(pc.is_valid(t.column("status")), pc.is_valid(t.column("reward"))))
+    rows = t.filter(from_numpy(valid(t.column("status")) & valid(t.column("reward")), pa.bool_()))
     if not rows.num_rows:
         return np.zeros(0, np.int64), np.zeros((0, 4))
     rewards = to_numpy(rows.column("reward"))

@@ -10,7 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gymray.engine.arrays import column, from_numpy, packed, to_numpy, unpacked
+from gymray.engine.arrays import (
+    byte_lengths,
+    column,
+    from_numpy,
+    packed,
+    to_numpy,
+    unpacked,
+    valid,
+)
 
 CASES = [
     ([b'{"a": 1}', None, b"", b"\xc3\xa9"], pa.large_binary()),
@@ -95,6 +103,24 @@ def test_to_numpy_reads_what_pyarrow_gives():
         to_numpy(pa.array([1, None], pa.int64()))
 
 
+@pytest.mark.parametrize("type_", [pa.string(), pa.binary(), pa.large_binary()])
+def test_byte_lengths_and_validity_are_pyarrow_computes(type_):
+    import pyarrow.compute as pc  # (the control; gymray itself does without it)
+
+    values = ["", "ab", None, "\u00e9t\u00e9", None, "x" * 300, "c"]
+    if type_ != pa.string():
+        values = [v.encode() if v is not None else None for v in values]
+    whole = pa.array(values, type_)
+    cases = [whole, whole.slice(2, 4), pa.chunked_array([whole.slice(0, 3), whole.slice(5)]),
+             pa.chunked_array([], type_), pa.array(["q", "r"], type_), pa.nulls(3, type_)]  # fmt: skip
+    for arr in cases:
+        want = pc.fill_null(pc.binary_length(arr), 0).to_pylist()
+        assert byte_lengths(arr).tolist() == want and byte_lengths(arr).dtype == np.int64
+        assert valid(arr).tolist() == pc.is_valid(arr).to_pylist()
+    assert valid(pa.nulls(2)).tolist() == [False, False]  # a null-typed column
+    assert valid(pa.array([1, None, 3]).slice(1)).tolist() == [False, True]
+
+
 def test_a_packed_table_comes_back_whole_and_compact():
     table = pa.table({"k": pa.array(range(1000), pa.int64()),
                       "raw": pa.array([b"x" * 100] * 1000, pa.large_binary())})  # fmt: skip
@@ -104,7 +130,7 @@ def test_a_packed_table_comes_back_whole_and_compact():
     assert buf.size < 5 * 100 + 2048
 
 
-def test_none_of_it_imports_pandas():
+def test_none_of_it_imports_pandas_or_pyarrow_compute():
     code = (
         "import sys, numpy as np, pyarrow as pa\n"
         "from gymray.engine.arrays import column, from_numpy, packed, to_numpy, unpacked\n"
@@ -113,10 +139,12 @@ def test_none_of_it_imports_pandas():
         "from_numpy(np.arange(3)); from_numpy([True], pa.bool_())\n"
         "t = unpacked(packed(pa.table([column([b'a'], pa.binary())], names=['b'])))\n"
         "to_numpy(column([1.5, None], pa.float64())); to_numpy(from_numpy([True], pa.bool_()))\n"
-        "print('pandas' in sys.modules)\n"
+        "from gymray.engine.arrays import byte_lengths, valid\n"
+        "byte_lengths(column([b'ab', None], pa.binary())); valid(column([1, None], pa.int64()))\n"
+        "print('pandas' in sys.modules, 'pyarrow.compute' in sys.modules)\n"
         "pa.array([1])\n"  # the control: pyarrow's own imports it here
-        "print('pandas' in sys.modules)\n"
+        "print('pandas' in sys.modules, 'pyarrow.compute' in sys.modules)\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.split() == ["False", "True"]
+    assert run.stdout.split() == ["False", "False", "True", "True"]
