@@ -381,6 +381,7 @@ class Meter:
         self.by_role: dict[str, float] = {}
         self.by_title: dict[str, float] = {}
         self.credited: dict[int, dict[tuple[str, str], float]] = {}  # pid -> (role, title) -> s
+        self.parent: dict[int, int] = {}
         self.samples = 0
         self.peak_rss = self.peak_pss = self.peak_driver_rss = 0
         self.rss0 = self.pss0 = 0
@@ -415,6 +416,7 @@ class Meter:
         pss = 0
         for pid in tree:
             ppid, cpu, start, prss = procs[pid]
+            self.parent[pid] = ppid
             title = _cmdline(pid)
             role_title = title
             if pid not in self.last:
@@ -456,6 +458,15 @@ class Meter:
         mine = self.credited.setdefault(pid, {})
         mine[(role, key)] = mine.get((role, key), 0.0) + seconds
 
+    def _family(self, pid: int) -> set[int]:
+        """``pid`` and the processes seen descending from it."""
+        family, grew = {pid}, True
+        while grew:
+            more = {p for p, pp in self.parent.items() if pp in family} - family
+            family |= more
+            grew = bool(more)
+        return family
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self._sample(credit=True)
@@ -482,10 +493,12 @@ class Meter:
         r = resource.getrusage(resource.RUSAGE_SELF)
         harness = r.ru_utime + r.ru_stime - self.harness0
         for pid, (role, cpu) in (exact or {}).items():
-            # a child born in the window: its whole life, from wait4, in place of samples
-            for (r, key), v in self.credited.pop(pid, {}).items():
-                self.by_role[r] -= v
-                self.by_title[key] -= v
+            # a child born in the window: its whole life, from wait4, in place of samples;
+            # wait4 counts the children it waited for too (the N-process loop's)
+            for p in self._family(pid):
+                for (r, key), v in self.credited.pop(p, {}).items():
+                    self.by_role[r] -= v
+                    self.by_title[key] -= v
             self._credit(pid, role, "driver" if role == "driver" else role, cpu)
         total = sum(self.by_role.values())
         driver = self.by_role.get("driver", 0.0)
@@ -1073,9 +1086,10 @@ def run_suite(
 ) -> tuple[dict, dict]:
     """Measure, in one run, for every case (``{"name", "slug", "sets"}``):
 
-    1. the single-process baselines (full, and the minimal loop when given), half
-       of ``--baseline-runs`` before the head starts, the rest after it stops
-       (they never share the machine with an idle Ray);
+    1. the single-process baselines (full, and the minimal loop when given, then
+       as many processes of it at once as the head has CPUs), half of
+       ``--baseline-runs`` before the head starts, the rest after it stops (they
+       never share the machine with an idle Ray);
     2. ``ray start --head``; per case, a driver connected to it calling
        ``gymray.prepare`` ``--runs`` times (cold, then warm), then ``--cli-runs``
        runs of ``python -m gymray.run ... --prepare-only`` with ``RAY_ADDRESS``
@@ -1094,8 +1108,8 @@ def run_suite(
     work = a.data_dir / "runs" / f"{algo}-{os.getpid()}"
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    raw = {c["name"]: {"baseline": [], "minimal": [], "prepare": [], "cli": [], "check": {}}
-           for c in cases}  # fmt: skip
+    raw = {c["name"]: {"baseline": [], "minimal": [], "minimal_parallel": [], "prepare": [],
+                       "cli": [], "check": {}} for c in cases}  # fmt: skip
     before = (a.baseline_runs + 1) // 2
 
     def keep(c: dict, kind: str, run: dict) -> None:
@@ -1122,16 +1136,23 @@ def run_suite(
                     if not kept:
                         _clean(out)
                 if minimal_cmd and "minimal" not in a.skip:
-                    out = work / c["slug"] / "minimal"
-                    out.mkdir(parents=True, exist_ok=True)
-                    quiet = settle(corpus, a.quiet_cores, a.quiet_wait)
-                    say(f"{c['name']}: minimal loop ...")
-                    run = run_child(minimal_cmd(c, out / "out.jsonl"), role="baseline process",
-                                    interval=a.sample_interval, log=logs / "minimal.log", pss_every=1)  # fmt: skip
-                    run["settle"] = quiet
-                    keep(c, "minimal", run)
-                    say(f"  {run['result']['seconds']} s timed, {run['wall_seconds']} s process")
-                    _clean(out)
+                    out = work / c["slug"] / "minimal" / "out.jsonl"
+                    loop(c, "minimal", "minimal loop", minimal_cmd(c, out))
+                    if a.num_cpus > 1:  # what the head's cores can do at best, without Ray
+                        cmd = minimal_cmd(c, out) + ["--processes", str(a.num_cpus)]
+                        loop(c, "minimal_parallel", f"minimal loop, {a.num_cpus} processes", cmd)
+
+    def loop(c: dict, kind: str, label: str, cmd: list[str]) -> None:
+        out = work / c["slug"] / "minimal"
+        out.mkdir(parents=True, exist_ok=True)
+        quiet = settle(corpus, a.quiet_cores, a.quiet_wait)
+        say(f"{c['name']}: {label} ...")
+        run = run_child(cmd, role="baseline process", interval=a.sample_interval,
+                        log=logs / "minimal.log", pss_every=1)  # fmt: skip
+        run["settle"] = quiet
+        keep(c, kind, run)
+        say(f"  {run['result']['seconds']} s timed, {run['wall_seconds']} s process")
+        _clean(out)
 
     def check(c: dict, result: dict, label: str) -> None:
         r = raw[c["name"]]
@@ -1245,6 +1266,8 @@ def summarize_case(r: dict) -> dict:
     # the fastest run of each loop (a shared machine's noise only slows a run down)
     full = min(r["baseline"], key=lambda x: x["result"]["seconds"]) if r["baseline"] else None
     mini = min(r["minimal"], key=lambda x: x["result"]["seconds"]) if r["minimal"] else None
+    many = r.get("minimal_parallel") or []
+    par = min(many, key=lambda x: x["result"]["seconds"]) if many else None
 
     def single(run: dict | None, runs: list[dict]) -> dict | None:
         if run is None:
@@ -1277,6 +1300,9 @@ def summarize_case(r: dict) -> dict:
 
     out["baseline_full"] = single(full, r["baseline"])
     out["minimal_loop"] = single(mini, r["minimal"])
+    out["minimal_loop_parallel"] = single(par, many)
+    if par:
+        out["minimal_loop_parallel"]["processes"] = par["result"]["processes"]
     if r["prepare"]:
         cold, warm = r["prepare"][0], r["prepare"][1:]
         out["prepare"] = {
@@ -1311,7 +1337,7 @@ def summarize_case(r: dict) -> dict:
         }
     out["check"] = r["check"]
     ratios: dict = {}
-    fb, mb = out["baseline_full"], out["minimal_loop"]
+    fb, mb, pb = out["baseline_full"], out["minimal_loop"], out["minimal_loop_parallel"]
     for kind in ("prepare", "cli"):
         for when in ("cold", "warm"):
             g = (out.get(kind) or {}).get(when)
@@ -1324,6 +1350,9 @@ def summarize_case(r: dict) -> dict:
             ratios[f"{kind}_{when}"] = {
                 "wall_vs_full": ratio(fb and fb[wall], g["wall_seconds"]),
                 "wall_vs_minimal": ratio(mb and mb[wall], g["wall_seconds"]),
+                # against as many loop processes as the head has CPUs: 1.0 is as fast as
+                # the cores allow with this loop, without Ray
+                "wall_vs_minimal_parallel": ratio(pb and pb[wall], g["wall_seconds"]),
                 "cpu_vs_full": ratio(g["cpu_seconds"], fb and fb[cpu]),
                 "cpu_vs_minimal": ratio(g["cpu_seconds"], mb and mb[cpu]),
                 "driver_share": g["driver_share"],
@@ -1389,7 +1418,9 @@ def table(summary: dict) -> str:
         for label, s in (
             ("full loop", c.get("baseline_full")),
             ("minimal loop", c.get("minimal_loop")),
-        ):
+            (f"minimal loop x{(c.get('minimal_loop_parallel') or {}).get('processes')}",
+             c.get("minimal_loop_parallel")),
+        ):  # fmt: skip
             if s:
                 rows.append(
                     f"{name} | {label} | {s['timed_seconds']} ({s['process_wall_seconds']} proc) | | | "
@@ -1420,6 +1451,10 @@ def table(summary: dict) -> str:
         each = c["ratios"].get("cli_over_warm_prepare")
         if each:
             rows.append(f"{name} | each CLI run / the faster warm prepare: {each}")
+        vs_many = {k: rt["wall_vs_minimal_parallel"] for k, rt in c["ratios"].items()
+                   if isinstance(rt, dict) and rt.get("wall_vs_minimal_parallel")}  # fmt: skip
+        if vs_many:
+            rows.append(f"{name} | speed / the minimal loop's processes at once: {vs_many}")
     floor = summary["head"].get("floor")
     if floor:
         rows.append(
