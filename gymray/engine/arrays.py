@@ -45,7 +45,7 @@ def to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):  # (combine_chunks copies a lone chunk too)
         values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
     n, at = len(values), values.offset
-    validity, data = values.buffers()[:2]
+    data = values.buffers()[1]
     if pa.types.is_boolean(values.type):
         out = _bits(data, at, n)
     else:
@@ -54,7 +54,7 @@ def to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if values.null_count:
         if values.type != pa.float64():
             raise ValueError(f"{values.null_count} nulls in a {values.type} column")
-        out = np.where(_bits(validity, at, n), out, np.nan)
+        out = np.where(valid(values), out, np.nan)
     return out
 
 
