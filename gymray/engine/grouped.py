@@ -15,7 +15,7 @@ its map task (Ray's lineage); a lost task is run again (Ray's retries).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from itertools import chain
 from typing import Any
@@ -36,7 +36,8 @@ from gymray.engine.blocks import (
     summarize_lines,
 )
 from gymray.engine.read import sort_layout
-from gymray.engine.stream import WAIT_S, given, read_unit
+from gymray.engine.stopping import WAIT_S, StopCheck, given, wind_down
+from gymray.engine.stream import read_unit
 from gymray.engine.write import Status, in_worker, write_block
 from gymray.errors import raise_if_stopped
 
@@ -50,7 +51,7 @@ def statuses(
     :func:`gymray.engine.stream.read_and_write`) grouped by task, shuffling ``shuffle``
     (``keys``: keys, lines read back by offset; ``rollouts``: whole rollouts), and give
     each range's status as soon as its part is written. Tasks still running when
-    the caller stops (a failure, a signal) are cancelled.
+    the caller stops (a failure, a signal) are stopped (:mod:`gymray.engine.stopping`).
 
     Three stages, as many tasks each as the work allows: ``parse_blocks`` a task per pack
     (the CPU-heavy part: as many as the read tasks of a per-rollout run); ``split_ranges``
@@ -62,10 +63,12 @@ def statuses(
     shared = ray.put(plan)  # once, not once a task
     parsing = [parse_blocks.remote(t, shared, keyed) for t in tasks]
     split = split_ranges.options(num_returns=n_ranges).remote
+    stop = plan["write_args"]["target"].stop
+    parsed = _parsed(parsing, per_split, stop)
     pieces: list[Any] = []
     grouping: list[ray.ObjectRef] = []
     try:
-        for blocks in _parsed(parsing, per_split):
+        for blocks in parsed:
             out = split(n_ranges, *blocks)
             pieces.append(out if n_ranges > 1 else [out])
         grouping = [group_range.remote(shared, keyed, *(p[r] for p in pieces))
@@ -77,20 +80,22 @@ def statuses(
             for ref in ready:
                 yield ray.get(ref)
     finally:
+        parsed.close()  # (winds down the parse tasks still running)
         started = [p[0] for p in pieces] + grouping
         _, unfinished = ray.wait(started, num_returns=len(started), timeout=0,
                                  fetch_local=False)  # fmt: skip
-        for ref in unfinished:
-            ray.cancel(ref)
+        wind_down(unfinished, stop)
 
 
-def _parsed(parsing: list, per_split: int) -> Iterator[list[ray.ObjectRef]]:
+def _parsed(
+    parsing: list, per_split: int, stop: Callable[[], None]
+) -> Iterator[list[ray.ObjectRef]]:
     """The blocks ``parsing`` (``parse_blocks`` tasks) give, ``per_split`` at a time in the
     order they come (the last group may be smaller). ``group_range`` sorts its rows by
     task, file and line, so which blocks meet in a split task changes no output."""
     group: list[ray.ObjectRef] = []
     # (fetch_local: the blocks are for the split tasks, not for this node)
-    with closing(given(parsing, fetch_local=False)) as items:
+    with closing(given(parsing, stop, fetch_local=False)) as items:
         for _, ref in items:
             if ref is None:  # a task's end
                 continue
@@ -109,7 +114,10 @@ def parse_blocks(units: list[int], plan: dict, keyed: bool) -> Iterator[pa.Buffe
     holds one block at a time)."""
     in_worker()
     parse = summarize_lines if keyed else parse_rollouts
+    stopped = StopCheck(plan["write_args"]["target"])
     for lines in chain.from_iterable(read_unit(plan, u) for u in units):
+        if stopped.asked():
+            return
         yield packed(parse(lines, plan["spec"]))
 
 
@@ -139,6 +147,8 @@ def group_range(plan: dict, keyed: bool, *pieces: pa.Buffer | None) -> Status | 
     """A range's pieces (packed), sorted by task: decided, built and written (by keys), or
     grouped and written (whole rollouts). Returns the part's status."""
     in_worker()
+    if StopCheck(plan["write_args"]["target"]).asked():  # (started after a stop)
+        return None
     tables = [unpacked(p) for p in pieces if p is not None]
     if not tables:  # an empty range
         return None

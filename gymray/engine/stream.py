@@ -25,64 +25,47 @@ from pyarrow.fs import FileSelector
 from gymray.engine.blocks import Spec, process_lines
 from gymray.engine.outcomes import MAX_SEEN
 from gymray.engine.read import read_lines
+from gymray.engine.stopping import StopCheck, Stopped, given
 from gymray.engine.write import FAILED, HASHES, Status, Target, in_worker, part_key, write_block
-from gymray.errors import raise_if_stopped
 from gymray.storage.failures import writing
-
-WAIT_S = 0.5  # how often the driver looks at STOPS while tasks run
 
 
 def statuses(tasks: list[list[int]], plan: dict) -> Iterator[Status]:
     """Run ``tasks`` (packs of read units) with ``plan`` (what every task reads: see
     :func:`read_and_write`), spread over the nodes as Ray Data spreads its tasks, and
     give each part's status as soon as it is written, whichever task wrote it.
-    Tasks still running when the caller stops (a failure, a signal) are cancelled."""
+    Tasks still running when the caller stops (a failure, a signal) are stopped
+    (:mod:`gymray.engine.stopping`)."""
     shared = ray.put(plan)  # once, not once a task
-    with closing(given([read_and_write.remote(t, shared) for t in tasks])) as items:
+    gens = [read_and_write.remote(t, shared) for t in tasks]
+    with closing(given(gens, plan["write_args"]["target"].stop)) as items:
         for _, ref in items:
             if ref is not None:
                 yield ray.get(ref)
 
 
-def given(gens: list, fetch_local: bool = True) -> Iterator[tuple[int, Any]]:
-    """The items of Ray generator tasks ``gens`` as they come, whichever gives one:
-    ``(index, ref)``, then ``(index, None)`` once that generator has given its last.
-    Looks at STOPS every ``WAIT_S``. When closed, it cancels the generators still
-    giving items, and only those: a generator task cancelled after its last item but
-    before Ray has recorded its end aborts the driver (Ray 2.56.1, "Tried to complete
-    task that was not pending"). ``fetch_local``: as ``ray.wait``'s (False: items meant
-    for other tasks are not copied to this node)."""
-    running = dict(zip(gens, range(len(gens)), strict=True))
-    try:
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S,
-                                fetch_local=fetch_local)  # fmt: skip
-            raise_if_stopped()  # (see gymray.errors.STOPS)
-            for gen in ready:
-                try:
-                    ref = next(gen)
-                except StopIteration:
-                    yield running.pop(gen), None
-                    continue
-                yield running[gen], ref
-    finally:
-        for gen in running:
-            ray.cancel(gen)
-
-
 @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
 def read_and_write(units: list[int], plan: dict) -> Iterator[Status]:
     """Read, parse and write ``units``, a block of lines (``ray.block_bytes``) at a time,
-    and yield each part's status. A failed part is the last: the driver raises it."""
+    and yield each part's status. A failed part is the last: the driver raises it.
+    Ends early once the driver asks the run's tasks to stop."""
     in_worker()
+    try:
+        yield from _read_and_write(units, plan)
+    except Stopped:
+        return
+
+
+def _read_and_write(units: list[int], plan: dict) -> Iterator[Status]:
     spec, part_bytes, write_args = plan["spec"], plan["part_bytes"], plan["write_args"]
+    stopped = StopCheck(write_args["target"])
     # Recipes that drop duplicates: the content of every record this task made, and of
     # those other tasks wrote earlier in the dataset, so that a repeat is dropped here.
     seen = set() if write_args["dedup"] else None
     earlier = earlier_parts(write_args["target"], seen)
     for u in units:
         first = first_key(plan["units"][u])
-        parts = Parts(_outcomes(read_unit(plan, u), spec, seen), part_bytes)
+        parts = Parts(_outcomes(read_unit(plan, u), spec, seen, stopped), part_bytes)
         while not parts.done:
             if earlier is not None:
                 earlier.load(before=first)
@@ -106,9 +89,12 @@ def read_unit(plan: dict, u: int) -> Iterator[pa.Table]:
     return read_lines(f, fid, plan["block_bytes"], plan["storage"], span, broken)
 
 
-def _outcomes(blocks: Iterator[pa.Table], spec: Spec, seen: set[int] | None) -> Iterator[Any]:
+def _outcomes(
+    blocks: Iterator[pa.Table], spec: Spec, seen: set[int] | None, stopped: StopCheck
+) -> Iterator[Any]:
     """The outcome rows of each block of lines, holding one block at a time."""
     for lines in blocks:
+        stopped()
         out = process_lines(lines, spec, seen)
         del lines
         yield out

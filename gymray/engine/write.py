@@ -105,6 +105,17 @@ class Target:
         return f"parquet/{split}/{prefix}{key}.parquet"
 
     @property
+    def stop_file(self) -> str:
+        """What asks the run's tasks to stop (see :mod:`gymray.engine.stopping`)."""
+        return f"{self.parts}/.stop"
+
+    def stop(self) -> None:
+        """Asks the tasks writing into this attempt's parts to stop. An empty file: it
+        can be made on a full disk."""
+        with writing(self.output, self.stop_file):
+            self.fs().open_output_stream(self.join(self.stop_file)).close()
+
+    @property
     def hashes_dir(self) -> str:
         """Where parts list their records' content hashes (:func:`publish_hashes`)."""
         return f"{self.parts}/hashes"

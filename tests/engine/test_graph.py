@@ -246,7 +246,7 @@ PARSED_STAY = textwrap.dedent(
         for i in range(3):
             yield pa.table({"x": list(range(500_000))})
 
-    (blocks,) = grouped._parsed([parse.remote()], [[0]])
+    (blocks,) = grouped._parsed([parse.remote()], 3, lambda: None)
     head = ray.get_runtime_context().get_node_id()
     where = ray.experimental.get_object_locations(blocks)
     print(json.dumps({"blocks": len(blocks),
