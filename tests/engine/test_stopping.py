@@ -12,7 +12,7 @@ import time
 
 import pytest
 import ray
-from support import REPO
+from support import REPO, objects, uri
 
 import gymray
 from gymray.engine.stopping import StopCheck, Stopped, wind_down
@@ -126,16 +126,33 @@ def test_a_stop_file_that_cannot_be_written_cancels_at_once(tmp_path):
 def test_a_stopped_prepare_ends_its_tasks_without_cancelling_them(tmp_path, algo, caplog):
     """A stop mid-run (as a signal's handler leaves it in STOPS): per-rollout tasks and a
     grouped run's parse tasks see the stop file and end, the driver cancels none of them,
-    and the staging directory is removed once they have."""
+    and what the run wrote is removed once they have."""
+
+    def written() -> list:
+        return [p for p in tmp_path.iterdir() if TMP_TAG in p.name or p.name == "out"]
+
+    stop_mid_run(tmp_path, algo, str(tmp_path / "out"), written, caplog)
+
+
+def test_a_stopped_prepare_to_s3_ends_its_tasks_without_cancelling_them(s3, tmp_path, caplog):
+    """The same on an object store, where tasks look less often (a look is a request)."""
+
+    def written() -> list:
+        return list(objects(s3, "datasets/stopped"))
+
+    stop_mid_run(tmp_path, "sft", uri("datasets/stopped"), written, caplog)
+
+
+def stop_mid_run(tmp_path, algo: str, out: str, written, caplog) -> None:
+    """Stops a prepare of ``algo`` into ``out`` as soon as ``written()`` lists something,
+    and checks that its tasks were asked to stop, none was cancelled, and nothing of the
+    run is left."""
     big = tmp_path / "big.jsonl"
     big.write_bytes(SAMPLE.read_bytes() * 400)
-    out = tmp_path / "out"
 
     def stop_once_staged() -> None:
         deadline = time.monotonic() + 120
-        while not [p for p in tmp_path.iterdir() if TMP_TAG in p.name]:
-            if time.monotonic() > deadline:
-                return
+        while not written() and time.monotonic() < deadline:
             time.sleep(0.05)
         STOPS.append("SIGTERM")
 
@@ -144,12 +161,11 @@ def test_a_stopped_prepare_ends_its_tasks_without_cancelling_them(tmp_path, algo
     stopper.start()
     try:
         with pytest.raises(Stop):
-            gymray.prepare(algo, input=str(big), output=str(out),
-                           **{"ray.block_bytes": 64 << 10})  # fmt: skip
+            gymray.prepare(algo, input=str(big), output=out, **{"ray.block_bytes": 64 << 10})
     finally:
         stopper.join()
         STOPS.clear()
     said = [r.getMessage() for r in caplog.records if r.name == "gymray"]
     assert [m for m in said if m.startswith("asking")], said  # tasks ran at the stop
     assert not [m for m in said if "cancelled" in m], said
-    assert not out.exists() and not [p for p in tmp_path.iterdir() if TMP_TAG in p.name]
+    assert written() == []
