@@ -37,6 +37,7 @@ from gymray.storage import (
     StorageError,
     existing_file,
     expand_inputs,
+    for_tasks,
     is_remote,
     local_dataset_path,
     read_manifest,
@@ -139,7 +140,7 @@ def _build(
     files = [f.uri for f in inputs]  # names in records, rejects and counts: the user's
     # Tasks get plain values: a Settings object unpickled in a worker imports gymray.config
     # (OmegaConf, every algorithm's models: 0.1 CPU-s and 75 modules a worker).
-    storage = settings.storage.model_dump()
+    storage = for_tasks(settings.storage)
     context = Context(
         files,
         sample=lambda: sample_lines(inputs, storage),

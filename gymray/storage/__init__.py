@@ -12,7 +12,7 @@ from gymray.storage.commit import (
     refuse_overlap,
     refuse_unless_replaceable,
 )
-from gymray.storage.fs import filesystem, is_remote, join
+from gymray.storage.fs import filesystem, for_tasks, is_remote, join
 from gymray.storage.inputs import InputFile, existing_file, expand_inputs, open_input
 from gymray.storage.materialize import local_dataset_path
 
@@ -25,6 +25,7 @@ __all__ = [
     "StorageError",
     "expand_inputs",
     "filesystem",
+    "for_tasks",
     "inspect_output",
     "is_remote",
     "join",

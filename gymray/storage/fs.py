@@ -38,13 +38,36 @@ def _opt(storage: Any, name: str) -> Any:
     return getattr(storage, name, None)
 
 
-def _s3_endpoint(storage: Any) -> tuple[str, str] | None:
-    """(scheme, host[:port]) of an S3-compatible endpoint, or None for AWS itself."""
-    raw = (
+def _endpoint_url(storage: Any) -> str | None:
+    return (
         _opt(storage, "endpoint_url")
         or os.environ.get("AWS_ENDPOINT_URL_S3")
         or os.environ.get("AWS_ENDPOINT_URL")
     )
+
+
+def _region(storage: Any) -> str | None:
+    return (
+        _opt(storage, "region")
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+    )
+
+
+def for_tasks(storage: Any) -> dict:
+    """The storage settings as Ray tasks get them: a plain dict, with the S3 endpoint and
+    region this process takes from its environment written in. A worker's environment is
+    its cluster's, not the driver's (a notebook that set ``AWS_ENDPOINT_URL`` after
+    joining): without them its tasks went to AWS itself, not to the store the driver
+    wrote the staging directory to. Credentials stay in each process's environment."""
+    settings = dict(storage) if isinstance(storage, dict) else storage.model_dump()
+    settings["endpoint_url"], settings["region"] = _endpoint_url(storage), _region(storage)
+    return settings
+
+
+def _s3_endpoint(storage: Any) -> tuple[str, str] | None:
+    """(scheme, host[:port]) of an S3-compatible endpoint, or None for AWS itself."""
+    raw = _endpoint_url(storage)
     if not raw:
         return None
     parts = urlsplit(raw if "://" in raw else f"https://{raw}")
@@ -121,11 +144,7 @@ def filesystem(uri: str, storage: Any = None) -> tuple[pafs.FileSystem, str]:
     anonymous = bool(_opt(storage, "anonymous"))
     if scheme in ("s3", "s3a"):
         endpoint = _s3_endpoint(storage)
-        region = (
-            _opt(storage, "region")
-            or os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-        )
+        region = _region(storage)
         if not region:
             # S3-compatible stores accept any region; AWS wants the bucket's own.
             region = "us-east-1" if endpoint else _bucket_region(bucket)

@@ -5,9 +5,11 @@ reads back whole."""
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 
 import pytest
-from support import generated, put, uri
+from support import REPO, generated, objects, put, uri
 
 from gymray.storage import StorageError, expand_inputs, open_input
 
@@ -97,3 +99,34 @@ def test_gzip_inputs_read_back_whole(s3, tmp_path):
 
 
 # --------------------------------------------------------------------------- S3 end to end
+
+
+# A notebook's driver on a Ray whose workers do not have the endpoint in their
+# environment (it was set in the driver alone, after Ray started): they must still
+# reach the store the driver reached, not AWS.
+ENDPOINT_IN_THE_DRIVER_ALONE = """
+import os, sys
+import ray
+import gymray
+
+endpoint = os.environ.pop("AWS_ENDPOINT_URL")
+ray.init(address="local", num_cpus=1, include_dashboard=False,
+         object_store_memory=80 * 1024**2, log_to_driver=False)
+os.environ["AWS_ENDPOINT_URL"] = endpoint
+seen = ray.get(ray.remote(lambda: os.environ.get("AWS_ENDPOINT_URL")).remote())
+ds = gymray.prepare("sft", input=sys.argv[1], output=sys.argv[2], sft={"reward_threshold": 0})
+print(seen, ds.counts["records"]["train"] + ds.counts["records"]["val"])
+"""
+
+
+def test_workers_reach_the_s3_endpoint_the_driver_was_given(s3, tmp_path):
+    src = tmp_path / "blackjack.jsonl"
+    src.write_bytes(generated("environments/blackjack/data/example_rollouts.jsonl").read_bytes())
+    run = subprocess.run(
+        [sys.executable, "-c", ENDPOINT_IN_THE_DRIVER_ALONE, str(src), uri("datasets/endpoint")],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen, records = run.stdout.split()
+    assert seen == "None" and int(records) > 0  # (the workers' environment had no endpoint)
+    assert "manifest.json" in objects(s3, "datasets/endpoint")
