@@ -121,8 +121,6 @@ def _gives_more(gen: Any) -> bool:
     """Drops ``gen``'s next item; False once it has ended."""
     try:
         next(gen)
-    except StopIteration:
-        return False
-    except Exception:  # (the task failed: it has ended as well)
+    except Exception:  # StopIteration; or the task failed, and has ended too
         return False
     return True
