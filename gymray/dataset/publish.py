@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import ray
 
 from gymray import formats
 from gymray.dataset import assemble, stats
@@ -16,6 +15,7 @@ from gymray.dataset.html_examples import choose_examples
 from gymray.dataset.manifest import described, recorded_settings, versions
 from gymray.dataset.report import render
 from gymray.engine.graph import RunResult, cluster_cpus
+from gymray.engine.stopping import get_all
 from gymray.engine.write import Target
 from gymray.errors import GymrayError
 from gymray.histogram import reward_summary
@@ -50,7 +50,7 @@ def publish(
     fmt = formats.get(recipe.format)
     started = time.monotonic()
     plan = assemble.decide(parts, recipe.dedup, settings.split.val_fraction)
-    ray.get(
+    get_all(
         assemble.assemble(target, assemble.listings(parts, plan, target), staging.remote)
         + assemble.write_parquet(target, parts, plan, recipe.dedup, cluster_cpus())
     )

@@ -21,6 +21,7 @@ import pyarrow as pa
 import ray
 
 from gymray.engine.arrays import column, from_numpy
+from gymray.engine.stopping import get_all
 from gymray.engine.write import in_worker
 from gymray.errors import ConfigError, InputChanged, StorageError, UnreadableInput
 from gymray.storage import InputFile, filesystem, is_remote, open_input
@@ -348,7 +349,7 @@ class ScratchCopies:
             copied = dict(
                 zip(
                     todo,
-                    ray.get([copy.remote(inputs[i], dest, storage) for i, dest in todo.items()]),
+                    get_all([copy.remote(inputs[i], dest, storage) for i, dest in todo.items()]),
                     strict=True,
                 )
             )

@@ -117,6 +117,19 @@ def wind_down(tasks: list, stop: Callable[[], None], drain_s: float = DRAIN_S) -
             ray.cancel(task)
 
 
+def get_all(refs: list) -> list:
+    """``ray.get(refs)`` of tasks that write (copies, assembly), where a stop or a failed
+    task leaves the others running: they are waited for (up to ``DRAIN_S``, then
+    cancelled) before the exception goes on, so that none still writes while the caller
+    removes what they wrote."""
+    try:
+        return ray.get(refs)
+    except BaseException:
+        _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        wind_down(unfinished, lambda: None)  # (they are short: nothing to ask them)
+        raise
+
+
 def _gives_more(gen: Any) -> bool:
     """Drops ``gen``'s next item; False once it has ended."""
     try:

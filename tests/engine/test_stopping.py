@@ -15,7 +15,7 @@ import ray
 from support import REPO, objects, uri
 
 import gymray
-from gymray.engine.stopping import StopCheck, Stopped, wind_down
+from gymray.engine.stopping import StopCheck, Stopped, get_all, wind_down
 from gymray.engine.write import Target
 from gymray.errors import STOPS, Stop
 from gymray.samples.generate import HERE
@@ -120,6 +120,28 @@ def test_a_stop_file_that_cannot_be_written_cancels_at_once(tmp_path):
     assert time.monotonic() - start < 30  # not the 60 s a stop file would be waited on
     with pytest.raises(ray.exceptions.TaskCancelledError):
         ray.get(deaf, timeout=60)
+
+
+@ray.remote(num_cpus=1)
+def _fails() -> None:
+    raise ValueError("a copy that failed")
+
+
+@ray.remote(num_cpus=1)
+def _writes_late(path: str) -> None:
+    time.sleep(1.0)
+    with open(path, "w") as f:
+        f.write("written")
+
+
+def test_a_failed_copy_lets_the_other_copies_end_before_it_is_raised(tmp_path):
+    """What ``ray.get`` does not: it raised the failure (0.25 s) while the other task
+    still wrote, and the caller's clean-up (removing the copies) would have run under
+    it."""
+    late = tmp_path / "late"
+    with pytest.raises(ray.exceptions.RayTaskError, match="a copy that failed"):
+        get_all([_fails.remote(), _writes_late.remote(str(late))])
+    assert late.read_text() == "written"
 
 
 @pytest.mark.parametrize("algo", ["sft", "dpo"])
