@@ -106,9 +106,9 @@ def render_dataset(ds: Any, examples: int = 2) -> str:
         f"val {c['records']['val']}",
     ]
     for kind in ("filtered", "rejected"):
-        top = sorted(c[kind].items(), key=lambda kv: -kv[1])[:5]
-        if top:
-            lines.append(f"  {kind}: " + ", ".join(f"{r} {n}" for r, n in top))
+        reasons = sorted(c[kind].items(), key=lambda kv: -kv[1])  # all: they add up
+        if reasons:
+            lines.append(f"  {kind}: " + ", ".join(f"{r} {n}" for r, n in reasons))
     if m.get("environments"):
         lines += ["", *environment_table(m["environments"])]
     for w in m.get("warnings", []):

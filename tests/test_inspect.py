@@ -5,7 +5,14 @@ from __future__ import annotations
 import io
 import json
 
-from gymray.inspect import TEXT, conversation, environment_table, read_head, record_lines
+from gymray.inspect import (
+    TEXT,
+    conversation,
+    environment_table,
+    read_head,
+    record_lines,
+    render_dataset,
+)
 
 META = {"task": "agent:a#1", "source": [{"file": "dir/x_rollouts.jsonl", "line": 7}]}
 
@@ -69,3 +76,26 @@ def test_environment_table_sorts_by_lines():
 def test_read_head_reads_n_records():
     stream = io.BytesIO(b"".join(json.dumps({"i": i}).encode() + b"\n" for i in range(5)))
     assert read_head(stream, 2) == [{"i": 0}, {"i": 1}]
+
+
+class _Dataset:
+    output = "/data/sft"
+
+    def __init__(self, manifest: dict):
+        self.manifest = manifest
+
+    def head(self, n: int) -> list:
+        return []
+
+
+def test_inspect_lists_every_reason_so_the_counts_add_up():
+    """Six reject reasons: all are listed (the sixth was left out, unsaid)."""
+    rejected = {"invalid_json": 2, "empty_trajectory": 1, "missing_reward": 1,
+                "not_an_object": 1, "reward_not_finite": 1, "reward_not_number": 1}  # fmt: skip
+    counts = {"input_lines": 40, "used": 9, "filtered": {"tied_rewards": 24},
+              "rejected": rejected, "records": {"train": 8, "val": 1}}  # fmt: skip
+    shown = render_dataset(_Dataset({"algo": "sft", "format": "openai", "counts": counts}))
+    (line,) = [x for x in shown.splitlines() if x.startswith("  rejected:")]
+    listed = dict(part.rsplit(" ", 1) for part in line.removeprefix("  rejected: ").split(", "))
+    assert {k: int(v) for k, v in listed.items()} == rejected
+    assert "rejected 7" in shown
