@@ -118,7 +118,7 @@ def log_path() -> Path:
     return base / f"gymray-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
-def _file_log() -> Path | None:
+def _file_log() -> logging.FileHandler | None:
     """Send the gymray logger and tracebacks to a log file of this run."""
     path = log_path()
     try:
@@ -129,7 +129,24 @@ def _file_log() -> Path | None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    return path
+    return handler
+
+
+def _close_log(handler: logging.FileHandler | None, code: int | None) -> None:
+    """Only a run that did not succeed keeps its log: a successful one said all of it on
+    stderr, and a log a run in the temp dir piled up (640 there after a day's work)."""
+    if handler is None:
+        return
+    log.removeHandler(handler)
+    handler.close()
+    if code == EXIT_OK:
+        Path(handler.baseFilename).unlink(missing_ok=True)
+
+
+def run_log() -> str | None:
+    """This run's log file, if it has one."""
+    files = [h for h in log.handlers if isinstance(h, logging.FileHandler)]
+    return files[-1].baseFilename if files else None
 
 
 class _Lines(logging.Formatter):
@@ -153,10 +170,13 @@ def _stderr_log() -> None:
 def guarded(fn: Callable[[], int], command: str, algo: str | None, json_output: bool) -> int:
     """Run a verb; whatever it raises ends as one line (and one JSON object) and a code."""
     _stderr_log()
-    logfile = _file_log()
+    handler = _file_log()
+    logfile = handler.baseFilename if handler is not None else None
+    code = None  # (until known: the log is kept)
     try:
         with json_stdout(json_output), signals_raise():
-            return fn()
+            code = fn()
+        return code
     except BaseException as e:  # every failure, whatever raised it
         error = classify(e)
         if logfile is not None:  # the traceback goes to the log file only
@@ -167,9 +187,12 @@ def guarded(fn: Callable[[], int], command: str, algo: str | None, json_output: 
         if json_output:
             emit(command, algo, error.exit_code, error={
                 "type": error.kind, "message": error.message, "exit_code": error.exit_code,
-                "log": str(logfile) if logfile else None,
+                "log": logfile,
             })  # fmt: skip
-        return error.exit_code
+        code = error.exit_code
+        return code
+    finally:
+        _close_log(handler, code)
 
 
 # --------------------------------------------------------------------------- json
@@ -287,13 +310,16 @@ def algo_verb(algo: str, argv: Sequence[str]) -> int:
         finished()  # the dataset is published: what is left is to say so
     _print_prepare(result)
     if last:
-        code = EXIT_OK
+        code, error = EXIT_OK, None
         if empty:
-            _say("error: no training records were written (report.md says why); "
-                 "set allow_empty=true to accept an empty dataset")  # fmt: skip
+            message = ("no training records were written (report.md says why); "
+                       "set allow_empty=true to accept an empty dataset")  # fmt: skip
+            _say(f"error: {message}")
             code = EXIT_EMPTY
+            error = {"type": "EmptyDatasetError", "message": message, "exit_code": code,
+                     "log": run_log()}  # fmt: skip
         if args.json:
-            emit("prepare", algo, code, dataset=dataset_json(result))
+            emit("prepare", algo, code, dataset=dataset_json(result), error=error)
         return code
     handle = api.submit(result, dry_run=args.dry_run)
     return follow(

@@ -100,16 +100,24 @@ def test_nemo_rl_override_grammar_and_defaults_in_config_files(tmp_path):
 
 
 def test_one_json_shape_for_every_outcome(tmp_path):
-    ok = cli("sft", f"input={SAMPLE}", f"output={tmp_path / 'a'}", "--prepare-only", "--json")
+    """... and only a run that did not succeed keeps its log file."""
+    logs = {k: tmp_path / f"logs-{k}" for k in ("ok", "none")}
+    ok = cli("sft", f"input={SAMPLE}", f"output={tmp_path / 'a'}", "--prepare-only", "--json",
+             env={"GYMRAY_LOG_DIR": str(logs["ok"])})  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     out = json.loads(ok.stdout)
     assert set(out) >= {"gymray", "command", "algo", "ok", "exit_code", "error", "dataset", "job"}
     assert out["ok"] and out["command"] == "prepare" and out["dataset"]["paths"]["train"]
-    # no pair at all: the same shape, a val path that is null, its own exit code
+    assert out["error"] is None and list(logs["ok"].iterdir()) == []
+    # no pair at all: the same shape, a val path that is null, its own exit code and error
     none = cli("dpo", f"input={SAMPLE}", f"output={tmp_path / 'b'}", "dpo.min_gap=100",
-               "--prepare-only", "--json")  # fmt: skip
+               "--prepare-only", "--json", env={"GYMRAY_LOG_DIR": str(logs["none"])})  # fmt: skip
     out = json.loads(none.stdout)
     assert none.returncode == 7 and out["exit_code"] == 7 and out["dataset"]["paths"]["val"] is None
+    assert out["error"]["type"] == "EmptyDatasetError" and out["error"]["exit_code"] == 7
+    assert out["error"]["message"] in none.stderr  # what the line on stderr says
+    (kept,) = logs["none"].iterdir()
+    assert out["error"]["log"] == str(kept) and "preparing dpo records" in kept.read_text()
     # an error: still one JSON object on stdout, and one line on stderr
     bad = cli("sft", "sft.format=chatml", "--prepare-only", "--json")
     out = json.loads(bad.stdout)
