@@ -499,3 +499,17 @@ def test_a_terminal_gets_a_progress_line_redrawn_in_place(tmp_path):
     assert counts == sorted(counts) and counts[-1] == 16_000  # the last state, then a new line
     assert re.search(rb"\rgymray: progress: 16,000 lines[^\r\n]*\r?\n", outputs["terminal"])
     assert b"progress:" not in outputs["file"]
+
+
+def test_an_empty_input_file_is_named_and_no_records_gets_no_too_few_warning(tmp_path):
+    """An empty file among the inputs is named; a dataset of none at all says so once
+    (the CLI's error), not also 'only 0 training records ... rarely helps'."""
+    (tmp_path / "in").mkdir()
+    empty = tmp_path / "in" / "empty.jsonl"
+    empty.write_bytes(b"")
+    (tmp_path / "in" / "sample.jsonl").write_bytes(Path(SAMPLE).read_bytes())
+    ds = gymray.prepare("sft", input=str(tmp_path / "in"), output=str(tmp_path / "d"))
+    assert f"1 input file(s) hold no line at all (empty): {empty}" in ds.manifest["warnings"]
+    alone = gymray.prepare("sft", input=str(empty), output=str(tmp_path / "e"))
+    assert alone.counts["records"]["train"] == 0
+    assert alone.manifest["warnings"] == [f"1 input file(s) hold no line at all (empty): {empty}"]

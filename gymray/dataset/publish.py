@@ -71,7 +71,7 @@ def publish(
     )
     sections, recipe_warnings = recipe.explain(outcome)
     warnings = list(recipe_warnings)
-    warnings += stats.dead_file_warnings(per_file)
+    warnings += stats.dead_file_warnings(per_file, [f.uri for f in inputs])
     if plan.moved_task:
         warnings.append(
             "no task fell in val by hash; the task nearest the split boundary was moved to val"

@@ -177,15 +177,15 @@ def file_counts(per_file: dict, files: list[str]) -> dict[str, dict]:
     return out
 
 
-def dead_file_warnings(per_file: dict) -> list[str]:
-    """One warning per reason for input files of which every line was rejected."""
+def dead_file_warnings(per_file: dict, files: list[str] = ()) -> list[str]:
+    """One warning per reason for input files of which every line was rejected, and one
+    for those of ``files`` (every input) that hold no line at all."""
     dead: dict[str, list[str]] = {}
     for uri, fc in per_file.items():
         if fc["lines"] and fc["rejected"] == fc["lines"]:
             dead.setdefault(fc.get("top_reject", "?"), []).append(uri)
     out = []
     for reason, uris in sorted(dead.items()):
-        shown = ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
         hint = (
             " (task files such as example.jsonl have no response: pass rollouts files only, "
             "e.g. a glob '**/*rollouts*.jsonl')"
@@ -193,9 +193,16 @@ def dead_file_warnings(per_file: dict) -> list[str]:
             else ""
         )
         out.append(
-            f"every line of {len(uris)} file(s) was rejected, mostly {reason}: {shown}{hint}"
+            f"every line of {len(uris)} file(s) was rejected, mostly {reason}: {_shown(uris)}{hint}"
         )
+    empty = [uri for uri in files if not per_file.get(uri, {}).get("lines")]
+    if empty:
+        out.append(f"{len(empty)} input file(s) hold no line at all (empty): {_shown(empty)}")
     return out
+
+
+def _shown(uris: list[str]) -> str:
+    return ", ".join(uris[:3]) + (f" and {len(uris) - 3} more" if len(uris) > 3 else "")
 
 
 def _quantiles(values: np.ndarray, points: int = 1001) -> list[int]:

@@ -217,7 +217,7 @@ class SFT(Recipe):
 
     def explain(self, outcome: Outcome) -> tuple[list[str], list[str]]:
         train = outcome.counts["records"]["train"]
-        if train < self.section.min_examples:
+        if 0 < train < self.section.min_examples:  # (none at all is an error of its own)
             return [], [
                 f"only {train} training records (fewer than sft.min_examples="
                 f"{self.section.min_examples}): SFT on so few examples rarely helps"
