@@ -32,11 +32,14 @@ class ChatSettings(BaseModel):
         description="reasoning items: drop them, put them in reasoning_content, or wrap them in <think> tags",
     )
     images: Literal["keep", "filter"] = Field(
-        "keep", description="keep image parts, or filter rows with images (text-only)"
+        "keep",
+        description="keep image parts, or filter rows with images (text-only); dpo and rm "
+        "filter them either way (has_images): NeMo RL's preference path loads no images",
     )
     incomplete: Literal["trim", "filter"] = Field(
         "trim",
-        description="a trajectory that does not end on an assistant turn: trim it to its last complete turn, or filter it",
+        description="a trajectory that does not end on an assistant turn: trim it to its last "
+        "complete turn (filtered as incomplete_trajectory when none is left), or filter it",
     )
 
 
