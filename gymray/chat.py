@@ -214,6 +214,8 @@ class _Builder:
             role = "system"  # chat templates know no developer role
         if role not in ("system", "user"):
             raise ConversionError((path, ".role"), f"unsupported role {role!r}")
+        if content is None:  # (an assistant's may be: its turn is tool calls)
+            raise ConversionError((path, ".content"), f"{role} message has no content")
         converted, has_image = convert_content(content, (path, ".content"))
         self.has_image |= has_image
         self.messages.append({"role": role, "content": converted})

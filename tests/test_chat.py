@@ -236,6 +236,8 @@ A = {"type": "message", "role": "assistant", "content": "x"}
          "response.output[1].output"),
         ([A, [A, {"type": "web_search_call"}]], "response.output[1][1].type"),
         ([A, [A, [7]]], "response.output[1][1][0]"),
+        ([A, {"type": "message", "role": "user"}], "response.output[1].content"),
+        ([A, {"type": "message", "role": "user", "content": None}], "response.output[1].content"),
     ],
 )  # fmt: skip
 def test_every_conversion_error_names_its_json_path(output, field):
@@ -248,6 +250,9 @@ def test_prompt_and_tool_errors_name_their_json_path():
     with pytest.raises(ConversionError) as e:
         prompt_messages({"input": [{"role": "user", "content": [{"type": "text", "text": 1}]}]})
     assert e.value.field == "responses_create_params.input[0].content[0].text"
+    with pytest.raises(ConversionError, match="system message has no content") as e:
+        prompt_messages({"input": [{"role": "system"}, {"role": "user", "content": "q"}]})
+    assert e.value.field == "responses_create_params.input[0].content"
     with pytest.raises(ConversionError) as e:
         convert_tools([{"type": "function", "name": "a"}, "b"])
     assert e.value.field == "responses_create_params.tools[1]"
