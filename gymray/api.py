@@ -78,7 +78,7 @@ def prepare(
     tasks, owners = _task_files(settings, inputs)
     refuse_overlap(settings.output, [f.uri for f in inputs], [f.uri for f in tasks])
     fp = fingerprint(settings, inputs, tasks)
-    existing = reusable(settings, fp)
+    existing = reusable(settings, fp, inputs, tasks)
     if existing is not None:
         log.info("reusing %s: same inputs and settings (fingerprint %s)", settings.output, fp)
         return _result(existing, True, settings)

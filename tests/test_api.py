@@ -513,3 +513,16 @@ def test_an_empty_input_file_is_named_and_no_records_gets_no_too_few_warning(tmp
     alone = gymray.prepare("sft", input=str(empty), output=str(tmp_path / "e"))
     assert alone.counts["records"]["train"] == 0
     assert alone.manifest["warnings"] == [f"1 input file(s) hold no line at all (empty): {empty}"]
+
+
+def test_a_refused_output_says_what_differs_from_the_dataset_there(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(Path(SAMPLE).read_bytes())
+    out = str(tmp_path / "d")
+    gymray.prepare("sft", input=str(src), output=out)
+    with pytest.raises(StorageError) as e:
+        gymray.prepare("sft", input=str(src), output=out, split={"val_fraction": 0.5})
+    assert "(split.val_fraction 0.05 -> 0.5; fingerprint " in str(e.value)
+    os.utime(src, ns=(1, 1))
+    with pytest.raises(StorageError, match=r"\(1 input file\(s\) changed since; finger"):
+        gymray.prepare("sft", input=str(src), output=out)

@@ -34,7 +34,9 @@ def fingerprint(settings: Any, inputs: list[InputFile], tasks: list[InputFile]) 
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def reusable(settings: Any, fp: str) -> dict | None:
+def reusable(
+    settings: Any, fp: str, inputs: list[InputFile] = (), tasks: list[InputFile] = ()
+) -> dict | None:
     """The manifest to reuse, or None to (re)build; refuses to clobber by accident,
     and refuses whatever is not a gymray dataset even with ``overwrite=true``."""
     state, existing = refuse_unless_replaceable(
@@ -44,10 +46,11 @@ def reusable(settings: Any, fp: str) -> dict | None:
         if existing.get("fingerprint") == fp and not settings.overwrite:
             return existing
         if not settings.overwrite:
+            why = differences(existing, settings, inputs, tasks)
+            why.append(f"fingerprint {existing.get('fingerprint')} != {fp}")
             raise StorageError(
                 f"{settings.output} holds a dataset built from other inputs or settings "
-                f"(fingerprint {existing.get('fingerprint')} != {fp}); "
-                "set overwrite=true to replace it, or choose another output"
+                f"({'; '.join(why)}); set overwrite=true to replace it, or choose another output"
             )
         return None
     if state == "unfinished":
@@ -57,6 +60,53 @@ def reusable(settings: Any, fp: str) -> dict | None:
             MANIFEST,
         )
     return None
+
+
+def differences(
+    existing: dict, settings: Any, inputs: list[InputFile], tasks: list[InputFile]
+) -> list[str]:
+    """What a dataset's manifest and this run differ in, of what makes the fingerprint:
+    the settings that change records (``split.val_fraction 0.05 -> 0.5``), input and task
+    files added, gone or changed since, gymray's version."""
+    kept = settings.fingerprint_settings()
+    recorded = {k: v for k, v in (existing.get("settings") or {}).items() if k in kept}
+    new = _flat(kept)
+    old = _flat(recorded) if recorded else new  # (a manifest without settings: unknown)
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k, "-") != new.get(k, "-")]
+    out = [f"{k} {_short(old.get(k, '-'))} -> {_short(new.get(k, '-'))}" for k in changed[:3]]
+    if len(changed) > 3:
+        out.append(f"{len(changed) - 3} more setting(s)")
+    for name, before, now in (("input", existing.get("inputs"), inputs),
+                              ("task", existing.get("tasks_files"), tasks)):  # fmt: skip
+        if before is None:
+            continue
+        was = {f["uri"]: (f["size"], f["mtime_ns"]) for f in before}
+        is_ = {f.uri: (f.size, f.mtime_ns) for f in now}
+        counts = (
+            (len(is_.keys() - was.keys()), "new"),
+            (len(was.keys() - is_.keys()), "gone"),
+            (sum(is_[u] != was[u] for u in is_.keys() & was.keys()), "changed since"),
+        )
+        out += [f"{n} {name} file(s) {what}" for n, what in counts if n]
+    version = (existing.get("versions") or {}).get("gymray")
+    if version and version != gymray.__version__:
+        out.append(f"gymray {version} -> {gymray.__version__}")
+    return out
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _short(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def paths(manifest: dict) -> dict:
