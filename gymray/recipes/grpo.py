@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import Field
@@ -116,9 +116,17 @@ def _same_prompt(row: dict, m: Member) -> bool:
     if not isinstance(request, dict) or "input" not in request:
         return True  # nothing to compare with
     ours = m.rollout.request.get("input")
-    return orjson.dumps(request["input"], option=orjson.OPT_SORT_KEYS) == orjson.dumps(
-        ours, option=orjson.OPT_SORT_KEYS
-    )
+    return _as_recorded(request["input"]) == _as_recorded(ours)
+
+
+def _as_recorded(items: Any) -> bytes:
+    """A prompt as NeMo Gym records it in a rollout: every message item typed
+    ``"type": "message"``, where a task file may leave the type out (math_with_autograder's
+    do: compared as they were, no rollout joined its task row)."""
+    if isinstance(items, list):
+        items = [{"type": "message", **i} if isinstance(i, dict) and "role" in i else i
+                 for i in items]  # fmt: skip
+    return orjson.dumps(items, option=orjson.OPT_SORT_KEYS)
 
 
 def is_math_answer(field: str, value: object) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from support import member, read_jsonl
+from support import fixture, member, read_jsonl
 
 import gymray
 from gymray.config import Settings
@@ -158,6 +158,42 @@ def test_tasks_join_each_rollouts_file_to_its_own_task_file(tmp_path):
 
 
 @pytest.mark.usefixtures("ray_session")
+def test_a_task_row_is_joined_though_gym_typed_the_recorded_prompt(tmp_path):
+    """NeMo Gym records a rollout's input with ``"type": "message"`` on every message its
+    task file gave without one. The prompts are the same: the task file's fields (here
+    ``category``, which the rollout lost) are in the row."""
+    d = tmp_path / "env" / "data"
+    q = "Solve x + 1 = 2. Put the answer in \\boxed{}."
+    write_jsonl(d / "example.jsonl", [{
+        "responses_create_params": {"input": [{"role": "user", "content": f"{q} {i}"}]},
+        "expected_answer": str(i), "category": f"algebra-{i}",
+        "agent_ref": {"type": "responses_api_agents", "name": "math_agent"},
+    } for i in range(3)])  # fmt: skip
+    write_jsonl(d / "example_rollouts.jsonl", [
+        rollout([{"type": "message", "role": "user", "content": f"{q} {i}"}],
+                [message(f"\\boxed{{{i}}}", "m")], 1.0, task=i, rollout_index=0,
+                agent="math_agent", expected_answer=str(i))
+        for i in range(3)
+    ])  # fmt: skip
+    gymray.prepare("grpo", input=str(d / "example_rollouts.jsonl"), output=str(tmp_path / "o"),
+                   **{"grpo.format": "nemo_gym", "split.val_fraction": 0})  # fmt: skip
+    rows = read_jsonl(tmp_path / "o" / "train.jsonl")
+    assert len(rows) == 3 and {r["meta"]["task_row"] for r in rows} == {"joined"}
+    assert sorted(r["category"] for r in rows) == ["algebra-0", "algebra-1", "algebra-2"]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_real_math_rollouts_join_their_task_file(tmp_path):
+    """math_with_autograder's rollouts lost category, problem_id, source and subcategory
+    (and carry the judge's output): the task file gives them back."""
+    rollouts = fixture("resources_servers/math_with_autograder/data/example_rollouts.jsonl")
+    gymray.prepare("grpo", input=str(rollouts), output=str(tmp_path / "o"),
+                   **{"grpo.format": "nemo_gym", "split.val_fraction": 0})  # fmt: skip
+    rows = read_jsonl(tmp_path / "o" / "train.jsonl")
+    assert rows and {r["meta"]["task_row"] for r in rows} == {"joined"}
+    assert all({"category", "problem_id", "source", "subcategory"} <= set(r) for r in rows)
+
+
 def test_same_named_files_of_two_environments_are_not_one_task(tmp_path):
     """NeMo Gym names every environment's rollouts example_rollouts.jsonl and numbers
     its tasks from 0: rollouts without agent_ref must not pool across environments."""
