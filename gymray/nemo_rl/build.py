@@ -280,6 +280,14 @@ def build_config(
         full = OmegaConf.merge(ours, user_tree)
         for removal in removals:
             _remove_key(full, removal[1:])
+    if special:  # said: it is not the entrypoint the README names for the algorithm
+        images = ((manifest.get("stats") or {}).get("notes") or {}).get("content:images", 0)
+        warnings.append(
+            f"{images} record(s) hold images: NeMo RL's {entry.script} trains this dataset "
+            f"from {entry.base_config}, a vision-language model's (nemo_rl.policy.model_name "
+            "must name one; its processor's chat template is not checked here); set "
+            "chat.images=filter to train a text model on the other records"
+        )
     if fmt in CHAT_RENDERED and not special:  # a VLM's processor brings its own template
         warnings += checks.chat_template(
             full if full is not None else merged, dict(manifest), nemo_rl_dir

@@ -79,6 +79,8 @@ def test_sft_images_train_a_vlm_or_are_filtered_never_a_crash(checkout, tmp_path
     assert {"type": "image", "image": parts[-1]["image"]} in parts  # NeMo RL's own image parts
     handle = dry_run(ds, checkout)
     assert script_of(handle) == "examples/run_vlm_sft.py"
+    (said,) = [w for w in handle.warnings if "hold images" in w]  # never a silent switch
+    assert "examples/run_vlm_sft.py" in said and "chat.images=filter" in said
     assert "sft_vlm_3B.yaml" in Path(handle.config.base_path).read_text()
     proc, _ = run_standin(checkout, "examples/run_vlm_sft.py", handle.config_path, tmp_path / "r")
     assert proc.returncode == 0, proc.stderr
