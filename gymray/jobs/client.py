@@ -7,6 +7,7 @@ or inside a Ray Job on the same cluster (``ray job submit -- python -m gymray.ru
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -110,7 +111,7 @@ def _answers_http(hostport: str) -> bool:
             return True
     except urllib.error.HTTPError:
         return True  # an HTTP server (auth may be wanted): the dashboard
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):  # (a GCS port answers in binary)
         return False
 
 

@@ -7,8 +7,10 @@ import json
 import os
 import secrets
 import shlex
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from nemo_rl_standin import write_dataset
@@ -149,3 +151,23 @@ def test_auth_token_comes_from_env_then_file_then_home(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "nope"))
     with pytest.raises(errors.AuthError, match="RAY_AUTH_TOKEN_PATH=.*nope cannot be read"):
         auth_token()
+
+
+def test_an_address_answering_in_binary_is_taken_for_a_gcs_not_a_crash():
+    """``--address host:port`` is tried as the dashboard first. A GCS port answers that
+    probe in binary: it was an unexpected BadStatusLine (exit 9), and is a GCS address."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(b"\x00\x00\x18\x04\x00\x00\x00\x00\x00\xfe\x00\x00\x00\x01")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        assert jobs.client._answers_http(f"127.0.0.1:{server.getsockname()[1]}") is False
+    finally:
+        server.close()
