@@ -355,6 +355,26 @@ def parse_items(items: list[str]) -> tuple[list[str], list[str]]:
     return dotlist, removals
 
 
+def _unparsable(dotlist: list[str], error: Exception) -> ConfigError:
+    """One line naming the override whose value is not YAML (a Jinja chat template's
+    ``{%``, a ``: `` or ``#`` in a bare value), and how to give it."""
+    for item in dotlist:
+        try:
+            OmegaConf.from_dotlist([item])
+        except Exception as e:  # (as above)
+            error = e
+            key = item.split("=", 1)[0].replace("++", "")
+            break
+    else:
+        key = None
+    why = " ".join(str(error).split("\n")[0].split())  # YAML's errors run over lines
+    what = f"the value of {key}" if key else "the overrides"
+    return ConfigError(
+        f"cannot parse {what} ({why}): quote it as a YAML string, e.g. "
+        f"'{key or 'key'}=\"...\"', or put it in a --config file"
+    )
+
+
 def _remove(tree: dict, key: str) -> None:
     if key.startswith("nemo_rl."):
         tree.setdefault("nemo_rl", {})["~" + key[len("nemo_rl.") :]] = None
@@ -394,7 +414,7 @@ def load_settings(
         try:
             layers.append(OmegaConf.from_dotlist(dotlist))
         except Exception as e:  # omegaconf raises several grammar errors
-            raise ConfigError(f"cannot parse overrides: {e}") from None
+            raise _unparsable(dotlist, e) from None
     merged = OmegaConf.to_container(OmegaConf.merge(*layers), resolve=True) if layers else {}
     merged = dict(merged or {})
     merged.pop("algo", None)

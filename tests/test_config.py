@@ -141,3 +141,17 @@ def test_help_rows_show_this_algorithms_section_and_no_other():
     keys = [k for k, _, _ in help_rows("dpo")]
     assert "dpo.min_gap" in keys and not any(k.startswith(("sft.", "grpo.")) for k in keys)
     assert "algo" not in keys and "split.val_fraction" in keys
+
+
+def test_an_override_that_is_not_yaml_is_named_in_one_line_with_the_fix():
+    """A Jinja chat template on the command line: YAML reads ``{%`` as a mapping. The
+    error was 'cannot parse overrides:' and three lines of the YAML scanner."""
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    with pytest.raises(ConfigError) as e:
+        load_settings("sft", ["split.seed=3", f"nemo_rl.policy.tokenizer.chat_template={template}"])
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("cannot parse the value of nemo_rl.policy.tokenizer.chat_template (")
+    assert "quote it" in message and "--config" in message
+    quoted = load_settings("sft", [f'nemo_rl.policy.tokenizer.chat_template="{template}"'])
+    assert quoted.nemo_rl["policy"]["tokenizer"]["chat_template"] == template
