@@ -242,7 +242,19 @@ def check_launch(settings: SettingsBase, dry_run: bool = False) -> None:
             "set storage.materialize_to=<shared directory> (or output=/shared/...)"
         )
     if not dry_run:
-        connect(job.address)
+        connect(job_address(settings))
+
+
+def job_address(settings: SettingsBase) -> str | None:
+    """``job.address``, else the cluster ``ray.address`` names (a GCS address: Ray's client
+    asks it for the dashboard). A launch's job API is checked before the prepare joins
+    Ray, so "the connected cluster" is not connected yet then."""
+    if settings.job.address:
+        return settings.job.address
+    ray_address = settings.ray.address
+    if ray_address in (None, "auto", "local") or "://" in ray_address:
+        return None  # (found as job_api finds it: RAY_ADDRESS, this machine's cluster)
+    return ray_address
 
 
 def load(path: str, storage: Any = None) -> PrepareResult:

@@ -164,8 +164,8 @@ class JobSettings(Section):
     )
     address: str | None = Field(
         None,
-        description="job API (http://head:8265); default: the connected cluster, "
-        "RAY_API_SERVER_ADDRESS or RAY_ADDRESS",
+        description="job API (http://head:8265); default: the cluster ray.address names, "
+        "the connected cluster, RAY_API_SERVER_ADDRESS or RAY_ADDRESS",
     )
     entrypoint_num_cpus: float | None = Field(1, description="CPUs held by the training driver")
     entrypoint_num_gpus: float | None = Field(None, description="GPUs held by the driver")

@@ -171,3 +171,28 @@ def test_an_address_answering_in_binary_is_taken_for_a_gcs_not_a_crash():
         assert jobs.client._answers_http(f"127.0.0.1:{server.getsockname()[1]}") is False
     finally:
         server.close()
+
+
+LAUNCH_BY_GCS = """
+import sys
+from gymray import api, jobs
+from gymray.config import load_settings
+settings = load_settings("sft", [f"ray.address={sys.argv[1]}"])
+print(api.job_address(settings), jobs.connect(api.job_address(settings))._address)
+given = load_settings("sft", [f"ray.address={sys.argv[1]}", "job.address=http://h:1"])
+print(api.job_address(given), api.job_address(load_settings("sft", ["ray.address=auto"])))
+"""
+
+
+def test_a_launch_finds_the_job_api_of_the_cluster_ray_address_names(head):
+    """``ray.address=<GCS>`` without ``job.address``: the launch's job API is checked
+    before the prepare joins Ray, and was looked for on this machine only ('no Ray job
+    API to talk to', exit 5, for a head started with its own --temp-dir or elsewhere).
+    A process of its own: Ray reads RAY_AUTH_MODE once, as it starts."""
+    env = {k: v for k, v in head.env.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    proc = subprocess.run([sys.executable, "-c", LAUNCH_BY_GCS, head.gcs], env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found, given = proc.stdout.splitlines()
+    assert found.split() == [head.gcs, head.address]
+    assert given.split() == ["http://h:1", "None"]
