@@ -127,6 +127,9 @@ def check_override_keys(overrides: Sequence[Override], known: DictConfig, source
     new: list[str] = []
     for ov in overrides:
         if ov.key in keys:
+            problem = None if ov.remove else _wrong_type(ov.key, keys[ov.key], ov.value)
+            if problem:
+                raise ConfigError(f"nemo_rl.{ov.key} {problem.replace('CONFIG', source)}")
             continue
         if ov.remove:
             raise ConfigError(f"cannot remove nemo_rl.{ov.key}: it is not in {source}")
@@ -149,3 +152,25 @@ def check_override_keys(overrides: Sequence[Override], known: DictConfig, source
             f"To add a new key on purpose, write nemo_rl.++{ov.key}=..."
         )
     return new
+
+
+def _wrong_type(key: str, base: Any, value: Any) -> str | None:
+    """Why ``value`` cannot stand where NeMo RL's config has ``base`` (None: it can).
+    Only what is surely wrong: text for a number or a flag, a value for a whole section;
+    an interpolation or a null on either side is left to NeMo RL."""
+    if (
+        value is None
+        or base is None
+        or any(isinstance(v, str) and "${" in v for v in (base, value))
+    ):
+        return None
+    if isinstance(base, dict) and base and not isinstance(value, dict):
+        shown = ", ".join(list(base)[:3]) + (", ..." if len(base) > 3 else "")
+        return f"is a section ({shown}): set its keys, e.g. nemo_rl.{key}.{next(iter(base))}=..."
+    if isinstance(base, bool):
+        ok, takes = isinstance(value, bool), "true or false"
+    elif isinstance(base, int | float):
+        ok, takes = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    else:
+        return None
+    return None if ok else f"takes {takes} ({base!r} in CONFIG), got {value!r}"

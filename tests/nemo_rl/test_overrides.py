@@ -145,3 +145,28 @@ def test_check_against_a_config_without_a_checkout():
     assert "base.yaml" in str(e.value) and "nemo_rl.++policy.model_nam" in str(e.value)
     with pytest.raises(ConfigError, match="cannot remove nemo_rl.policy.nope"):
         check_override_keys(parse_overrides(["~policy.nope"]), known, "base.yaml")
+
+
+def test_a_value_nemo_rl_cannot_take_is_refused_before_the_launch():
+    """'abc' for a batch size, 'two' for epochs, 3 for the whole policy section were
+    written into the config, to fail on the GPU cluster."""
+    known = OmegaConf.create({
+        "policy": {"train_global_batch_size": 32, "precision": "bfloat16", "lr": 5.0e-6,
+                   "max_total_sequence_length": "${data.max_len}", "generation": None,
+                   "dtensor_cfg": {"enabled": True}},
+        "sft": {"max_num_epochs": 1},
+    })  # fmt: skip
+    fine = ["policy.train_global_batch_size=64", "policy.lr=1e-5", "policy.lr=1",
+            "policy.max_total_sequence_length=4096", "policy.generation.x=1",
+            "policy.dtensor_cfg.enabled=false", "policy.precision=float32",
+            "policy.train_global_batch_size=null", "sft.max_num_epochs=${sft.other}"]  # fmt: skip
+    check_override_keys(parse_overrides(fine), known, "sft.yaml")
+    for bad, said in (
+        ("policy.train_global_batch_size=abc", "takes a number (32 in sft.yaml), got 'abc'"),
+        ("sft.max_num_epochs=two", "takes a number (1 in sft.yaml), got 'two'"),
+        ("policy.dtensor_cfg.enabled=yes please", "takes true or false"),
+        ("policy=3", "is a section (train_global_batch_size, precision, lr, ...)"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            check_override_keys(parse_overrides([bad]), known, "sft.yaml")
+        assert str(e.value).startswith(f"nemo_rl.{bad.split('=')[0]} {said}"), str(e.value)
