@@ -18,14 +18,10 @@ import argparse
 import difflib
 import json
 import logging
-import os
 import sys
-import tempfile
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import IO, Any
 
 from omegaconf import OmegaConf
@@ -51,6 +47,7 @@ from gymray.inspect import render_dataset
 from gymray.jobs.handle import STATUS_EXIT, JobHandle, attach
 from gymray.jobs.submit import stop_and_wait
 from gymray.recipes import ALGOS, REGISTRY
+from gymray.runlog import close_log, file_log, run_log, stderr_log
 
 JOB_VERBS = ("status", "logs", "stop")
 DATASET_VERBS = ("inspect", "show")
@@ -112,65 +109,10 @@ def _exit_codes() -> str:
 
 
 # --------------------------------------------------------------------------- errors
-def log_path() -> Path:
-    """Where this run's log (and any traceback) goes: GYMRAY_LOG_DIR, else the temp dir."""
-    base = Path(os.environ.get("GYMRAY_LOG_DIR") or Path(tempfile.gettempdir()) / "gymray-logs")
-    return base / f"gymray-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-
-
-def _file_log() -> logging.FileHandler | None:
-    """Send the gymray logger and tracebacks to a log file of this run."""
-    path = log_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path)
-    except OSError:
-        return None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    return handler
-
-
-def _close_log(handler: logging.FileHandler | None, code: int | None) -> None:
-    """Only a run that did not succeed keeps its log: a successful one said all of it on
-    stderr, and a log a run in the temp dir piled up (640 there after a day's work)."""
-    if handler is None:
-        return
-    log.removeHandler(handler)
-    handler.close()
-    if code == EXIT_OK:
-        Path(handler.baseFilename).unlink(missing_ok=True)
-
-
-def run_log() -> str | None:
-    """This run's log file, if it has one."""
-    files = [h for h in log.handlers if isinstance(h, logging.FileHandler)]
-    return files[-1].baseFilename if files else None
-
-
-class _Lines(logging.Formatter):
-    """``gymray: message`` (``gymray: warning: message`` for warnings), as the CLI says it."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
-        return f"gymray: {level}{record.getMessage()}"
-
-
-def _stderr_log() -> None:
-    if not any(getattr(h, "_gymray", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_Lines())
-        handler._gymray = True
-        log.addHandler(handler)
-        log.propagate = False
-    log.setLevel(logging.INFO)
-
-
 def guarded(fn: Callable[[], int], command: str, algo: str | None, json_output: bool) -> int:
     """Run a verb; whatever it raises ends as one line (and one JSON object) and a code."""
-    _stderr_log()
-    handler = _file_log()
+    stderr_log()
+    handler = file_log()
     logfile = handler.baseFilename if handler is not None else None
     code = None  # (until known: the log is kept)
     try:
@@ -192,7 +134,7 @@ def guarded(fn: Callable[[], int], command: str, algo: str | None, json_output: 
         code = error.exit_code
         return code
     finally:
-        _close_log(handler, code)
+        close_log(handler, code)
 
 
 # --------------------------------------------------------------------------- json
