@@ -127,9 +127,9 @@ def check_override_keys(overrides: Sequence[Override], known: DictConfig, source
     new: list[str] = []
     for ov in overrides:
         if ov.key in keys:
-            problem = None if ov.remove else _wrong_type(ov.key, keys[ov.key], ov.value)
+            problem = None if ov.remove else _wrong_type(ov.key, keys[ov.key], ov.value, source)
             if problem:
-                raise ConfigError(f"nemo_rl.{ov.key} {problem.replace('CONFIG', source)}")
+                raise ConfigError(f"nemo_rl.{ov.key} {problem}")
             continue
         if ov.remove:
             raise ConfigError(f"cannot remove nemo_rl.{ov.key}: it is not in {source}")
@@ -154,7 +154,7 @@ def check_override_keys(overrides: Sequence[Override], known: DictConfig, source
     return new
 
 
-def _wrong_type(key: str, base: Any, value: Any) -> str | None:
+def _wrong_type(key: str, base: Any, value: Any, source: str) -> str | None:
     """Why ``value`` cannot stand where NeMo RL's config has ``base`` (None: it can).
     Only what is surely wrong: text for a number or a flag, a value for a whole section;
     an interpolation or a null on either side is left to NeMo RL."""
@@ -173,4 +173,4 @@ def _wrong_type(key: str, base: Any, value: Any) -> str | None:
         ok, takes = isinstance(value, int | float) and not isinstance(value, bool), "a number"
     else:
         return None
-    return None if ok else f"takes {takes} ({base!r} in CONFIG), got {value!r}"
+    return None if ok else f"takes {takes} ({base!r} in {source}), got {value!r}"
