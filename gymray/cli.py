@@ -280,8 +280,10 @@ def _print_prepare(result: api.PrepareResult) -> None:
         f"records from {c['input_lines']} lines (used {c['used']}, filtered {filtered}, "
         f"rejected {rejected})"
     )
-    for reason, n in sorted(c["rejected"].items(), key=lambda kv: -kv[1]):
-        _say(f"  rejected {n} x {reason} (see rejects.jsonl)")
+    # why lines were not used, not only how many
+    for kind, listing in (("filtered", "filtered.jsonl"), ("rejected", "rejects.jsonl")):
+        for reason, n in sorted(c[kind].items(), key=lambda kv: -kv[1]):
+            _say(f"  {kind} {n} x {reason} (see {listing})")
     report = result.paths.get("report_html") or result.paths.get("report")
     _say(f"report: {report}")
 

@@ -306,7 +306,9 @@ def test_cli_on_the_bundled_sample(tmp_path):
         "reward_not_number": 1,
     }
     assert c["input_lines"] == 40 and c["records"]["val"] >= 1
-    assert "rejected 2 x invalid_json" in p.stderr
+    assert "rejected 2 x invalid_json (see rejects.jsonl)" in p.stderr
+    for reason, n in c["filtered"].items():  # the reasons, not only their sum
+        assert f"filtered {n} x {reason} (see filtered.jsonl)" in p.stderr
     bad = run_cli("sft", "sft.format=chatml", f"output={tmp_path / 'x'}", "--prepare-only")
     assert bad.returncode == 2 and "sft.format" in bad.stderr and "Traceback" not in bad.stderr
     missing = run_cli(
