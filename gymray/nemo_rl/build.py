@@ -43,6 +43,7 @@ from gymray.nemo_rl import checks, gym
 from gymray.nemo_rl.loading import load_with_defaults
 from gymray.nemo_rl.overrides import check_override_keys, overrides_to_dict, parse_overrides
 from gymray.recipes import ALGOS, REGISTRY
+from gymray.recipes.base import manifest_notes
 from gymray.storage.fs import is_remote, join
 
 # Placeholders allowed in the templates (configs/nemo_rl/<algo>.yaml) and in user
@@ -281,7 +282,7 @@ def build_config(
         for removal in removals:
             _remove_key(full, removal[1:])
     if special:  # said: it is not the entrypoint the README names for the algorithm
-        images = ((manifest.get("stats") or {}).get("notes") or {}).get("content:images", 0)
+        images = manifest_notes(manifest).get("content:images", 0)
         warnings.append(
             f"{images} record(s) hold images: NeMo RL's {entry.script} trains this dataset "
             f"from {entry.base_config}, a vision-language model's (nemo_rl.policy.model_name "

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from gymray import formats
 from gymray.errors import ConfigError, EmptyDatasetError
 from gymray.nemo_rl import gym_models
+from gymray.recipes.base import manifest_notes
 
 TEMPLATE_KEY = "policy.tokenizer.chat_template"
 LENGTH_KEY = "data.max_input_seq_length"
@@ -110,7 +111,7 @@ def render_template(template: str, tools: bool = True) -> str:
 
 def chat_template(cfg: DictConfig | None, manifest: dict, nemo_rl_dir: str) -> list[str]:
     """Refuse a chat template that cannot render the records' tool calls; warnings."""
-    notes = (manifest.get("stats") or {}).get("notes") or {}
+    notes = manifest_notes(manifest)
     with_calls = notes.get("content:tool_calls", 0)
     value = select(cfg, TEMPLATE_KEY)
     if value == "<unset>" or (isinstance(value, str) and value.lower() == "default"):
@@ -154,7 +155,7 @@ def chat_template(cfg: DictConfig | None, manifest: dict, nemo_rl_dir: str) -> l
 def gym_rows(manifest: dict, root: Path, config_paths: list[str] | None) -> list[str]:
     """Refuse rows that lack fields their Gym agent's request models require (Gym would
     answer them 422 mid-training); warnings for agents whose models cannot be read."""
-    notes = (manifest.get("stats") or {}).get("notes") or {}
+    notes = manifest_notes(manifest)
     rows = {k.split(":", 1)[1]: n for k, n in notes.items() if k.startswith("agent:")}
     if not rows:
         return []

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gymray.errors import ConfigError
+from gymray.recipes.base import manifest_notes
 
 AGENTS_KEY = "responses_api_agents"
 MODELS_DIR = "responses_api_models"
@@ -130,5 +131,5 @@ def unserved(agents: Iterable[str], config_paths: list[str], root: Path) -> list
 
 
 def dataset_agents(manifest: dict) -> list[str]:
-    notes = (manifest.get("stats") or {}).get("notes") or {}
+    notes = manifest_notes(manifest)
     return sorted(k.split(":", 1)[1] for k in notes if k.startswith("agent:"))

@@ -114,6 +114,12 @@ class GroupResult:
         self.status.setdefault(m.index, ("filtered", reason))
 
 
+def manifest_notes(manifest: dict) -> dict[str, int]:
+    """A dataset's note counts (what :meth:`Recipe.notes` said of its records), from its
+    manifest: ``{"content:images": 5, "agent:math_agent": 30, ...}``."""
+    return (manifest.get("stats") or {}).get("notes") or {}
+
+
 @dataclass
 class Outcome:
     """What a run produced, for a recipe's report section and warnings: counts,

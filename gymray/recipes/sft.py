@@ -22,6 +22,7 @@ from gymray.recipes.base import (
     Recipe,
     Section,
     conversation_problem,
+    manifest_notes,
     meta_of,
     register,
 )
@@ -159,8 +160,7 @@ class SFT(Recipe):
 
     @classmethod
     def entrypoint(cls, fmt: str, manifest: dict) -> Entrypoint:
-        notes = (manifest.get("stats") or {}).get("notes") or {}
-        return cls.vlm if notes.get("content:images") else cls.entrypoints[fmt]
+        return cls.vlm if manifest_notes(manifest).get("content:images") else cls.entrypoints[fmt]
 
     value_name = "reward"
 
