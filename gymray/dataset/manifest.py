@@ -19,6 +19,7 @@ import ray
 
 import gymray
 from gymray.errors import StorageError
+from gymray.nemo_rl.overrides import dotted_keys
 from gymray.storage import MANIFEST, InputFile, join, refuse_unless_replaceable
 
 log = logging.getLogger("gymray")
@@ -70,8 +71,8 @@ def differences(
     files added, gone or changed since, gymray's version."""
     kept = settings.fingerprint_settings()
     recorded = {k: v for k, v in (existing.get("settings") or {}).items() if k in kept}
-    new = _flat(kept)
-    old = _flat(recorded) if recorded else new  # (a manifest without settings: unknown)
+    new = _leaves(kept)
+    old = _leaves(recorded) if recorded else new  # (a manifest without settings: unknown)
     changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k, "-") != new.get(k, "-")]
     out = [f"{k} {_short(old.get(k, '-'))} -> {_short(new.get(k, '-'))}" for k in changed[:3]]
     if len(changed) > 3:
@@ -94,14 +95,9 @@ def differences(
     return out
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _leaves(tree: dict) -> dict:
+    """The dotted keys of ``tree`` that hold a value, not a section: ``{"split.seed": 0}``."""
+    return {k: v for k, v in dotted_keys(tree).items() if not (isinstance(v, dict) and v)}
 
 
 def _short(value: Any) -> str:

@@ -103,14 +103,14 @@ def overrides_to_dict(overrides: Iterable[Override]) -> dict[str, Any]:
     return root
 
 
-def _dotted_keys(node: Any, prefix: str = "") -> dict[str, Any]:
+def dotted_keys(node: Any, prefix: str = "") -> dict[str, Any]:
     """Every dotted key in a plain config dict (mappings and leaves) with its value."""
     out: dict[str, Any] = {}
     if isinstance(node, dict):
         for key, value in node.items():
             dotted = f"{prefix}{key}"
             out[dotted] = value
-            out.update(_dotted_keys(value, dotted + "."))
+            out.update(dotted_keys(value, dotted + "."))
     return out
 
 
@@ -123,7 +123,7 @@ def check_override_keys(overrides: Sequence[Override], known: DictConfig, source
     a mapping (NeMo RL's pydantic model judges those). Returns the keys accepted as new.
     """
     plain = OmegaConf.to_container(known, resolve=False)
-    keys = _dotted_keys(plain)
+    keys = dotted_keys(plain)
     new: list[str] = []
     for ov in overrides:
         if ov.key in keys:
