@@ -81,10 +81,7 @@ def statuses(
                 yield ray.get(ref)
     finally:
         parsed.close()  # (winds down the parse tasks still running)
-        started = [p[0] for p in pieces] + grouping
-        _, unfinished = ray.wait(started, num_returns=len(started), timeout=0,
-                                 fetch_local=False)  # fmt: skip
-        wind_down(unfinished, stop)
+        wind_down([p[0] for p in pieces] + grouping, stop)
 
 
 def _parsed(

@@ -87,8 +87,11 @@ def wind_down(tasks: list, stop: Callable[[], None], drain_s: float = DRAIN_S) -
     """Ends ``tasks`` (object refs of plain tasks, or generators) that may still run:
     ``stop()`` asks them to end, then their ends are waited for (a generator's items
     are dropped), up to ``drain_s``. Whatever still runs then is cancelled, as is
-    everything left when the wait itself is interrupted (a second signal)."""
-    running = list(tasks)
+    everything left when the wait itself is interrupted (a second signal). Plain tasks
+    already done are left out (a generator's end is known only from its items)."""
+    plain = [t for t in tasks if not isinstance(t, ray.ObjectRefGenerator)]
+    done = set(ray.wait(plain, num_returns=len(plain), timeout=0, fetch_local=False)[0])
+    running = [t for t in tasks if t not in done]
     if not running:
         return
     log.debug("asking %d running task(s) to stop", len(running))
@@ -125,8 +128,7 @@ def get_all(refs: list) -> list:
     try:
         return ray.get(refs)
     except BaseException:
-        _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
-        wind_down(unfinished, lambda: None)  # (they are short: nothing to ask them)
+        wind_down(refs, lambda: None)  # (they are short: nothing to ask them)
         raise
 
 
